@@ -1,0 +1,472 @@
+"""The csd command line: argument parsing, one function per command, and the exit-code table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from csd import __version__, config
+from csd.errors import FAILURE, INTERRUPTED, NOT_RUNNING, OK, USAGE, CsdError, NotRunning, UsageError
+from csd.events import EVENT_NAMES, BadLine, Event
+from csd.states import STATES, State
+from csd.workers import Meta, WorkersDir
+
+EXIT_CODES = (
+    (OK, "ok"),
+    (FAILURE, "failure, including a timeout"),
+    (USAGE, "usage error (unknown command, option, event type, state or bad value)"),
+    (NOT_RUNNING, "the worker is not running (terminated or gone) and the command needs a live one"),
+    (INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+MAX_TIMEOUT = 7 * 86400.0
+
+
+def err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def warn_bad_line(path: object) -> Callable[[BadLine], None]:
+    def report(bad: BadLine) -> None:
+        err(f"csd: warning: {path}: skipping {bad}")
+
+    return report
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, listing what is valid) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        if "unrecognized arguments" in message or "the following arguments are required" in message:
+            valid = sorted({o for a in self._actions for o in a.option_strings if o not in ("-h", "--help")})
+            usage = self.format_usage().strip().replace("usage: ", "")
+            message += f" (usage: {usage}" + (f"; options: {' '.join(valid)}" if valid else "") + ")"
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def timeout_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value <= MAX_TIMEOUT):
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: use seconds, 0 < t <= {int(MAX_TIMEOUT)}")
+    return value
+
+
+def count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number >= 0")
+    return value
+
+
+def event_arg(text: str) -> str:
+    if text not in EVENT_NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a known event type; valid events: {' '.join(EVENT_NAMES)}")
+    return text
+
+
+def _sub(name: str, help: str) -> Parser:
+    return Parser(prog=f"csd {name}", description=help)
+
+
+def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
+    """(top-level command parsers, per-worker command parsers)."""
+    top: dict[str, Parser] = {}
+    per: dict[str, Parser] = {}
+
+    p = top["launch"] = _sub("launch", "start a worker: csd launch NAME CWD [-- claude-args...]")
+    p.add_argument("name")
+    p.add_argument("cwd")
+    p.add_argument("claude_args", nargs="*")
+    p = top["adopt"] = _sub("adopt", "bring back a worker by session id: csd adopt NAME CWD SESSION_ID [-- claude-args...]")
+    p.add_argument("name")
+    p.add_argument("cwd")
+    p.add_argument("session_id")
+    p.add_argument("claude_args", nargs="*")
+    p = top["list"] = _sub("list", "list workers (TSV: STATUS TMUX SESSION_ID SHIM CWD)")
+    p.add_argument("--all", action="store_true", help="include gone workers")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("pattern", nargs="?", default="")
+    p = top["watch"] = _sub("watch", "live table of workers (Ctrl-C exits)")
+    p.add_argument("pattern", nargs="?", default="")
+    p = top["wait-for-turn"] = _sub("wait-for-turn", "wait until any/all named workers end their turn")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--any", action="store_true")
+    g.add_argument("--all", action="store_true")
+    p.add_argument("--settled", action="store_true", help="also wait out running background tasks")
+    p.add_argument("names", nargs="+", metavar="NAME [TIMEOUT]")
+    top["grant-consent"] = _sub("grant-consent", "one-time consent to let csd run Claude Code workers")
+    p = top["demo"] = _sub("demo", "run the whole loop with simulated workers (no claude, no network)")
+    p.add_argument("--workers", type=count_arg, default=3)
+    p.add_argument("--no-table", action="store_true", help="skip the live table")
+    top["help"] = _sub("help", "show help")
+
+    p = per["status"] = _sub("status", "print the state: " + " ".join(STATES))
+    p.add_argument("--json", action="store_true")
+    per["session-id"] = _sub("session-id", "print the session id")
+    per["events-file"] = _sub("events-file", "print the events file path")
+    p = per["read-events"] = _sub("read-events", "print event lines")
+    p.add_argument("--last", type=count_arg, metavar="N")
+    p.add_argument("--type", type=event_arg, metavar="T")
+    p.add_argument("--follow", action="store_true")
+    per["handoff"] = _sub("handoff", "how a human takes over this worker")
+    p = per["wait-for-turn"] = _sub("wait-for-turn", "wait until the worker's turn ends")
+    p.add_argument("timeout", nargs="?", type=timeout_arg, default=60.0)
+    p.add_argument("--after-line", type=count_arg, metavar="N")
+    p.add_argument("--settled", action="store_true", help="also wait out running background tasks")
+    p = per["send"] = _sub("send", "submit a prompt (- reads stdin)")
+    p.add_argument("prompt")
+    p = per["converse"] = _sub("converse", "send, wait, print this turn's reply")
+    p.add_argument("--with-turn", action="store_true")
+    p.add_argument("prompt")
+    p.add_argument("timeout", nargs="?", type=timeout_arg, default=120.0)
+    p = per["read-turn"] = _sub("read-turn", "the last turn as markdown")
+    p.add_argument("--full", action="store_true")
+    per["stop"] = _sub("stop", "end the worker and remove its files (destructive, final)")
+    return top, per
+
+
+HELP = """\
+csd {version} — drive Claude Code sessions as workers in tmux.
+
+Top-level commands:
+  csd launch NAME CWD [-- claude-args...]   start a worker; prints its shim path
+  csd adopt NAME CWD SESSION_ID [-- args]   bring back a worker (--resume) after a reboot
+  csd list [--all] [--json] [PATTERN]       STATUS TMUX SESSION_ID SHIM CWD (gone ones with --all)
+  csd watch [PATTERN]                       live table of workers; Ctrl-C exits
+  csd wait-for-turn --any|--all [--settled] NAME... [TIMEOUT]
+                                            fan-out wait (default timeout 60 s)
+  csd grant-consent                         one-time consent (type 'yes')
+  csd demo                                  the whole loop with simulated workers
+  csd help | --help | --version
+
+Per-worker commands (csd --worker NAME CMD, or SHIM CMD; NAME may be a session id):
+  status [--json]                           one of: {states}
+  send PROMPT|-                             submit a prompt (- reads stdin); refuses unless idle
+  wait-for-turn [TIMEOUT] [--after-line N] [--settled]
+                                            block until the turn ends (default 60 s); prints the event
+  converse [--with-turn] PROMPT|- [TIMEOUT] send, wait, print this turn's reply (default 120 s)
+  read-events [--last N] [--type T] [--follow]
+                                            event lines; T is one of: {events}
+  read-turn [--full]                        the last turn as markdown
+  handoff                                   how a human takes over (tmux attach)
+  session-id | events-file                  print them
+  stop                                      /exit, wait, kill if needed, remove meta, events and
+                                            shim. Destructive and final: relaunch to continue.
+
+Exit codes:
+{exits}
+
+Environment:
+{env}
+"""
+
+
+def help_text() -> str:
+    exits = "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES)
+    env = "\n".join(f"  {v.name:<26} {v.help} (default: {v.default or 'unset'})" for v in config.VARS)
+    return HELP.format(version=__version__, states=" ".join(STATES), events=" ".join(EVENT_NAMES), exits=exits, env=env)
+
+
+# ---------------------------------------------------------------- commands: read side
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from csd import tmux
+    from csd.states import fold
+
+    wdir = WorkersDir()
+    rows = []
+    if wdir.check():
+        metas = [m for m in wdir.metas(err) if args.pattern in m.tmux_name]
+        panes_by_socket: dict[str, dict[str, tmux.Pane]] = {}
+        for m in metas:
+            sock = m.tmux_socket or config.get("CSD_TMUX_SOCKET")
+            if sock not in panes_by_socket:
+                panes_by_socket[sock] = tmux.list_panes_sync(sock)
+            pane = panes_by_socket[sock].get(m.tmux_name)
+            tail = wdir.read_tail(m.session_id, warn_bad_line(wdir.events_path(m.session_id)))
+            worker = fold(tail.events, alive=pane is not None and pane.alive)
+            if worker.state == State.GONE and not args.all:
+                continue
+            rows.append((m, worker))
+    if not rows:
+        err("No workers found" + (f" matching {args.pattern!r}" if args.pattern else "") + ("" if args.all else " (gone ones are shown with --all)"))
+        return OK
+    if args.json:
+        for m, w in rows:
+            print(json.dumps(_status_json(wdir, m, w)))
+    else:
+        print("STATUS\tTMUX\tSESSION_ID\tSHIM\tCWD")
+        for m, w in rows:
+            print(f"{w.state}\t{m.tmux_name}\t{m.session_id}\t{wdir.shim_path(m.tmux_name)}\t{m.cwd}")
+    return OK
+
+
+def _status_json(wdir: WorkersDir, m: Meta, w: object) -> dict[str, object]:
+    from csd.states import Worker
+
+    assert isinstance(w, Worker)
+    last = w.last_event
+    return {
+        "name": m.tmux_name,
+        "session_id": m.session_id,
+        "state": w.state,
+        "bg_running": w.bg_running,
+        "settled": w.settled,
+        "last_event": last.name if last else None,
+        "last_event_ts": last.ts if last else None,
+        "last_event_line": last.line_no if last else None,
+        "last_event_summary": last.summary() if last else None,
+        "cwd": m.cwd,
+        "shim": str(wdir.shim_path(m.tmux_name)),
+        "events_file": str(wdir.events_path(m.session_id)),
+        "started_at": m.started_at,
+    }
+
+
+def _resolve(handle: str) -> tuple[WorkersDir, Meta]:
+    wdir = WorkersDir()
+    if not wdir.check():
+        raise CsdError(f"unknown worker {handle!r}: workers dir {wdir.path} does not exist; start one with: csd launch NAME DIR")
+    return wdir, wdir.resolve(handle, err)
+
+
+def cmd_status(handle: str, args: argparse.Namespace) -> int:
+    from csd import tmux
+    from csd.states import fold
+
+    wdir, m = _resolve(handle)
+    pane = tmux.list_panes_sync(m.tmux_socket or None).get(m.tmux_name)
+    tail = wdir.read_tail(m.session_id, warn_bad_line(wdir.events_path(m.session_id)))
+    worker = fold(tail.events, alive=pane is not None and pane.alive)
+    if args.json:
+        print(json.dumps(_status_json(wdir, m, worker)))
+    else:
+        print(worker.state)
+    return OK
+
+
+def cmd_read_events(handle: str, args: argparse.Namespace) -> int:
+    from csd.workers import iter_events
+
+    wdir, m = _resolve(handle)
+    path = wdir.events_path(m.session_id)
+    if args.follow:
+        from csd.commands import follow_events
+
+        return run_async(follow_events(wdir, m, args.last, args.type, lambda e: print(e.raw, flush=True)))
+    events = [e for e in iter_events(path, warn_bad_line(path)) if args.type is None or e.name == args.type]
+    if args.last is not None:
+        events = events[-args.last :] if args.last else []
+    out = sys.stdout
+    for e in events:
+        out.write(e.raw + "\n")
+    return OK
+
+
+def cmd_handoff(handle: str, args: argparse.Namespace) -> int:
+    from csd import tmux
+
+    wdir, m = _resolve(handle)
+    attach = shlex.join(tmux.argv(["attach", "-t", tmux.session_target(m.tmux_name)], m.tmux_socket or None))
+    print(attach)
+    err(
+        f"To take over worker {m.tmux_name!r}: run the line above in a terminal. Detach with Ctrl-B d to hand it back.\n"
+        f"While handed off, do not run '{wdir.shim_path(m.tmux_name)} stop' (it ends the session for good); "
+        "after detaching, check its state with 'status' before sending."
+    )
+    return OK
+
+
+def cmd_read_turn(handle: str, args: argparse.Namespace) -> int:
+    from csd.supervisor import transcript_of
+    from csd.transcript import last_turn, turn_markdown
+
+    wdir, m = _resolve(handle)
+    entries = transcript_of(wdir, m)
+    turn = last_turn(entries)
+    if turn is None:
+        raise CsdError(f"worker {m.tmux_name!r} has no turn in its transcript yet; run: {wdir.shim_path(m.tmux_name)} converse PROMPT")
+    print(turn_markdown(turn, full=args.full))
+    return OK
+
+
+def cmd_grant_consent(args: argparse.Namespace) -> int:
+    from csd.workers import consent_path
+
+    path = consent_path()
+    if path.is_file():
+        err(f"Consent already granted ({path}).")
+        return OK
+    err(
+        "csd launches Claude Code workers with --dangerously-skip-permissions: they run tools without asking.\n"
+        "Type 'yes' to consent (recorded at " + str(path) + "): "
+    )
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+    else:
+        line = input()
+    if line.strip().lower() != "yes":
+        raise CsdError(f"consent not granted (got {line.strip()!r}, expected 'yes')")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"granted {__import__('csd.workers').workers.now_iso()}\n")
+    err(f"Consent recorded at {path}.")
+    return OK
+
+
+# ---------------------------------------------------------------- commands: the engine
+
+
+def run_async(coro: object) -> int:
+    import asyncio
+
+    return asyncio.run(coro)  # type: ignore[arg-type, no-any-return]
+
+
+def read_prompt(arg: str) -> str:
+    if arg != "-":
+        return arg
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the prompt on stdin is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); send UTF-8 text") from None
+
+
+def cmd_engine(handle: str | None, cmd: str, args: argparse.Namespace) -> int:
+    from csd import commands
+
+    return run_async(commands.run_command(handle, cmd, args, read_prompt))
+
+
+def cmd_top_engine(cmd: str, args: argparse.Namespace) -> int:
+    from csd import commands
+
+    return run_async(commands.run_command(None, cmd, args, read_prompt))
+
+
+READ_SIDE: dict[str, Callable[[str, argparse.Namespace], int]] = {
+    "status": cmd_status,
+    "read-events": cmd_read_events,
+    "handoff": cmd_handoff,
+    "read-turn": cmd_read_turn,
+}
+
+
+def dispatch(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    worker: str | None = None
+    # global options come before the command
+    while argv and argv[0].startswith("-") and argv[0] != "-":
+        opt = argv.pop(0)
+        if opt in ("-h", "--help"):
+            print(help_text(), end="")
+            return OK
+        if opt == "--version":
+            print(f"csd {__version__}")
+            return OK
+        if opt == "--worker" or opt.startswith("--worker="):
+            if "=" in opt:
+                worker = opt.split("=", 1)[1]
+            elif argv:
+                worker = argv.pop(0)
+            else:
+                raise UsageError("--worker needs a worker name or session id")
+            if not worker:
+                raise UsageError("--worker needs a worker name or session id, got ''")
+            continue
+        raise UsageError(f"unknown option {opt!r}; valid before the command: --worker NAME, --help, --version")
+    top, per = build_parsers()
+    if not argv:
+        if worker:
+            raise UsageError(f"missing command for worker {worker!r}; valid: {' '.join(per)}")
+        print(help_text(), end="")
+        return USAGE
+    cmd, rest = argv[0], argv[1:]
+    table = per if worker is not None else top
+    if cmd not in table:
+        if worker is None and cmd in per:
+            raise UsageError(f"'{cmd}' is a per-worker command: run csd --worker NAME {cmd} (or SHIM {cmd})")
+        if worker is not None and cmd in top:
+            raise UsageError(f"'{cmd}' is a top-level command and takes no --worker; run: csd {cmd} ...")
+        raise UsageError(f"unknown command {cmd!r}; valid: {' '.join(table)}")
+    parser = table[cmd]
+    if rest and rest[0] in ("-h", "--help"):
+        parser.print_help(sys.stdout)
+        return OK
+    # launch/adopt: everything after '--' goes to claude untouched
+    extra: list[str] = []
+    if cmd in ("launch", "adopt") and "--" in rest:
+        i = rest.index("--")
+        rest, extra = rest[:i], rest[i + 1 :]
+    args = parser.parse_args(rest)
+    if cmd in ("launch", "adopt"):
+        if args.claude_args:
+            raise UsageError(f"unexpected argument {args.claude_args[0]!r}; claude's arguments go after '--': csd {cmd} NAME CWD [-- ARGS...]")
+        args.claude_args = extra
+        args.invocation = ["csd", *argv]
+    if worker is not None:
+        if cmd in READ_SIDE:
+            return READ_SIDE[cmd](worker, args)
+        if cmd in ("session-id", "events-file"):
+            wdir, m = _resolve(worker)
+            print(m.session_id if cmd == "session-id" else wdir.events_path(m.session_id))
+            return OK
+        return cmd_engine(worker, cmd, args)
+    if cmd == "help":
+        print(help_text(), end="")
+        return OK
+    if cmd == "list":
+        return cmd_list(args)
+    if cmd == "grant-consent":
+        return cmd_grant_consent(args)
+    if cmd == "wait-for-turn":
+        names, timeout = list(args.names), 60.0
+        if len(names) > 1:
+            try:
+                timeout = timeout_arg(names[-1])
+                names.pop()
+            except argparse.ArgumentTypeError:
+                pass
+        args.names, args.timeout = names, timeout
+    return cmd_top_engine(cmd, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run csd; returns the exit code (the console script exits with it)."""
+    try:
+        code = dispatch(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        err("csd: interrupted")
+        code = INTERRUPTED
+    except CsdError as exc:
+        err(f"csd: error: {exc}")
+        code = exc.exit_code
+    except BrokenPipeError:
+        code = FAILURE
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    return code
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,166 @@
+"""The CLI's event-driven commands: each runs one Supervisor and prints what the command answers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from csd import config
+from csd.errors import OK, CsdError, NotRunning
+from csd.events import Event
+from csd.supervisor import Supervisor
+from csd.workers import Meta, WorkersDir
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, read_prompt: Callable[[str], str]) -> int:
+    """Run one async command for the CLI; CsdError propagates to cli.main, which maps it to an exit code."""
+    if cmd == "launch":
+        from csd.lifecycle import launch
+
+        return await launch(args.name, args.cwd, args.claude_args, args.invocation)
+    if cmd == "adopt":
+        from csd.lifecycle import adopt
+
+        return await adopt(args.name, args.cwd, args.session_id, args.claude_args, args.invocation)
+    if cmd == "demo":
+        from csd.demo import demo
+
+        return await demo(args.workers, table=not args.no_table)
+    if cmd == "watch":
+        from csd.render import watch
+
+        return await watch(args.pattern)
+    wdir = WorkersDir()
+    if cmd == "wait-for-turn" and handle is None:
+        for name in args.names:
+            wdir.resolve(name)  # every unknown name rejected before any wait
+        async with Supervisor(wdir) as sup:
+            return await _fan_wait(sup, args)
+    assert handle is not None
+    if not wdir.check():
+        raise CsdError(f"unknown worker {handle!r}: workers dir {wdir.path} does not exist; start one with: csd launch NAME DIR")
+    meta = wdir.resolve(handle)
+    if cmd == "stop":
+        from csd.lifecycle import stop
+
+        return await stop(meta)
+    prompt = read_prompt(args.prompt) if cmd in ("send", "converse") else ""
+    async with Supervisor(wdir) as sup:
+        if cmd == "wait-for-turn":
+            return await _wait_for_turn(sup, meta, args)
+        if cmd == "send":
+            ev = await sup.send(meta.tmux_name, prompt)
+            err(f"csd: submitted to {meta.tmux_name!r} (events line {ev.line_no})")
+            return OK
+        if cmd == "converse":
+            return await _converse(sup, wdir, meta, prompt, args)
+    raise CsdError(f"unknown command {cmd!r}")
+
+
+async def _wait_for_turn(sup: Supervisor, meta: Meta, args: argparse.Namespace) -> int:
+    tr = await sup.track(meta, min_line=None if args.after_line is None else args.after_line + 1)
+    try:
+        async with asyncio.timeout(args.timeout):
+            ev = await sup.wait_for_turn(meta.tmux_name, args.after_line, args.settled)
+    except TimeoutError:
+        raise CsdError(
+            f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r} to end its turn ({tr.describe()})"
+        ) from None
+    out(ev.raw)
+    return OK
+
+
+async def _fan_wait(sup: Supervisor, args: argparse.Namespace) -> int:
+    try:
+        async with asyncio.timeout(args.timeout):
+            if args.any:
+                name, ev = await sup.wait_any(args.names, args.settled)
+                out(f"{name}\t{ev.raw}")
+            else:
+                for name, ev in await sup.wait_all(args.names, args.settled):
+                    out(f"{name}\t{ev.raw}")
+    except TimeoutError:
+        busy = [f"{tr.name} ({tr.describe()})" for tr in sup.tracked() if tr.state in ("working", "launching")]
+        raise CsdError(f"timed out after {args.timeout:g}s; still busy: {', '.join(busy) or 'none'}") from None
+    return OK
+
+
+async def _converse(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: str, args: argparse.Namespace) -> int:
+    try:
+        async with asyncio.timeout(args.timeout):
+            reply = await sup.converse(meta.tmux_name, prompt)
+    except TimeoutError:
+        tr = sup.tracked()[0] if sup.tracked() else None
+        diag = config.get("CSD_CONVERSE_DIAG_FILE")
+        msg = f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r}" + (f" ({tr.describe()})" if tr else "")
+        if diag:
+            from csd.lifecycle import write_diagnostic
+
+            await write_diagnostic(wdir, meta, diag)
+            err(f"csd-diagnostic: {diag}")
+        raise CsdError(msg) from None
+    out(reply.markdown() if args.with_turn else reply.text())
+    return OK
+
+
+async def follow_events(
+    wdir: WorkersDir, meta: Meta, last: int | None, type_: str | None, emit: Callable[[Event], None]
+) -> int:
+    """read-events --follow: what is there (or the last N), then new lines until the worker is stopped."""
+    from csd.events import BadLine, parse_line
+
+    path = wdir.events_path(meta.session_id)
+    async with Supervisor(wdir) as sup:
+        follower = sup.watcher.follow(path.name)
+        present = _count_lines(path)  # the backlog; --last applies to it only
+        backlog: list[Event] = []
+        flushed = present == 0
+        try:
+            async for number, text in follower:
+                try:
+                    ev: Event | None = parse_line(text, number)
+                except BadLine as bad:
+                    err(f"csd: warning: {path}: skipping {bad}")
+                    ev = None
+                keep = ev is not None and (type_ is None or ev.name == type_)
+                if flushed:
+                    if keep:
+                        emit(ev)  # type: ignore[arg-type]
+                    continue
+                if keep:
+                    backlog.append(ev)  # type: ignore[arg-type]
+                if number >= present:
+                    _flush(backlog, last, emit)
+                    flushed = True
+        finally:
+            follower.close()
+        if not flushed:
+            _flush(backlog, last, emit)
+    return OK
+
+
+def _flush(backlog: list[Event], last: int | None, emit: Callable[[Event], None]) -> None:
+    if last is not None:
+        backlog = backlog[-last:] if last else []
+    for ev in backlog:
+        emit(ev)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0

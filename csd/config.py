@@ -1,0 +1,49 @@
+"""Every environment variable csd reads, with its default, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_WORKERS_DIR = "/tmp/claude-workers"
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    default: str
+    help: str
+
+
+VARS: tuple[Var, ...] = (
+    Var("CSD_WORKERS_DIR", DEFAULT_WORKERS_DIR, "where metas, events files and bin/ shims live"),
+    Var("CSD_CLAUDE_BIN", "claude", "the worker program (csd-simworker for a simulated worker)"),
+    Var("CSD_TMUX_SOCKET", "", "dedicated tmux server: a name means -L NAME, a path means -S PATH"),
+    Var("CSD_LAUNCH_TIMEOUT", "30", "seconds launch/adopt wait for session_start"),
+    Var("CSD_SUBMIT_TIMEOUT", "10", "seconds send waits for user_prompt_submit before failing"),
+    Var("CSD_SUBMIT_RETRY_INTERVAL", "2", "seconds between Enter re-presses while send waits"),
+    Var("CSD_STOP_TIMEOUT", "10", "seconds stop waits for session_end before killing the session"),
+    Var("CSD_CONVERSE_DIAG_FILE", "", "converse writes a diagnostic here when it times out"),
+    Var("CSD_WATCH_BACKEND", "", "inotify or poll (default: inotify where available)"),
+    Var("HOME", "~", "consent file ~/.claude/.claude-session-driver-consent"),
+)
+_BY_NAME = {v.name: v for v in VARS}
+
+
+def get(name: str) -> str:
+    """The variable's value, or its default when unset or empty."""
+    return os.environ.get(name) or _BY_NAME[name].default
+
+
+def seconds(name: str) -> float:
+    """A positive duration from the environment; a bad value is a usage error naming the variable."""
+    raw = get(name)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value <= 86400 * 7):
+        from csd.errors import UsageError
+
+        raise UsageError(f"{name}={raw!r} is not a duration; use seconds > 0, e.g. {_BY_NAME[name].default}")
+    return value

@@ -1,0 +1,25 @@
+"""csd's error types; cli.main turns each into its exit code and one line on stderr."""
+
+from __future__ import annotations
+
+OK, FAILURE, USAGE, NOT_RUNNING, INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class CsdError(Exception):
+    """A failure the user can act on; the message is the one line printed after ``csd: error:``."""
+
+    exit_code = FAILURE
+
+
+class UsageError(CsdError):
+    exit_code = USAGE
+
+
+class NotRunning(CsdError):
+    """The worker is terminated or gone and the command needs a live one."""
+
+    exit_code = NOT_RUNNING
+
+
+class UnknownWorker(CsdError):
+    exit_code = FAILURE

@@ -1,0 +1,137 @@
+"""Event names and the tolerant parsing of a worker's events file (pure: no I/O beyond what callers pass in)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+# Claude Code hook name -> csd event name (snake_case). The first five are the bash v3 vocabulary.
+HOOK_TO_EVENT: dict[str, str] = {
+    "SessionStart": "session_start",
+    "UserPromptSubmit": "user_prompt_submit",
+    "PreToolUse": "pre_tool_use",
+    "PostToolUse": "post_tool_use",
+    "Notification": "notification",
+    "Stop": "stop",
+    "SubagentStop": "subagent_stop",
+    "PreCompact": "pre_compact",
+    "SessionEnd": "session_end",
+}
+EVENT_NAMES: tuple[str, ...] = tuple(HOOK_TO_EVENT.values())
+TURN_ENDING = frozenset({"stop", "session_end"})
+SYNTHETIC_PROMPT_PREFIX = "<task-notification>"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of an events file. ``data`` is the whole JSON object; unknown names are kept."""
+
+    line_no: int
+    name: str
+    ts: str
+    data: dict[str, Any] = field(repr=False)
+    raw: str = field(repr=False)
+
+    @property
+    def known(self) -> bool:
+        return self.name in EVENT_NAMES
+
+    @property
+    def prompt_id(self) -> str | None:
+        value = self.data.get("prompt_id")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def source(self) -> str | None:
+        value = self.data.get("source")
+        return value if isinstance(value, str) else None
+
+    @property
+    def notification_type(self) -> str | None:
+        value = self.data.get("notification_type")
+        return value if isinstance(value, str) else None
+
+    @property
+    def bg_running(self) -> int:
+        """Background tasks still running when this event fired (stop/subagent_stop), else 0."""
+        value = self.data.get("bg_running")
+        return value if isinstance(value, int) and value > 0 else 0
+
+    @property
+    def synthetic(self) -> bool:
+        """A prompt Claude Code submitted by itself (a background task reporting back)."""
+        prompt = self.data.get("prompt")
+        return isinstance(prompt, str) and prompt.startswith(SYNTHETIC_PROMPT_PREFIX)
+
+    def summary(self) -> str:
+        """A short human description, e.g. ``Bash: pytest -q`` for a tool call."""
+        d = self.data
+        if self.name in ("pre_tool_use", "post_tool_use"):
+            tool = d.get("tool") or "?"
+            arg = _tool_arg(d.get("tool_input"))
+            return f"{tool}: {arg}" if arg else str(tool)
+        if self.name == "user_prompt_submit":
+            return "prompt: " + _one_line(d.get("prompt"))
+        if self.name == "stop":
+            bg = self.bg_running
+            return "stop" + (f" ({bg} background running)" if bg else "")
+        if self.name == "session_start":
+            return f"session_start ({self.source})" if self.source else "session_start"
+        if self.name == "session_end":
+            reason = d.get("reason")
+            return f"session_end ({reason})" if reason else "session_end"
+        if self.name == "notification":
+            return f"notification ({self.notification_type or _one_line(d.get('message'))})"
+        return self.name
+
+
+def _one_line(value: object, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else ("" if value is None else json.dumps(value))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tool_arg(tool_input: object) -> str:
+    if isinstance(tool_input, dict):
+        for key in ("command", "file_path", "pattern", "description", "url", "query", "prompt"):
+            if isinstance(tool_input.get(key), str):
+                return _one_line(tool_input[key])
+        return _one_line(tool_input)
+    return _one_line(tool_input)
+
+
+class BadLine(ValueError):
+    """A malformed or half-written line (a hook killed mid-write)."""
+
+    def __init__(self, line_no: int, reason: str, text: str) -> None:
+        super().__init__(f"line {line_no}: {reason}: {text[:80]!r}")
+        self.line_no = line_no
+
+
+def parse_line(text: str, line_no: int) -> Event:
+    """Parse one line; raise BadLine when it is not a JSON object with a string ``event``."""
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise BadLine(line_no, f"not JSON ({exc.msg})", text) from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("event"), str):
+        raise BadLine(line_no, "not an event object", text)
+    ts = obj.get("ts")
+    return Event(line_no, obj["event"], ts if isinstance(ts, str) else "", obj, text)
+
+
+def parse_lines(
+    lines: Iterable[str], first_line_no: int = 1, on_bad: Callable[[BadLine], None] | None = None
+) -> Iterator[Event]:
+    """Parse lines, skipping (and reporting through ``on_bad``) the bad ones; later lines still count."""
+    for line_no, text in enumerate(lines, first_line_no):
+        text = text.rstrip("\n")
+        if not text.strip():
+            continue
+        try:
+            yield parse_line(text, line_no)
+        except BadLine as bad:
+            if on_bad is not None:
+                on_bad(bad)

@@ -1,0 +1,214 @@
+"""The hook Claude Code runs on each lifecycle event: it appends one capped JSON line to the worker's events file.
+
+Standard library only and no csd imports, so it starts fast (run as ``python -I -S hook.py``).
+It never exits non-zero, never hangs on an unclosed stdin, and writes each line with a single
+``write`` on an ``O_APPEND`` descriptor so concurrent hooks (parallel tool calls) never interleave.
+
+Which file: a worker csd launched carries ``CSD_EVENTS_FILE`` in its environment (it survives
+``/clear``, which gives the session a new id); that file must already exist (launch creates it,
+stop removes it), so a late hook never resurrects a stopped worker's file. Otherwise a session is
+managed when ``<workers dir>/<session_id>.meta`` exists (the bash v3 rule). Anything else is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+
+STDIN_LIMIT = 16 << 20  # bytes; a payload bigger than this is not a hook payload
+STDIN_SECONDS = 2.0  # total time allowed to read stdin
+CAP = 2000  # longest string kept in an events line
+LINE_LIMIT = 64 << 10  # longest events line; beyond it the big fields are summarised
+DEFAULT_WORKERS_DIR = "/tmp/claude-workers"
+
+HOOK_TO_EVENT = {
+    "SessionStart": "session_start",
+    "UserPromptSubmit": "user_prompt_submit",
+    "PreToolUse": "pre_tool_use",
+    "PostToolUse": "post_tool_use",
+    "Notification": "notification",
+    "Stop": "stop",
+    "SubagentStop": "subagent_stop",
+    "PreCompact": "pre_compact",
+    "SessionEnd": "session_end",
+}
+# Fields copied (capped) per event, besides ts/event/session_id/cwd/transcript_path/prompt_id.
+FIELDS = {
+    "session_start": ("source", "model"),
+    "user_prompt_submit": ("prompt",),
+    "pre_tool_use": ("tool_use_id",),
+    "post_tool_use": ("tool_use_id", "tool_response", "duration_ms"),
+    "notification": ("notification_type", "message"),
+    "stop": ("last_assistant_message", "stop_hook_active"),
+    "subagent_stop": ("agent_id", "agent_type", "agent_transcript_path", "last_assistant_message"),
+    "pre_compact": ("trigger", "custom_instructions"),
+    "session_end": ("reason",),
+}
+
+
+def read_stdin(fd: int = 0, limit: int = STDIN_LIMIT, seconds: float = STDIN_SECONDS) -> bytes:
+    """Read until EOF, ``limit`` bytes, ``seconds``, or a complete JSON object — whichever comes first."""
+    chunks: list[bytes] = []
+    size = 0
+    deadline = time.monotonic() + seconds
+    while size < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            ready, _, _ = select.select([fd], [], [], left)
+        except (OSError, ValueError):
+            break
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, min(1 << 16, limit - size))
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        # A caller that never closes stdin must not cost us the whole deadline once the object is in.
+        if chunk.rstrip().endswith(b"}"):
+            data = b"".join(chunks)
+            try:
+                json.loads(data)
+                return data
+            except ValueError:
+                pass
+    return b"".join(chunks)
+
+
+def cap(value: object, limit: int = CAP, depth: int = 0) -> object:
+    """Truncate long strings (saying so) and deep or wide structures, so an events line stays small."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value
+        return value[:limit] + f"…[truncated {len(value) - limit} chars]"
+    if depth >= 6:
+        return "…[truncated nesting]"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {str(k): cap(v, limit, depth + 1) for k, v in items[:50]}
+        if len(items) > 50:
+            out["…"] = f"[truncated {len(items) - 50} keys]"
+        return out
+    if isinstance(value, list):
+        out_list = [cap(v, limit, depth + 1) for v in value[:50]]
+        if len(value) > 50:
+            out_list.append(f"…[truncated {len(value) - 50} items]")
+        return out_list
+    return value
+
+
+def snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def record(payload: dict, now: float | None = None) -> dict:
+    """The events line for one hook payload (v3 fields kept: cwd, tool, tool_input)."""
+    now = time.time() if now is None else now
+    hook = str(payload.get("hook_event_name") or "")
+    name = HOOK_TO_EVENT.get(hook) or snake(hook) or "unknown"
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % int((now % 1) * 1000)
+    rec: dict = {"ts": ts, "event": name}
+    for key in ("session_id", "cwd", "transcript_path", "prompt_id"):
+        if payload.get(key) is not None:
+            rec[key] = payload[key]
+    if name in ("pre_tool_use", "post_tool_use"):
+        rec["tool"] = payload.get("tool_name")
+        rec["tool_input"] = cap(payload.get("tool_input"))
+    for key in FIELDS.get(name, ()):
+        if key in payload:
+            rec[key] = cap(payload[key])
+    if name not in FIELDS:  # an event this version does not know: keep its small scalar fields
+        for key, value in payload.items():
+            if key not in rec and key != "hook_event_name" and isinstance(value, (str, int, float, bool)):
+                rec[key] = cap(value, 200)
+    if name in ("stop", "subagent_stop"):
+        tasks = payload.get("background_tasks")
+        tasks = tasks if isinstance(tasks, list) else []
+        running = [t for t in tasks if isinstance(t, dict) and t.get("status") == "running"]
+        rec["bg_running"] = len(running)
+        if tasks:
+            rec["background_tasks"] = cap(
+                [{k: t.get(k) for k in ("id", "status", "description", "agent_type")} for t in tasks if isinstance(t, dict)],
+                200,
+            )
+    return rec
+
+
+def encode(rec: dict) -> bytes:
+    line = json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n"
+    data = line.encode("utf-8", "replace")
+    if len(data) > LINE_LIMIT:
+        for key in ("tool_input", "tool_response", "last_assistant_message", "prompt", "background_tasks"):
+            if key in rec:
+                rec[key] = cap(json.dumps(rec[key], ensure_ascii=False), 500)
+        data = (json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "replace")
+    return data
+
+
+def target(payload: dict, environ: dict) -> tuple[str, int] | None:
+    """(path, extra open flags) of the events file this event belongs to, or None when unmanaged."""
+    events_file = environ.get("CSD_EVENTS_FILE")
+    if events_file:
+        return events_file, 0
+    sid = payload.get("session_id")
+    if not isinstance(sid, str) or not sid or "/" in sid or sid.startswith("."):
+        return None
+    wdir = environ.get("CSD_WORKERS_DIR") or DEFAULT_WORKERS_DIR
+    if not os.path.exists(os.path.join(wdir, sid + ".meta")):
+        return None
+    return os.path.join(wdir, sid + ".events.jsonl"), os.O_CREAT
+
+
+def append(path: str, data: bytes, extra_flags: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | extra_flags, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def main() -> int:
+    try:
+        environ = dict(os.environ)
+        # Without launch's variable and without any meta there is nothing to manage: skip reading stdin.
+        if not environ.get("CSD_EVENTS_FILE"):
+            wdir = environ.get("CSD_WORKERS_DIR") or DEFAULT_WORKERS_DIR
+            try:
+                if not any(e.name.endswith(".meta") for e in os.scandir(wdir)):
+                    return 0
+            except OSError:
+                return 0
+        raw = read_stdin()
+        try:
+            payload = json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            return 0
+        if not isinstance(payload, dict):
+            return 0
+        where = target(payload, environ)
+        if where is None:
+            return 0
+        append(where[0], encode(record(payload)), where[1])
+    except Exception as exc:  # the hook must never fail Claude Code's event
+        try:
+            sys.stderr.write(f"csd hook: {exc}\n")
+        except Exception:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""Starting and ending workers: launch, adopt, stop, the start-up dialogs, and diagnostics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from csd import __version__, config, tmux
+from csd.errors import OK, CsdError, UsageError
+from csd.states import State
+from csd.supervisor import Supervisor, Tracked
+from csd.workers import Meta, WorkersDir, check_name, check_session_id, consent_path, has_consent, now_iso
+
+#: Environment variables that select a provider or auth path. A new tmux session inherits the tmux
+#: *server's* environment, which may hold a stale value, so each is pinned to the controller's own
+#: value, or to empty when the controller has none.
+PINNED_PROVIDER_VARS = (
+    "CLAUDE_CODE_PROVIDER_MANAGED_BY_HOST",
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "CLAUDE_CODE_USE_FOUNDRY",
+    "CLAUDE_CODE_USE_ANTHROPIC_AWS",
+    "CLAUDE_CODE_USE_MANTLE",
+)
+#: Never passed to a worker: tmux's own variables (a worker is not inside the controller's tmux) and
+#: the IDE port (a worker must not attach to the controller's IDE).
+DROPPED_VARS = frozenset({"TMUX", "TMUX_PANE", "CLAUDE_CODE_SSE_PORT", "COLUMNS", "LINES"})
+HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop",
+               "SubagentStop", "PreCompact", "SessionEnd")
+#: The TUI swallows an Enter that arrives in the first few hundred milliseconds after session_start
+#: and no event says when it is ready; launch returns this long after session_start.
+SETTLE_AFTER_START = 0.35
+#: Start-up dialogs appear before session_start and fire no hook, so launch reads the screen at this
+#: period until session_start arrives (the only screen polling csd does).
+DIALOG_CHECK_INTERVAL = 0.2
+PANE_WIDTH, PANE_HEIGHT = 200, 50
+
+
+def hook_command() -> str:
+    """The hook as launch configures it: this interpreter, isolated (-I -S: no site, fast start)."""
+    hook = Path(__file__).resolve().parent / "hook.py"
+    return f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(hook))}"
+
+
+def settings_json() -> str:
+    entry = [{"matcher": "*", "hooks": [{"type": "command", "command": hook_command(), "timeout": 30}]}]
+    return json.dumps({"skipDangerousModePermissionPrompt": True, "hooks": {e: entry for e in HOOK_EVENTS}})
+
+
+def claude_argv(claude_bin: str, session_flag: list[str], extra: list[str]) -> list[str]:
+    return [
+        claude_bin,
+        *session_flag,
+        "--settings",
+        settings_json(),
+        "--dangerously-skip-permissions",
+        "--disallowed-tools",
+        "AskUserQuestion",
+        *extra,
+    ]
+
+
+def worker_env(wdir: WorkersDir, meta: Meta, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment: the controller's own, with the pins and csd's variables."""
+    environ = dict(os.environ if environ is None else environ)
+    env = {k: v for k, v in environ.items() if k.isidentifier() and k not in DROPPED_VARS}
+    env["CLAUDE_CODE_SSE_PORT"] = ""
+    for var in PINNED_PROVIDER_VARS:
+        env[var] = environ.get(var, "")
+    env["CSD_WORKER"] = meta.tmux_name
+    env["CSD_WORKERS_DIR"] = str(wdir.path)
+    env["CSD_EVENTS_FILE"] = str(wdir.events_path(meta.session_id))
+    return env
+
+
+def resolve_claude_bin() -> str:
+    name = config.get("CSD_CLAUDE_BIN")
+    found = shutil.which(name)
+    if found is None:
+        raise CsdError(
+            f"worker program {name!r} not found (CSD_CLAUDE_BIN); install Claude Code "
+            "(npm install -g @anthropic-ai/claude-code) or set CSD_CLAUDE_BIN, e.g. to csd-simworker"
+        )
+    return os.path.abspath(found)
+
+
+def reproduce_line(invocation: list[str], cwd: str) -> str:
+    """The exact command that relaunches an equivalent worker (absolute cwd, csd's own env vars)."""
+    argv = list(invocation)
+    if len(argv) >= 4 and argv[1] in ("launch", "adopt"):
+        argv[3] = cwd
+    argv[0] = "csd" if shutil.which("csd") else shlex.join(_entry())
+    prefix = [f"{v}={shlex.quote(os.environ[v])}" for v in ("CSD_WORKERS_DIR", "CSD_TMUX_SOCKET", "CSD_CLAUDE_BIN") if os.environ.get(v)]
+    return " ".join([*prefix, argv[0], *(shlex.quote(a) for a in argv[1:])])
+
+
+def _entry() -> list[str]:
+    from csd.workers import entry_point
+
+    return entry_point()
+
+
+class Progress:
+    """One status line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+
+    def say(self, text: str) -> None:
+        if self.tty:
+            sys.stderr.write(f"\r\x1b[2K{self.name}: {text} ({time.monotonic() - self.t0:.1f}s)")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+
+
+@dataclass(frozen=True)
+class Launched:
+    meta: Meta
+    shim: Path
+    how: str  # "opened new pane" / "respawned existing pane"
+    reproduce: str
+
+
+def _check_cwd(cwd: str) -> str:
+    path = os.path.realpath(os.path.expanduser(cwd))
+    if not os.path.isdir(path):
+        raise UsageError(f"working directory {cwd!r} does not exist or is not a directory")
+    return path
+
+
+def _check_consent() -> None:
+    if not has_consent():
+        raise CsdError(f"no consent recorded at {consent_path()}; run once: csd grant-consent")
+
+
+async def _check_free(wdir: WorkersDir, name: str, socket: str | None) -> None:
+    """No live worker and no tmux session may have the name; a gone worker's files are cleared."""
+    for m in wdir.metas():
+        if m.tmux_name != name:
+            continue
+        pane = await tmux.pane_of(name, m.tmux_socket or None)
+        if pane is not None:
+            raise CsdError(
+                f"a worker named {name!r} already exists (session {m.session_id}); "
+                f"stop it first: {wdir.shim_path(name)} stop"
+            )
+        print(f"csd: note: clearing the files of gone worker {name!r} ({m.session_id})", file=sys.stderr)
+        wdir.remove_files(m)
+    if await tmux.has_session(name, socket):
+        raise CsdError(f"a tmux session named {name!r} already exists (not a csd worker); pick another name")
+
+
+async def launch(name: str, cwd: str, extra: list[str], invocation: list[str]) -> int:
+    launched = await start_worker(name, cwd, extra, invocation)
+    _print_launched(launched)
+    return OK
+
+
+async def adopt(name: str, cwd: str, session_id: str, extra: list[str], invocation: list[str]) -> int:
+    launched = await start_worker(name, cwd, extra, invocation, resume=check_session_id(session_id))
+    _print_launched(launched)
+    return OK
+
+
+def _print_launched(launched: Launched) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+
+    m = launched.meta
+    wdir = WorkersDir()
+    body = (
+        f"tmux:        {m.tmux_name}" + (f"  (socket {m.tmux_socket})" if m.tmux_socket else "") + "\n"
+        f"session id:  {m.session_id}\n"
+        f"cwd:         {m.cwd}\n"
+        f"events file: {wdir.events_path(m.session_id)}\n"
+        f"shim:        {launched.shim}\n"
+        f"pane:        {launched.how}\n"
+        f"reproduce: {launched.reproduce}"
+    )
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(Panel(body, title=f"worker {m.tmux_name} ready", expand=False), markup=False) if console.is_terminal else console.print(body, markup=False)
+    print(launched.shim, flush=True)
+
+
+async def start_worker(
+    name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None, wdir: WorkersDir | None = None
+) -> Launched:
+    """launch (resume None) or adopt: validate everything, start, pass dialogs, wait for session_start.
+
+    On any failure, interruption included, nothing is left behind: no tmux session, meta, events or shim.
+    """
+    check_name(name)
+    real_cwd = _check_cwd(cwd)
+    _check_consent()
+    claude_bin = resolve_claude_bin()
+    wdir = (wdir or WorkersDir()).ensure()
+    socket = config.get("CSD_TMUX_SOCKET") or None
+    timeout = config.seconds("CSD_LAUNCH_TIMEOUT")
+    await _check_free(wdir, name, socket) if resume is None else None
+    respawn = False
+    if resume is not None:
+        for m in wdir.metas():
+            if m.tmux_name == name and await tmux.pane_of(name, m.tmux_socket or None) is not None and m.session_id != resume:
+                raise CsdError(f"a worker named {name!r} already exists (session {m.session_id}); stop it first: {wdir.shim_path(name)} stop")
+        pane = await tmux.pane_of(name, socket)
+        if pane is not None and pane.alive and any(m.tmux_name == name for m in wdir.metas()):
+            raise CsdError(f"worker {name!r} is running; nothing to adopt (check it with: {wdir.shim_path(name)} status)")
+        respawn = await tmux.has_session(name, socket)
+    sid = resume or str(uuid.uuid4())
+    meta = Meta(
+        tmux_name=name,
+        session_id=sid,
+        cwd=real_cwd,
+        started_at=now_iso(),
+        invocation=tuple(invocation),
+        tmux_socket=socket or "",
+        claude_bin=claude_bin,
+        csd_version=__version__,
+    )
+    argv = claude_argv(claude_bin, ["--resume", sid] if resume else ["--session-id", sid], extra)
+    env = worker_env(wdir, meta)
+    env_args = [a for k, v in sorted(env.items()) for a in ("-e", f"{k}={v}")]
+    progress = Progress(name)
+    created_session = False
+    ok = False
+    try:
+        wdir.write_meta(meta)
+        fd = os.open(wdir.events_path(sid), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        async with Supervisor(wdir) as sup:
+            if respawn:
+                # keep the pane dead-but-visible if claude exits at once, so its last lines can be shown
+                await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"], socket)
+                await tmux.run(["respawn-pane", "-k", "-t", tmux.pane_target(name), "-c", real_cwd, *env_args, "--", *argv], socket)
+            else:
+                await tmux.run(
+                    ["new-session", "-d", "-s", name, "-x", str(PANE_WIDTH), "-y", str(PANE_HEIGHT), "-c", real_cwd,
+                     *env_args, "--", *argv, ";", "set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"],
+                    socket,
+                )
+                created_session = True
+            progress.say("starting")
+            tr = await sup.track(meta)
+            try:
+                async with asyncio.timeout(timeout):
+                    await _pass_startup(sup, tr, socket, progress)
+            except TimeoutError:
+                screen = await tmux.capture(name, socket, lines=PANE_HEIGHT)
+                raise CsdError(
+                    f"worker {name!r} did not start within {timeout:g}s (no session_start; CSD_LAUNCH_TIMEOUT)."
+                    + _last_lines(screen)
+                ) from None
+            await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "off"], socket, check=False)
+            progress.say("ready")
+            await asyncio.sleep(SETTLE_AFTER_START)
+        shim = wdir.write_shim(name)
+        ok = True
+    finally:
+        progress.done()
+        if not ok:
+            if created_session or respawn:
+                await tmux.kill_session(name, socket)
+            wdir.remove_files(meta)
+    how = "respawned existing pane" if respawn else "opened new pane"
+    return Launched(meta, shim, how, reproduce_line(list(invocation), real_cwd))
+
+
+async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progress: Progress) -> None:
+    """Wait for session_start; meanwhile answer start-up dialogs and fail fast if the worker exits."""
+    name = tr.name
+    answered: set[str] = set()
+    seen_at: dict[str, float] = {}
+    while True:
+        if tr.state not in (State.LAUNCHING,):
+            if tr.state in (State.GONE, State.TERMINATED) or tr.removed:
+                break
+            return
+        screen = await tmux.capture(name, socket, lines=PANE_HEIGHT)
+        pane = await tmux.pane_of(name, socket)
+        if pane is None or not pane.alive:
+            break
+        dialog = detect_dialog(screen)
+        if dialog is not None:
+            seen_at.setdefault(dialog.key, time.monotonic())
+            # dialogs are drawn before they take keys: a key sent at once is lost
+            if time.monotonic() - seen_at[dialog.key] >= 0.3:
+                progress.say(f"answering the {dialog.key} dialog")
+                await _answer(dialog, name, socket)
+                answered.add(dialog.key)
+                seen_at.pop(dialog.key, None)
+        try:
+            async with asyncio.timeout(DIALOG_CHECK_INTERVAL):
+                await sup.wait_until(lambda: True if tr.state != State.LAUNCHING else None)
+        except TimeoutError:
+            pass
+    screen = await tmux.capture(name, socket, lines=PANE_HEIGHT)
+    pane = await tmux.pane_of(name, socket)
+    status = f" (exit status {pane.dead_status})" if pane is not None and pane.dead_status else ""
+    raise CsdError(f"worker {name!r} exited during start-up{status}.{_hint(screen)}{_last_lines(screen)}")
+
+
+@dataclass(frozen=True)
+class Dialog:
+    key: str
+    yes_text: str  # the option to choose
+    keys: tuple[str, ...]  # what moves the marker onto it (empty: Enter only)
+
+
+DIALOGS = (
+    Dialog("workspace-trust", "Yes, I trust this folder", ("Down",)),
+    Dialog("bypass-permissions", "Yes, I accept", ("Down",)),
+    Dialog("api-key", "Yes", ("Up",)),
+)
+
+
+def detect_dialog(screen: str) -> Dialog | None:
+    """Pure: which start-up dialog the screen shows, if any."""
+    if "Yes, I trust this folder" in screen and "No, exit" in screen:
+        return DIALOGS[0]
+    if "Bypass Permissions mode" in screen and "Yes, I accept" in screen:
+        return DIALOGS[1]
+    if "Do you want to use this API key?" in screen:
+        return DIALOGS[2]
+    if "Choose the text style" in screen or "Press Enter to continue" in screen:
+        return Dialog("onboarding", "", ())
+    return None
+
+
+def marker_on(screen: str, option: str) -> bool:
+    """Pure: is the selection marker (❯) on the line of ``option``?"""
+    for line in screen.splitlines():
+        if option in line:
+            return "❯" in line.split(option)[0]
+    return False
+
+
+async def _answer(dialog: Dialog, name: str, socket: str | None) -> None:
+    """Move the marker onto the accepting option, check it moved, then press Enter (never a bare Enter)."""
+    if dialog.keys:
+        for _ in range(5):
+            screen = await tmux.capture(name, socket)
+            if marker_on(screen, dialog.yes_text):
+                break
+            await tmux.send_keys(name, *dialog.keys, socket=socket)
+            await asyncio.sleep(0.25)  # the TUI redraws the marker; no event tells us when
+        else:
+            raise CsdError(f"could not select {dialog.yes_text!r} in the {dialog.key} dialog of {name!r}")
+        if not marker_on(await tmux.capture(name, socket), dialog.yes_text):
+            raise CsdError(f"could not select {dialog.yes_text!r} in the {dialog.key} dialog of {name!r}")
+    await tmux.send_keys(name, "Enter", socket=socket)
+
+
+def _last_lines(screen: str, n: int = 15) -> str:
+    lines = [ln.rstrip() for ln in screen.rstrip().splitlines()][-n:]
+    if not any(lines):
+        return " The pane showed nothing."
+    return " Last lines of the pane:\n" + "\n".join("  | " + ln for ln in lines)
+
+
+def _hint(screen: str) -> str:
+    if "root/sudo" in screen or "--dangerously-skip-permissions cannot be used" in screen:
+        return " Claude Code refuses --dangerously-skip-permissions as root: set IS_SANDBOX=1 in the controller's environment (only inside a sandbox)."
+    if "already in use" in screen:
+        return " That session id is already in use: use csd adopt (--resume) for an existing session."
+    if "No conversation found" in screen:
+        return " No conversation with that session id exists in this HOME/cwd."
+    return ""
+
+
+async def stop(meta: Meta, wdir: WorkersDir | None = None) -> int:
+    await stop_worker(meta, wdir)
+    print(f"Worker {meta.tmux_name} ({meta.session_id}) stopped. Shim removed.", flush=True)
+    return OK
+
+
+async def stop_worker(meta: Meta, wdir: WorkersDir | None = None) -> None:
+    """/exit, wait (event-driven) for session_end or death, kill the session if still there, remove files."""
+    wdir = wdir or WorkersDir()
+    socket = meta.tmux_socket or None
+    name = meta.tmux_name
+    timeout = config.seconds("CSD_STOP_TIMEOUT")
+    try:
+        if await tmux.pane_of(name, socket) is not None:
+            async with Supervisor(wdir) as sup:
+                tr = await sup.track(meta)
+                if tr.state not in (State.GONE,):
+                    if tr.state == State.WORKING:
+                        await tmux.send_keys(name, "Escape", socket=socket)
+                    await tmux.send_keys(name, "C-u", socket=socket)
+                    await tmux.send_keys(name, "/exit", literal=True, socket=socket)
+                    await tmux.send_keys(name, "Enter", socket=socket)
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await sup.wait_until(lambda: True if tr.state == State.GONE or tr.removed else None)
+                    except TimeoutError:
+                        print(f"csd: {name!r} did not exit within {timeout:g}s of /exit; killing its tmux session", file=sys.stderr)
+        await tmux.kill_session(name, socket)
+    finally:
+        wdir.remove_files(meta)
+
+
+async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str) -> None:
+    """What a human needs to see why a converse timed out: processes, screen, transcript and events tails."""
+    from csd.supervisor import transcript_file
+
+    socket = meta.tmux_socket or None
+    parts = [f"# csd diagnostic for {meta.tmux_name} ({meta.session_id}) at {now_iso()}"]
+    pane = await tmux.pane_of(meta.tmux_name, socket)
+    if pane is not None:
+        proc = await asyncio.create_subprocess_exec(
+            "ps", "-o", "pid,ppid,stat,etime,args", "--forest", "-g", str(os.getpgid(pane.pid)) if _pgid_ok(pane.pid) else str(pane.pid),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        parts += ["## process tree", out.decode(errors="replace")]
+    parts += ["## pane", await tmux.capture(meta.tmux_name, socket, lines=200)]
+    tpath = transcript_file(wdir, meta)
+    if tpath is not None and tpath.is_file():
+        parts += [f"## transcript tail ({tpath})", "\n".join(tpath.read_text(errors="replace").splitlines()[-20:])]
+    epath = wdir.events_path(meta.session_id)
+    if epath.is_file():
+        parts += [f"## events tail ({epath})", "\n".join(epath.read_text(errors="replace").splitlines()[-30:])]
+    Path(path).write_text("\n\n".join(parts) + "\n")
+
+
+def _pgid_ok(pid: int) -> bool:
+    try:
+        os.getpgid(pid)
+        return True
+    except OSError:
+        return False

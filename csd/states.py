@@ -1,0 +1,167 @@
+"""Worker states, the TRANSITIONS table, and the per-worker ``transitions`` machine that folds events into a state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from transitions import Machine
+
+from csd.events import Event
+
+
+class State(StrEnum):
+    LAUNCHING = "launching"
+    IDLE = "idle"
+    WORKING = "working"
+    TERMINATED = "terminated"
+    GONE = "gone"
+
+
+STATES: tuple[str, ...] = tuple(s.value for s in State)
+#: States in which the controller may not treat the worker's turn as over.
+BUSY = frozenset({State.LAUNCHING, State.WORKING})
+#: States in which the worker cannot take a prompt any more.
+NOT_RUNNING = frozenset({State.TERMINATED, State.GONE})
+
+#: The liveness trigger: the tmux session or the worker process no longer exists.
+DIED = "died"
+
+
+@dataclass(frozen=True)
+class Row:
+    source: State
+    event: str
+    dest: State
+    guard: str = ""  # name of a Worker method; the row applies only when it returns True
+
+    @property
+    def label(self) -> str:
+        return f"{self.event} [{GUARD_TEXT[self.guard]}]" if self.guard else self.event
+
+
+# Guards, as statemachine.md writes them.
+GUARD_TEXT = {
+    "ends_turn": "ends the current turn",
+    "is_idle_prompt": "idle_prompt",
+    "not_compact": "source is not compact",
+}
+
+L, I, W, T, G = State.LAUNCHING, State.IDLE, State.WORKING, State.TERMINATED, State.GONE
+
+# Every transition a worker can take. An event with no row for the current state changes nothing
+# (it is still recorded as the last event). statemachine.md carries the same table; a test keeps them equal.
+TRANSITIONS: tuple[Row, ...] = (
+    Row(L, "session_start", I),
+    Row(L, "user_prompt_submit", W),
+    Row(L, "stop", I),
+    Row(L, "session_end", T),
+    Row(L, DIED, G),
+    Row(I, "user_prompt_submit", W),
+    Row(I, "session_start", I),
+    Row(I, "stop", I),
+    Row(I, "session_end", T),
+    Row(I, DIED, G),
+    Row(W, "stop", I, "ends_turn"),
+    Row(W, "notification", I, "is_idle_prompt"),
+    Row(W, "session_start", I, "not_compact"),
+    Row(W, "session_end", T),
+    Row(W, DIED, G),
+    Row(T, "session_start", I),
+    Row(T, DIED, G),
+)
+
+
+class Worker:
+    """The model a ``transitions.Machine`` drives: state plus what the guards and the CLI need."""
+
+    state: str  # set by the machine
+
+    def __init__(self, initial: State = State.LAUNCHING) -> None:
+        self.prompt_id: str | None = None  # prompt of the turn now running (or last run)
+        self.bg_running = 0  # background tasks running at the last stop
+        self.turns = 0  # turns ended by a stop
+        self.last_event: Event | None = None
+        self.turn_end: Event | None = None  # the last stop/session_end that ended a turn
+        self.turn_start: Event | None = None  # the user_prompt_submit that began the current/last turn
+        self.state_event: Event | None = None  # the event that moved the machine into its state
+        self.machine = Machine(
+            model=self,
+            states=STATES,
+            initial=initial.value,
+            auto_transitions=False,
+            ignore_invalid_triggers=True,
+            send_event=True,
+            after_state_change="_after_change",
+        )
+        for row in TRANSITIONS:
+            self.machine.add_transition(
+                row.event, row.source.value, row.dest.value, conditions=[row.guard] if row.guard else None
+            )
+
+    # -- guards (transitions calls them with the EventData of the trigger)
+    def ends_turn(self, ed: object) -> bool:
+        # A prompt submitted while busy fires user_prompt_submit at once but runs later: the stop of
+        # the earlier turn carries the earlier prompt_id and must not end the wait for the later one.
+        ev: Event = ed.kwargs["event"]  # type: ignore[attr-defined]
+        return ev.prompt_id is None or self.prompt_id is None or ev.prompt_id == self.prompt_id
+
+    def is_idle_prompt(self, ed: object) -> bool:
+        return ed.kwargs["event"].notification_type == "idle_prompt"  # type: ignore[attr-defined]
+
+    def not_compact(self, ed: object) -> bool:
+        return ed.kwargs["event"].source != "compact"  # type: ignore[attr-defined]
+
+    def _after_change(self, ed: object) -> None:
+        pass
+
+    # -- feeding
+    def feed(self, event: Event) -> None:
+        """Apply one event: bookkeeping first, then the machine's trigger."""
+        self.last_event = event
+        name = event.name
+        if name == "user_prompt_submit":
+            self.prompt_id = event.prompt_id
+            self.turn_start = event
+        before = self.state
+        if name in TRIGGERS:
+            self.trigger(name, event=event)  # type: ignore[attr-defined]
+            if self.state != before or self.state_event is None:
+                self.state_event = event
+        if name == "stop":
+            self.bg_running = event.bg_running
+            if before != self.state or before == State.LAUNCHING:
+                self.turns += 1
+                self.turn_end = event
+            elif before == State.IDLE and self.turn_end is None:
+                self.turn_end = event
+        elif name == "session_end":
+            self.turn_end = event
+        elif name == "session_start" and event.source != "compact":
+            # a new or resumed session has no background work of this process running
+            self.bg_running = 0
+
+    def died(self) -> None:
+        self.trigger(DIED)  # type: ignore[attr-defined]
+
+    @property
+    def settled(self) -> bool:
+        return self.state == State.IDLE and self.bg_running == 0
+
+
+TRIGGERS = frozenset(row.event for row in TRANSITIONS if row.event != DIED)
+
+#: Events after which the state no longer depends on anything earlier in the log: folding may start
+#: at the last of them (the tail of the log decides the state; replaying 100 000 lines would not scale).
+ANCHORS = frozenset({"session_start", "user_prompt_submit", "session_end"})
+
+
+def fold(events: Iterable[Event], alive: bool = True, initial: State = State.LAUNCHING) -> Worker:
+    """Fold events (oldest first) plus liveness into a Worker."""
+    worker = Worker(initial)
+    for event in events:
+        worker.feed(event)
+    if not alive:
+        worker.died()
+    return worker

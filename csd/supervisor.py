@@ -1,0 +1,505 @@
+"""The asyncio supervisor: one state machine per tracked worker, fed by the watcher and liveness, and the async API.
+
+Python controllers use it directly; the CLI is a thin client of the same methods::
+
+    async with Supervisor() as sup:
+        await sup.send("api", "run the tests")
+        async with asyncio.timeout(600):
+            stop = await sup.wait_for_turn("api")
+        reply = await sup.converse("api", "summarise what failed")
+
+Timeouts belong to the caller (``asyncio.timeout``); every ``wait_*`` checks the current state before
+it waits, so a change that happened before the call is never missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from csd import config, tmux
+from csd.errors import CsdError, NotRunning, UsageError
+from csd.events import BadLine, Event, parse_line
+from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
+from csd.watch import DirWatcher
+from csd.workers import Meta, WorkersDir, now_iso
+
+T = TypeVar("T")
+
+#: Liveness check period where the OS has no pidfd (macOS): one tmux call a second.
+LIVENESS_FALLBACK_INTERVAL = 1.0
+#: Bracketed-paste markers: a prompt containing them could end the paste early and type keys.
+PASTE_MARKERS = ("\x1b[200~", "\x1b[201~")
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _warn_bad(path: object) -> Callable[[BadLine], None]:
+    return lambda bad: _warn(f"csd: warning: {path}: skipping {bad}")
+
+
+def clean_prompt(text: str) -> str:
+    """Strip what could break out of the bracketed paste (paste markers) or confuse tmux (NUL)."""
+    for marker in PASTE_MARKERS:
+        text = text.replace(marker, "")
+    return text.replace("\x00", "")
+
+
+@dataclass
+class Tracked:
+    """A worker the supervisor follows: its meta, its machine, and what arrived since tracking began."""
+
+    meta: Meta
+    worker: Worker
+    line_count: int  # complete lines seen so far
+    events: list[Event] = field(default_factory=list)  # events read since tracking began
+    removed: bool = False  # the events file was deleted (the worker was stopped)
+    pidfd: int | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.meta.tmux_name
+
+    @property
+    def state(self) -> State:
+        return State(self.worker.state)
+
+    def describe(self) -> str:
+        """What the worker was doing, for timeout messages."""
+        ev = self.worker.last_event
+        if ev is None:
+            return f"{self.state}, no events yet"
+        return f"{self.state}; last event {ev.summary()} ({_ago(ev.ts)})"
+
+
+def _ago(ts: str) -> str:
+    from datetime import datetime
+
+    try:
+        then = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return "at an unknown time"
+    secs = max(0.0, time.time() - then)
+    return f"{secs:.1f}s ago" if secs < 120 else f"{secs / 60:.0f} min ago"
+
+
+class WorkerLock:
+    """The per-worker lock that stops two controllers from interleaving input on one worker."""
+
+    def __init__(self, wdir: WorkersDir, meta: Meta, what: str) -> None:
+        self.path = wdir.lock_path(meta.session_id)
+        self.meta = meta
+        self.what = what
+        self.fd: int | None = None
+
+    def __enter__(self) -> WorkerLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another csd process"
+            os.close(fd)
+            raise CsdError(f"worker {self.meta.tmux_name!r} is busy: {holder} holds its lock; wait for it to finish, then retry") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({self.what}, since {now_iso()})".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
+
+
+class Supervisor:
+    """Tracks workers of one workers dir; every waiting method is event-driven."""
+
+    def __init__(self, wdir: WorkersDir | None = None, backend: str | None = None) -> None:
+        self.wdir = wdir or WorkersDir()
+        self._backend = backend
+        self._watcher: DirWatcher | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._tracked: dict[str, Tracked] = {}
+        self._changed = asyncio.Event()
+        self._version = 0
+        self._listeners: list[Callable[[Tracked, Event | None], None]] = []
+
+    # ------------------------------------------------------------ lifecycle of the supervisor
+
+    async def __aenter__(self) -> Supervisor:
+        self.wdir.ensure()
+        self._watcher = DirWatcher(self.wdir.path, backend=self._backend)
+        await self._watcher.__aenter__()
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for tr in list(self._tracked.values()):
+            self._untrack(tr)
+        try:
+            if self._tg is not None:
+                await self._tg.__aexit__(*exc)  # type: ignore[arg-type]
+        finally:
+            if self._watcher is not None:
+                await self._watcher.__aexit__(None, None, None)
+
+    @property
+    def watcher(self) -> DirWatcher:
+        assert self._watcher is not None, "use `async with Supervisor() as sup`"
+        return self._watcher
+
+    def add_listener(self, fn: Callable[[Tracked, Event | None], None]) -> None:
+        """Call ``fn(tracked, event)`` after each event (event None: a liveness or tracking change)."""
+        self._listeners.append(fn)
+
+    # ------------------------------------------------------------ tracking
+
+    def resolve(self, handle: str) -> Meta:
+        return self.wdir.resolve(handle, _warn)
+
+    async def track(self, handle: str | Meta, min_line: int | None = None) -> Tracked:
+        """Start following a worker (idempotent): fold the tail of its log, then follow new lines and liveness."""
+        meta = handle if isinstance(handle, Meta) else self.resolve(handle)
+        if meta.tmux_name in self._tracked:
+            return self._tracked[meta.tmux_name]
+        assert self._tg is not None
+        # The watch is already on the directory, so lines appended after this read are not lost:
+        # the follower starts at the first line the tail did not count.
+        path = self.wdir.events_path(meta.session_id)
+        tail = self.wdir.read_tail(meta.session_id, _warn_bad(path), min_line)
+        tr = Tracked(meta, fold(tail.events), tail.line_count)
+        self._tracked[meta.tmux_name] = tr
+        follower = self.watcher.follow(path.name, start_line=tail.line_count)
+        tr.tasks.append(self._tg.create_task(self._pump(tr, follower)))
+        await self._watch_liveness(tr)
+        return tr
+
+    def _untrack(self, tr: Tracked) -> None:
+        self._tracked.pop(tr.name, None)
+        self._close_pidfd(tr)
+        for task in tr.tasks:
+            task.cancel()
+
+    def untrack(self, name: str) -> None:
+        tr = self._tracked.get(name)
+        if tr is not None:
+            self._untrack(tr)
+
+    def tracked(self) -> list[Tracked]:
+        return list(self._tracked.values())
+
+    async def _pump(self, tr: Tracked, follower: AsyncIterator[tuple[int, str]]) -> None:
+        path = self.wdir.events_path(tr.meta.session_id)
+        try:
+            async for number, text in follower:
+                tr.line_count = max(tr.line_count, number)
+                if not text.strip():
+                    continue
+                try:
+                    event = parse_line(text, number)
+                except BadLine as bad:
+                    _warn(f"csd: warning: {path}: skipping {bad}")
+                    continue
+                tr.events.append(event)
+                tr.worker.feed(event)
+                self._notify(tr, event)
+        finally:
+            close = getattr(follower, "close", None)
+            if close is not None:
+                close()
+        # the follower ended: the events file was removed (worker stopped) or the dir went away
+        if not path.exists():
+            tr.removed = True
+            self._notify(tr, None)
+
+    def _notify(self, tr: Tracked, event: Event | None) -> None:
+        self._version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+        for fn in self._listeners:
+            fn(tr, event)
+
+    async def wait_until(self, check: Callable[[], T | None]) -> T:
+        """Return ``check()`` once it is not None; re-checked after every change (never polled)."""
+        while True:
+            result = check()
+            if result is not None:
+                return result
+            await self._changed.wait()
+
+    # ------------------------------------------------------------ liveness
+
+    async def _watch_liveness(self, tr: Tracked) -> None:
+        pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket or None)
+        if pane is None or not pane.alive:
+            self._died(tr)
+            return
+        try:
+            pidfd = os.pidfd_open(pane.pid) if hasattr(os, "pidfd_open") else None
+        except ProcessLookupError:
+            self._died(tr)
+            return
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                self._died(tr)
+                return
+            pidfd = None
+        if pidfd is not None:
+            tr.pidfd = pidfd
+            loop = asyncio.get_running_loop()
+
+            def exited() -> None:
+                self._close_pidfd(tr)
+                self._died(tr)
+
+            loop.add_reader(pidfd, exited)
+            return
+        assert self._tg is not None
+        tr.tasks.append(self._tg.create_task(self._poll_liveness(tr)))
+
+    async def _poll_liveness(self, tr: Tracked) -> None:
+        while tr.state != State.GONE:
+            await asyncio.sleep(LIVENESS_FALLBACK_INTERVAL)
+            pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket or None)
+            if pane is None or not pane.alive:
+                self._died(tr)
+
+    def _close_pidfd(self, tr: Tracked) -> None:
+        if tr.pidfd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(tr.pidfd)
+            os.close(tr.pidfd)
+            tr.pidfd = None
+
+    def _died(self, tr: Tracked) -> None:
+        if tr.state != State.GONE:
+            tr.worker.died()
+            self._notify(tr, None)
+
+    # ------------------------------------------------------------ the API
+
+    async def status(self, handle: str) -> Tracked:
+        return await self.track(handle)
+
+    async def wait_for_turn(
+        self, handle: str, after_line: int | None = None, settled: bool = False
+    ) -> Event:
+        """The event that ended the worker's turn (stop or session_end), waiting for it if need be.
+
+        Raises NotRunning when the worker is gone (died without session_end) or was stopped.
+        """
+        tr = await self.track(handle, min_line=None if after_line is None else after_line + 1)
+        return await self.wait_until(lambda: self._turn_over(tr, after_line, settled))
+
+    def _turn_over(self, tr: Tracked, after_line: int | None, settled: bool) -> Event | None:
+        w = tr.worker
+        if tr.removed:
+            raise NotRunning(f"worker {tr.name!r} was stopped while waiting (its events file was removed)")
+        if w.state == State.GONE:
+            last = w.last_event.summary() if w.last_event else "none"
+            raise NotRunning(f"worker {tr.name!r} is gone: its process ended without session_end (last event: {last})")
+        if w.state in BUSY:
+            return None
+        if settled and w.state == State.IDLE and w.bg_running:
+            return None
+        ev = w.turn_end or w.state_event
+        if after_line is not None:
+            candidates = [e for e in (w.turn_end, w.state_event) if e is not None and e.line_no > after_line]
+            ev = candidates[0] if candidates else None
+        if ev is None and after_line is None:
+            # idle with an empty tail window: nothing to print but the state itself
+            return Event(0, str(w.state), now_iso(), {"event": str(w.state)}, f'{{"event": "{w.state}"}}')
+        return ev
+
+    async def wait_any(self, handles: Iterable[str], settled: bool = False) -> tuple[str, Event]:
+        """The first of several workers to end its turn (a gone one counts, with its last event)."""
+        trs = [await self.track(h) for h in handles]
+
+        def check() -> tuple[str, Event] | None:
+            for tr in trs:
+                try:
+                    ev = self._turn_over(tr, None, settled)
+                except NotRunning:
+                    return tr.name, tr.worker.last_event or _state_event(tr)
+                if ev is not None:
+                    return tr.name, ev
+            return None
+
+        return await self.wait_until(check)
+
+    async def wait_all(self, handles: Iterable[str], settled: bool = False) -> list[tuple[str, Event]]:
+        trs = [await self.track(h) for h in handles]
+
+        def check() -> list[tuple[str, Event]] | None:
+            out = []
+            for tr in trs:
+                try:
+                    ev = self._turn_over(tr, None, settled)
+                except NotRunning:
+                    ev = tr.worker.last_event or _state_event(tr)
+                if ev is None:
+                    return None
+                out.append((tr.name, ev))
+            return out
+
+        return await self.wait_until(check)
+
+    async def send(self, handle: str, prompt: str) -> Event:
+        """Submit a prompt and return its user_prompt_submit event; refuses unless the worker is idle."""
+        tr = await self.track(handle)
+        text = clean_prompt(prompt)
+        if not text.strip():
+            raise UsageError("refusing to send an empty prompt")
+        shim = self.wdir.shim_path(tr.name)
+        state = tr.state
+        if state == State.WORKING:
+            raise CsdError(
+                f"cannot send to {tr.name!r} while it is working (Claude Code would queue the prompt); run: {shim} wait-for-turn"
+            )
+        if state == State.LAUNCHING:
+            raise CsdError(f"cannot send to {tr.name!r} while it is launching; run: {shim} wait-for-turn")
+        if state in NOT_RUNNING:
+            raise NotRunning(f"cannot send to {tr.name!r}: it is {state}; check it with: {shim} status")
+        submit_timeout = config.seconds("CSD_SUBMIT_TIMEOUT")
+        retry = config.seconds("CSD_SUBMIT_RETRY_INTERVAL")
+        with WorkerLock(self.wdir, tr.meta, "csd send"):
+            mark = tr.line_count
+            socket = tr.meta.tmux_socket or None
+            await tmux.paste(tr.name, text.encode("utf-8"), f"csd-{tr.meta.session_id}", socket)
+            await tmux.send_keys(tr.name, "Enter", socket=socket)
+            deadline = time.monotonic() + submit_timeout
+            slash = text.lstrip().startswith("/")
+            presses = 1
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    async with asyncio.timeout(max(0.0, min(retry, left))):
+                        return await self.wait_until(lambda: self._submitted(tr, mark, slash))
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise CsdError(
+                            f"{tr.name!r} did not confirm the prompt within {submit_timeout:g}s "
+                            f"(no user_prompt_submit after {presses} Enter presses; {tr.describe()}); "
+                            f"see the screen with: {shim} handoff"
+                        ) from None
+                    await tmux.send_keys(tr.name, "Enter", socket=socket)
+                    presses += 1
+
+    def _submitted(self, tr: Tracked, mark: int, slash: bool) -> Event | None:
+        if tr.removed or tr.state == State.GONE:
+            raise NotRunning(f"worker {tr.name!r} ended while the prompt was being sent ({tr.describe()})")
+        for ev in tr.events:
+            if ev.line_no <= mark:
+                continue
+            # slash commands such as /compact or /clear fire their own events, not user_prompt_submit
+            if ev.name == "user_prompt_submit" or (slash and ev.known):
+                return ev
+        return None
+
+    async def converse(self, handle: str, prompt: str) -> Reply:
+        """Send, wait for this turn to end, and return its reply (never an earlier turn's)."""
+        submitted = await self.send(handle, prompt)
+        tr = self._tracked[self.resolve(handle).tmux_name]
+
+        def ended() -> Event | None:
+            w = tr.worker
+            if tr.removed or w.state == State.GONE:
+                raise NotRunning(f"worker {tr.name!r} died during the turn ({tr.describe()})")
+            if w.state == State.TERMINATED:
+                raise NotRunning(f"worker {tr.name!r} exited during the turn ({tr.describe()})")
+            end = w.turn_end
+            if w.state == State.IDLE and end is not None and end.line_no > submitted.line_no:
+                return end
+            return None
+
+        stop = await self.wait_until(ended)
+        return Reply(tr.meta, submitted, stop, transcript_file(self.wdir, tr.meta, submitted))
+
+
+def _state_event(tr: Tracked) -> Event:
+    return Event(0, str(tr.state), now_iso(), {"event": str(tr.state)}, f'{{"event": "{tr.state}"}}')
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One finished turn: its prompt event, the stop that ended it, and where its transcript is."""
+
+    meta: Meta
+    prompt: Event
+    stop: Event
+    transcript: Path | None
+
+    def text(self) -> str:
+        from csd.transcript import final_text, read_transcript, turn_for_prompt
+
+        if self.transcript is not None and self.prompt.prompt_id:
+            turn = turn_for_prompt(read_transcript(self.transcript), self.prompt.prompt_id)
+            if turn is not None:
+                text = final_text(turn)
+                if text:
+                    return text
+        last = self.stop.data.get("last_assistant_message")
+        return last if isinstance(last, str) else ""
+
+    def markdown(self, full: bool = False) -> str:
+        from csd.transcript import last_turn, read_transcript, turn_for_prompt, turn_markdown
+
+        if self.transcript is None:
+            return f"**Prompt:** {self.prompt.data.get('prompt', '')}\n\n{self.text()}"
+        entries = read_transcript(self.transcript)
+        turn = (turn_for_prompt(entries, self.prompt.prompt_id) if self.prompt.prompt_id else None) or last_turn(entries)
+        return turn_markdown(turn, full) if turn is not None else self.text()
+
+
+def transcript_file(wdir: WorkersDir, meta: Meta, hint: Event | None = None) -> Path | None:
+    """The worker's transcript: the path the hook recorded (preferred), else Claude Code's encoded path."""
+    candidates: list[str] = []
+    if hint is not None and isinstance(hint.data.get("transcript_path"), str):
+        candidates.append(hint.data["transcript_path"])
+    path = wdir.events_path(meta.session_id)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    pos = data.rfind(b'"transcript_path"')
+    if pos >= 0:
+        start = data.rfind(b"\n", 0, pos) + 1
+        end = data.find(b"\n", pos)
+        try:
+            ev = parse_line(data[start : end if end >= 0 else len(data)].decode("utf-8", "replace"), 0)
+            if isinstance(ev.data.get("transcript_path"), str):
+                candidates.append(ev.data["transcript_path"])
+        except BadLine:
+            pass
+    from csd.transcript import transcript_path
+
+    candidates.append(transcript_path(meta.cwd, meta.session_id))
+    for c in candidates:
+        if os.path.isfile(c):
+            return Path(c)
+    return Path(candidates[0]) if candidates else None
+
+
+def transcript_of(wdir: WorkersDir, meta: Meta) -> object:
+    from csd.transcript import read_transcript
+
+    path = transcript_file(wdir, meta)
+    if path is None or not path.is_file():
+        raise CsdError(f"no transcript for worker {meta.tmux_name!r} yet (looked for {path})")
+    return read_transcript(path)

@@ -1,0 +1,199 @@
+"""tmux as asyncio subprocesses with argv lists, one socket option, and exact targets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from csd import config
+from csd.errors import CsdError
+
+#: What csd asks tmux for, one pane per line (workers run a single pane each).
+PANE_FORMAT = "#{session_name}\t#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}"
+NO_SERVER_MARKERS = ("no server running", "error connecting to", "No such file or directory")
+
+
+class TmuxError(CsdError):
+    """A tmux command failed; rendered as ``<subcommand>: <stderr>``."""
+
+
+@dataclass(frozen=True)
+class Pane:
+    session: str
+    pane_id: str
+    pid: int
+    dead: bool
+    dead_status: str = ""
+
+    @property
+    def alive(self) -> bool:
+        """Not dead in tmux's eyes and not a zombie that tmux has yet to reap."""
+        return not self.dead and not is_zombie(self.pid)
+
+
+def socket_args(socket: str | None = None) -> list[str]:
+    """``-S path`` for a path, ``-L name`` for a name, nothing for the default server."""
+    socket = config.get("CSD_TMUX_SOCKET") if socket is None else socket
+    if not socket:
+        return []
+    return ["-S", socket] if "/" in socket else ["-L", socket]
+
+
+def argv(args: Sequence[str], socket: str | None = None) -> list[str]:
+    return ["tmux", *socket_args(socket), *args]
+
+
+def session_target(name: str) -> str:
+    """Exact session target: tmux resolves a bare ``-t api`` by prefix (it would match ``api-2``)."""
+    return f"={name}"
+
+
+def pane_target(name: str) -> str:
+    """The active pane of exactly session ``name``."""
+    return f"={name}:"
+
+
+def parse_panes(output: str) -> dict[str, Pane]:
+    """Pure: ``list-panes -a -F PANE_FORMAT`` output -> {session name: its first pane}."""
+    panes: dict[str, Pane] = {}
+    for line in output.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 4:
+            continue
+        try:
+            pid = int(parts[2])
+        except ValueError:
+            pid = 0
+        panes.setdefault(parts[0], Pane(parts[0], parts[1], pid, parts[3] == "1", parts[4] if len(parts) > 4 else ""))
+    return panes
+
+
+def is_zombie(pid: int) -> bool:
+    """True when the process is gone or a zombie (tmux may keep a dead claude unreaped for seconds)."""
+    if pid <= 0:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # no /proc here: trust tmux
+    # the state letter follows the parenthesised command name, which may itself contain ')'
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
+
+
+def _no_server(stderr: str) -> bool:
+    return any(m in stderr for m in NO_SERVER_MARKERS)
+
+
+def _error(args: Sequence[str], stderr: str) -> TmuxError:
+    return TmuxError(f"tmux {args[0] if args else ''}: {stderr.strip() or 'failed'}")
+
+
+def run_sync(args: Sequence[str], socket: str | None = None, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """For the read-side commands, which should not pay for an event loop."""
+    try:
+        return subprocess.run(argv(args, socket), input=input, capture_output=True, check=False)
+    except FileNotFoundError:
+        raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None
+
+
+def list_panes_sync(socket: str | None = None) -> dict[str, Pane]:
+    """Every session's pane with one tmux call (no server running: no sessions)."""
+    proc = run_sync(["list-panes", "-a", "-F", PANE_FORMAT], socket)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace")
+        if _no_server(err):
+            return {}
+        raise _error(["list-panes"], err)
+    return parse_panes(proc.stdout.decode(errors="replace"))
+
+
+async def run(
+    args: Sequence[str], socket: str | None = None, input: bytes | None = None, check: bool = True
+) -> tuple[int, str, str]:
+    """Run one tmux command; with ``check`` a non-zero exit raises TmuxError."""
+    import asyncio
+
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv(args, socket),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError:
+        raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None
+    try:
+        out, err = await proc.communicate(input)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    rc = proc.returncode or 0
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    if check and rc != 0:
+        raise _error(args, stderr)
+    return rc, stdout, stderr
+
+
+async def list_panes(socket: str | None = None) -> dict[str, Pane]:
+    rc, out, err = await run(["list-panes", "-a", "-F", PANE_FORMAT], socket, check=False)
+    if rc != 0:
+        if _no_server(err):
+            return {}
+        raise _error(["list-panes"], err)
+    return parse_panes(out)
+
+
+async def pane_of(name: str, socket: str | None = None) -> Pane | None:
+    """The pane of exactly session ``name``, or None when there is no such session."""
+    rc, out, err = await run(["list-panes", "-t", session_target(name), "-F", PANE_FORMAT], socket, check=False)
+    if rc != 0:
+        return None
+    panes = parse_panes(out)
+    return panes.get(name)
+
+
+async def has_session(name: str, socket: str | None = None) -> bool:
+    rc, _, _ = await run(["has-session", "-t", session_target(name)], socket, check=False)
+    return rc == 0
+
+
+async def kill_session(name: str, socket: str | None = None) -> bool:
+    rc, _, _ = await run(["kill-session", "-t", session_target(name)], socket, check=False)
+    return rc == 0
+
+
+async def capture(name: str, socket: str | None = None, lines: int = 50) -> str:
+    rc, out, _ = await run(["capture-pane", "-p", "-J", "-t", pane_target(name), "-S", f"-{lines}"], socket, check=False)
+    return out if rc == 0 else ""
+
+
+async def send_keys(name: str, *keys: str, literal: bool = False, socket: str | None = None) -> None:
+    await run(["send-keys", "-t", pane_target(name), *(["-l"] if literal else []), *keys], socket)
+
+
+async def paste(name: str, text: bytes, buffer: str, socket: str | None = None) -> None:
+    """Load ``text`` into a private buffer and paste it bracketed (-p) into exactly that pane, deleting the buffer."""
+    await run(["load-buffer", "-b", buffer, "-"], socket, input=text)
+    try:
+        await run(["paste-buffer", "-p", "-d", "-b", buffer, "-t", pane_target(name)], socket)
+    except BaseException:
+        await run(["delete-buffer", "-b", buffer], socket, check=False)
+        raise
+
+
+def pidfd_open(pid: int) -> int | None:
+    """A pidfd for the process (readable when it exits), or None where the OS has none."""
+    fn = getattr(os, "pidfd_open", None)
+    if fn is None or pid <= 0:
+        return None
+    try:
+        return fn(pid)
+    except OSError:
+        return None

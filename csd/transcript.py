@@ -1,0 +1,583 @@
+"""Claude Code transcripts: where the JSONL lives, its lines parsed tolerantly, turns, markdown, final reply."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Interrupt",
+    "Item",
+    "Text",
+    "Thinking",
+    "ToolResult",
+    "ToolUse",
+    "Transcript",
+    "Turn",
+    "encode_cwd",
+    "final_text",
+    "last_turn",
+    "parse_lines",
+    "read_transcript",
+    "transcript_path",
+    "turn_for_prompt",
+    "turn_markdown",
+    "turns",
+]
+
+# Claude Code caps the encoded directory name and disambiguates long ones with a hash suffix (FACTS §6).
+_MAX_ENCODED_LEN = 200
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+# How many lines of a tool result read-turn shows unless asked for everything (SPEC §3 read-turn).
+RESULT_PREVIEW_LINES = 5
+
+# User lines whose text starts like this were written by the CLI for a slash command, `!` bash mode or
+# `#` memory mode: they are not prompts the model was asked to answer.
+_COMMAND_PREFIXES = (
+    "<command-name>",
+    "<command-message>",
+    "<command-args>",
+    "<local-command-stdout>",
+    "<local-command-stderr>",
+    "<local-command-caveat>",
+    "<bash-input>",
+    "<bash-stdout>",
+    "<bash-stderr>",
+    "<user-memory-input>",
+)
+_INTERRUPT_PREFIX = "[Request interrupted by user"
+_TASK_NOTIFICATION_PREFIX = "<task-notification>"
+
+
+# --------------------------------------------------------------------------------------------------
+# Where the transcript is
+
+
+def encode_cwd(cwd: str) -> str:
+    """Encode a working directory the way Claude Code names its project directory.
+
+    Every UTF-16 code unit that is not an ASCII letter or digit becomes `-` (JavaScript's
+    `replace(/[^a-zA-Z0-9]/g, "-")`, so a character outside the BMP gives two dashes). A result longer
+    than 200 characters is cut to 200 and suffixed with `-` + base36(abs(Java-style hash of `cwd`)).
+    """
+    out: list[str] = []
+    for ch in cwd:
+        if ch.isascii() and ch.isalnum():
+            out.append(ch)
+        else:
+            out.append("--" if ord(ch) > 0xFFFF else "-")
+    encoded = "".join(out)
+    if len(encoded) <= _MAX_ENCODED_LEN:
+        return encoded
+    # Math.abs on a JS number: abs(-2**31) is 2**31, not Java's overflow back to -2**31.
+    return f"{encoded[:_MAX_ENCODED_LEN]}-{_base36(abs(_java_string_hash(cwd)))}"
+
+
+def _java_string_hash(text: str) -> int:
+    """Java's String.hashCode: h = 31*h + unit over UTF-16 code units, wrapped to a signed 32-bit int."""
+    # surrogatepass keeps lone surrogates (e.g. from surrogateescape'd paths) as the single units JS sees.
+    data = text.encode("utf-16-le", "surrogatepass")
+    h = 0
+    for i in range(0, len(data), 2):
+        h = (31 * h + (data[i] | (data[i + 1] << 8))) & 0xFFFFFFFF
+    return h - 0x1_0000_0000 if h & 0x8000_0000 else h
+
+
+def _base36(n: int) -> str:
+    if n == 0:
+        return "0"
+    digits: list[str] = []
+    while n:
+        n, rem = divmod(n, 36)
+        digits.append(_BASE36[rem])
+    return "".join(reversed(digits))
+
+
+def transcript_path(
+    cwd: str, session_id: str, home: str | None = None, config_dir: str | None = None
+) -> str:
+    """The path of a session's transcript: `<config>/projects/<encode_cwd(cwd)>/<session_id>.jsonl`.
+
+    `<config>` is `config_dir`, else `$CLAUDE_CONFIG_DIR`, else `<home>/.claude` with `home` defaulting to
+    `$HOME`. An empty value counts as unset. Prefer the `transcript_path` of a hook payload when there is one.
+    """
+    base = config_dir or os.environ.get("CLAUDE_CONFIG_DIR") or ""
+    if not base:
+        base = os.path.join(home or os.path.expanduser("~"), ".claude")
+    return os.path.join(base, "projects", encode_cwd(cwd), f"{session_id}.jsonl")
+
+
+# --------------------------------------------------------------------------------------------------
+# Lines
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """Parsed transcript lines.
+
+    `entries` are the lines that are JSON objects, in file order. `bad_lines` are the 1-based numbers of
+    the other non-blank lines, the last line excepted: a last line that does not parse is most likely
+    still being written, so it is reported as `partial_tail` instead of as damage.
+    """
+
+    entries: tuple[dict[str, Any], ...] = ()
+    bad_lines: tuple[int, ...] = ()
+    partial_tail: bool = False
+
+
+def parse_lines(lines: Iterable[str]) -> Transcript:
+    """Parse JSONL lines (with or without their newlines), skipping blank ones and reporting bad ones."""
+    entries: list[dict[str, Any]] = []
+    bad: list[int] = []
+    last_bad = 0
+    last_seen = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        last_seen = number
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            entries.append(value)
+        else:
+            bad.append(number)
+            last_bad = number
+    partial = bool(bad) and last_bad == last_seen
+    if partial:
+        bad.pop()
+    return Transcript(tuple(entries), tuple(bad), partial)
+
+
+def read_transcript(path: str | os.PathLike[str]) -> Transcript:
+    """Read and parse a transcript file; a missing file is an empty transcript."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return Transcript()
+    # Replace rather than fail: a write in progress can end inside a multi-byte character.
+    text = data.decode("utf-8", errors="replace")
+    # Split on "\n" only: str.splitlines() would also split on U+2028 and friends, which JSON.stringify
+    # leaves unescaped inside strings.
+    return parse_lines(text.split("\n"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Turns
+
+
+@dataclass(frozen=True)
+class Text:
+    """An assistant text block; `message_id` groups the blocks of one API message."""
+
+    text: str
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Thinking:
+    """An assistant thinking block (`redacted` for a redacted_thinking block, whose text is unreadable)."""
+
+    text: str
+    redacted: bool = False
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """A tool call by the assistant."""
+
+    name: str
+    input: Any
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """A tool's result, its content flattened to text (images as `[image]`)."""
+
+    content: str
+    is_error: bool = False
+    tool_use_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """The user interrupted the turn (Esc); `text` is e.g. `[Request interrupted by user]`."""
+
+    text: str
+
+
+Item = Text | Thinking | ToolUse | ToolResult | Interrupt
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One prompt and everything the assistant did for it, in transcript order.
+
+    `synthetic` marks prompts nobody typed (a background task's `<task-notification>`). `stop_reason` is
+    the one on the turn's last assistant line.
+    """
+
+    prompt: str
+    prompt_id: str | None
+    items: tuple[Item, ...]
+    synthetic: bool
+    uuid: str | None = None
+    timestamp: str | None = None
+    stop_reason: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the transcript already shows the end of this turn.
+
+        True when the turn ends in an interrupt, or in assistant text whose message did not stop for a
+        tool call. Claude Code can fire Stop before the closing message reaches the file, so a reader
+        racing the Stop event can use this to tell whether to read again.
+        """
+        if not self.items:
+            return False
+        last = self.items[-1]
+        if isinstance(last, Interrupt):
+            return True
+        return isinstance(last, Text) and self.stop_reason != "tool_use"
+
+
+Entries = Transcript | Iterable[Mapping[str, Any]]
+
+
+class _Builder:
+    """A turn being collected (mutable while walking the lines, frozen into a Turn at the end)."""
+
+    def __init__(self, entry: Mapping[str, Any], prompt: str, synthetic: bool) -> None:
+        self.prompt = prompt
+        self.prompt_id = _str_or_none(entry.get("promptId"))
+        self.synthetic = synthetic
+        self.uuid = _str_or_none(entry.get("uuid"))
+        self.timestamp = _str_or_none(entry.get("timestamp"))
+        self.items: list[Item] = []
+        self.stop_reason: str | None = None
+
+    def freeze(self) -> Turn:
+        return Turn(
+            prompt=self.prompt,
+            prompt_id=self.prompt_id,
+            items=tuple(self.items),
+            synthetic=self.synthetic,
+            uuid=self.uuid,
+            timestamp=self.timestamp,
+            stop_reason=self.stop_reason,
+        )
+
+
+def turns(entries: Entries) -> list[Turn]:
+    """Split the conversation into turns, oldest first.
+
+    A turn starts at a prompt: a `user` line whose content is a string or text/image blocks and that is
+    not a tool result, an `isMeta` line, a compact summary, an interrupt notice, or a slash-command /
+    local-command / `!` bash line. Task-notification prompts start turns marked `synthetic`.
+
+    A compact summary ends the current turn, and so does a slash command of another prompt; a slash
+    command the model then answers (a custom command or skill) becomes a turn whose prompt is
+    `/name args`, while one it does not answer (`/compact`, `/model`) leaves no turn. Lines before the
+    first prompt, non-conversation lines, and duplicate lines (same `uuid`) are ignored. Sidechain
+    (subagent) lines are ignored unless every conversation line is one, as in a subagent's own file.
+    """
+    convo = [
+        e
+        for e in _entry_list(entries)
+        if isinstance(e, Mapping) and e.get("type") in ("user", "assistant")
+    ]
+    # Older versions wrote subagent lines into the main file; a subagent file holds nothing else.
+    if any(not e.get("isSidechain") for e in convo):
+        convo = [e for e in convo if not e.get("isSidechain")]
+
+    done: list[Turn] = []
+    current: _Builder | None = None
+    # A slash command of its own prompt: becomes the current turn only if the assistant answers it.
+    pending: _Builder | None = None
+    seen: set[str] = set()
+
+    for entry in convo:
+        uuid = entry.get("uuid")
+        if isinstance(uuid, str):
+            if uuid in seen:
+                continue
+            seen.add(uuid)
+
+        if entry.get("type") == "assistant":
+            if current is None and pending is not None:
+                current, pending = pending, None
+            if current is not None:
+                _add_assistant(current, entry)
+            continue
+
+        kind, text = _classify_user(entry)
+        if kind == "skip":
+            continue
+        if kind in ("prompt", "synthetic"):
+            if current is not None:
+                done.append(current.freeze())
+            pending = None
+            current = _Builder(entry, text, synthetic=kind == "synthetic")
+        elif kind == "tool_result":
+            if current is not None:
+                current.items.extend(_tool_results(entry))
+        elif kind == "interrupt":
+            if current is not None:
+                current.items.append(Interrupt(text.strip()))
+        elif kind == "compact":
+            if current is not None:
+                done.append(current.freeze())
+            current = pending = None
+        elif kind == "command":
+            prompt_id = _str_or_none(entry.get("promptId"))
+            # Without a promptId of its own (older versions, or one run inside this turn such as a
+            # skill the model invoked) the line cannot be told apart from the turn: leave the turn alone.
+            if prompt_id is None or (current is not None and prompt_id == current.prompt_id):
+                continue
+            if current is not None:
+                done.append(current.freeze())
+                current = None
+            name = _command_prompt(text)
+            if pending is not None and pending.prompt_id == prompt_id:
+                # Caveat, name and stdout lines of one command share its promptId.
+                if name and not pending.prompt.startswith("/"):
+                    pending.prompt = name
+                continue
+            pending = _Builder(entry, name or text, synthetic=False)
+
+    if current is not None:
+        done.append(current.freeze())
+    return done
+
+
+def last_turn(entries: Entries, *, include_synthetic: bool = True) -> Turn | None:
+    """The last turn, or None; `include_synthetic=False` skips task-notification turns."""
+    for turn in reversed(turns(entries)):
+        if include_synthetic or not turn.synthetic:
+            return turn
+    return None
+
+
+def turn_for_prompt(entries: Entries, prompt_id: str) -> Turn | None:
+    """The turn whose prompt line has `promptId == prompt_id` (the hooks' `prompt_id`), or None."""
+    for turn in reversed(turns(entries)):
+        if turn.prompt_id == prompt_id:
+            return turn
+    return None
+
+
+def final_text(turn: Turn | None) -> str:
+    """The assistant's final reply in a turn: its last text block, joined with the other text blocks of
+    the same API message (blank line between them); "" when the turn has no text."""
+    if turn is None:
+        return ""
+    texts = [item for item in turn.items if isinstance(item, Text)]
+    if not texts:
+        return ""
+    last = texts[-1]
+    if last.message_id is None:
+        return last.text
+    return "\n\n".join(t.text for t in texts if t.message_id == last.message_id)
+
+
+def _entry_list(entries: Entries) -> Iterable[Mapping[str, Any]]:
+    return entries.entries if isinstance(entries, Transcript) else entries
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _message_content(entry: Mapping[str, Any]) -> Any:
+    message = entry.get("message")
+    return message.get("content") if isinstance(message, Mapping) else None
+
+
+def _classify_user(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """What a user line is: prompt, synthetic, tool_result, interrupt, command, compact or skip."""
+    if entry.get("isCompactSummary"):
+        return "compact", ""
+    # isMeta lines are context the CLI adds (caveats, skill bodies); they belong to no one's prompt.
+    if entry.get("isMeta") or entry.get("isVisibleInTranscriptOnly"):
+        return "skip", ""
+    content = _message_content(entry)
+    if isinstance(content, list) and any(
+        isinstance(b, Mapping) and b.get("type") == "tool_result" for b in content
+    ):
+        return "tool_result", ""
+    text = _flatten(content) if isinstance(content, (str, list)) else ""
+    head = text.lstrip()
+    if not head:
+        return "skip", ""
+    if head.startswith(_COMMAND_PREFIXES):
+        return "command", text
+    if head.startswith(_INTERRUPT_PREFIX):
+        return "interrupt", text
+    origin = entry.get("origin")
+    origin_kind = origin.get("kind") if isinstance(origin, Mapping) else None
+    if (
+        origin_kind == "task-notification"
+        or entry.get("promptSource") == "system"
+        or head.startswith(_TASK_NOTIFICATION_PREFIX)
+    ):
+        return "synthetic", text
+    return "prompt", text
+
+
+def _command_prompt(text: str) -> str:
+    """`/name args` from a `<command-name>…</command-name><command-args>…</command-args>` line, or ""."""
+    name = _between(text, "<command-name>", "</command-name>").strip()
+    if not name:
+        return ""
+    if not name.startswith("/"):
+        name = "/" + name
+    args = _between(text, "<command-args>", "</command-args>").strip()
+    return f"{name} {args}" if args else name
+
+
+def _between(text: str, start: str, end: str) -> str:
+    i = text.find(start)
+    if i < 0:
+        return ""
+    i += len(start)
+    j = text.find(end, i)
+    return text[i:] if j < 0 else text[i:j]
+
+
+def _flatten(content: Any) -> str:
+    """Text of a content value that may be null, a string, a block, or a list of blocks."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        content = [content]
+    if not isinstance(content, list):
+        return str(content)
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping):
+            kind = block.get("type")
+            if kind == "text":
+                parts.append(_str_or_none(block.get("text")) or "")
+            elif kind == "image":
+                parts.append("[image]")
+            elif isinstance(kind, str):
+                parts.append(f"[{kind}]")
+    return "\n".join(parts)
+
+
+def _tool_results(entry: Mapping[str, Any]) -> list[Item]:
+    content = _message_content(entry)
+    results: list[Item] = []
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, Mapping) and block.get("type") == "tool_result":
+            results.append(
+                ToolResult(
+                    content=_flatten(block.get("content")),
+                    is_error=block.get("is_error") is True,
+                    tool_use_id=_str_or_none(block.get("tool_use_id")),
+                )
+            )
+    return results
+
+
+def _add_assistant(turn: _Builder, entry: Mapping[str, Any]) -> None:
+    message = entry.get("message")
+    if not isinstance(message, Mapping):
+        return
+    message_id = _str_or_none(message.get("id"))
+    content = message.get("content")
+    blocks: Iterable[Any] = [{"type": "text", "text": content}] if isinstance(content, str) else (
+        content if isinstance(content, list) else ()
+    )
+    added = False
+    for block in blocks:
+        if not isinstance(block, Mapping):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            turn.items.append(Text(_flatten(block.get("text")), message_id))
+        elif kind == "thinking":
+            turn.items.append(Thinking(_flatten(block.get("thinking"))))
+        elif kind == "redacted_thinking":
+            turn.items.append(Thinking("", redacted=True))
+        elif kind in ("tool_use", "server_tool_use", "mcp_tool_use"):
+            name = _str_or_none(block.get("name")) or "?"
+            turn.items.append(ToolUse(name, block.get("input"), _str_or_none(block.get("id"))))
+        elif isinstance(kind, str) and kind.endswith("_tool_result"):
+            # Server-side tools (web search, code execution) put their results in the assistant message.
+            turn.items.append(
+                ToolResult(_flatten(block.get("content")), False, _str_or_none(block.get("tool_use_id")))
+            )
+        else:
+            continue
+        added = True
+    if added:
+        turn.stop_reason = _str_or_none(message.get("stop_reason"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def turn_markdown(turn: Turn, full: bool = False) -> str:
+    """Render a turn as markdown (SPEC §3 read-turn); tool results show 5 lines unless `full`."""
+    blocks = [f"**Prompt:** {turn.prompt}"]
+    for item in turn.items:
+        if isinstance(item, Text):
+            if item.text.strip():
+                blocks.append(item.text.strip("\n"))
+        elif isinstance(item, Thinking):
+            body = "[redacted]" if item.redacted else item.text.strip("\n")
+            if body.strip():
+                blocks.append(_quote(f"**Thinking:** {body}"))
+        elif isinstance(item, ToolUse):
+            blocks.append(f"**Tool: {item.name}**\n{_fence(_json(item.input), 'json')}")
+        elif isinstance(item, ToolResult):
+            label = "**Tool Error:**" if item.is_error else "**Result:**"
+            blocks.append(f"{label}\n{_fence(_result_body(item.content, full))}")
+        elif isinstance(item, Interrupt):
+            blocks.append(f"*{item.text}*")
+    return "\n\n".join(blocks) + "\n"
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _result_body(content: str, full: bool) -> str:
+    # Trailing newlines are not lines of output; the fence supplies the line end.
+    content = content.rstrip("\n")
+    if not content.strip():
+        return "(no output)"
+    lines = content.split("\n")
+    if full or len(lines) <= RESULT_PREVIEW_LINES:
+        return content
+    return "\n".join(lines[:RESULT_PREVIEW_LINES]) + f"\n... ({len(lines)} lines total)"
+
+
+def _fence(body: str, lang: str = "") -> str:
+    # A fence longer than any backtick run inside keeps tool output containing ``` from closing it early.
+    longest = run = 0
+    for ch in body:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{lang}\n{body}\n{ticks}"

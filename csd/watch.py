@@ -1,0 +1,538 @@
+"""The one watching core: a directory's file changes and the complete lines appended to its files, via inotify or polling."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import stat
+import sys
+from collections import deque
+from collections.abc import Iterable, Mapping
+from enum import IntFlag, StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from inotify_simple import INotify
+
+# Environment variable that picks the backend: "inotify" (insist), "poll" (force the fallback) or
+# unset/"auto" (inotify where available). An explicit `backend=` argument wins over it.
+BACKEND_ENV = "CSD_WATCH_BACKEND"
+BACKENDS = ("inotify", "poll")
+
+# Fallback backend period: a scandir + stat of the directory every 50 ms. Short enough that a waiting
+# command wakes well inside a human's notice, cheap enough for a few hundred files; it is only used
+# where inotify is missing (macOS) or when forced, so its CPU cost is accepted there.
+POLL_INTERVAL = 0.05
+
+_READ_CHUNK = 1 << 16
+
+# Errors from inotify_init1/inotify_add_watch meaning "no inotify for us right now", not "bad directory".
+_FALLBACK_ERRNOS = frozenset({errno.EMFILE, errno.ENOSPC, errno.ENOSYS})
+
+log = logging.getLogger(__name__)
+
+
+class _In(IntFlag):
+    """inotify(7) mask bits, copied from the kernel ABI so this module imports without inotify_simple."""
+
+    MODIFY = 0x00000002
+    MOVED_FROM = 0x00000040
+    MOVED_TO = 0x00000080
+    CREATE = 0x00000100
+    DELETE = 0x00000200
+    DELETE_SELF = 0x00000400
+    MOVE_SELF = 0x00000800
+    UNMOUNT = 0x00002000
+    Q_OVERFLOW = 0x00004000
+    IGNORED = 0x00008000
+    ONLYDIR = 0x01000000
+    EXCL_UNLINK = 0x04000000
+    ISDIR = 0x40000000
+
+
+# IN_CLOSE_WRITE is left out on purpose: every write already raises IN_MODIFY and metas are published
+# by rename (IN_MOVED_TO), so it would only duplicate events. IN_EXCL_UNLINK: writes to a file after
+# its name is gone (a straggling hook) are nobody's business any more.
+_DIR_MASK = (
+    _In.MODIFY
+    | _In.CREATE
+    | _In.MOVED_TO
+    | _In.DELETE
+    | _In.MOVED_FROM
+    | _In.DELETE_SELF
+    | _In.MOVE_SELF
+    | _In.ONLYDIR
+    | _In.EXCL_UNLINK
+)
+# Any of these on the directory's own watch means the directory as we knew it is gone.
+_DIR_GONE = _In.DELETE_SELF | _In.MOVE_SELF | _In.IGNORED | _In.UNMOUNT
+
+
+class ChangeKind(StrEnum):
+    CREATED = "created"  # a file now exists under the name (new, or another file renamed over it)
+    MODIFIED = "modified"  # the file under the name was written (or may have been: after an overflow)
+    DELETED = "deleted"  # the name no longer exists
+
+
+class Change(NamedTuple):
+    kind: ChangeKind
+    name: str
+
+
+class Line(NamedTuple):
+    number: int  # 1-based within the current file; back to 1 after a truncation or replacement
+    text: str  # without the trailing "\n", decoded as UTF-8 with errors="replace"
+
+
+# (st_dev, st_ino, st_size, st_mtime_ns): identity first, so [:2] tells a replacement from a write.
+FileStat = tuple[int, int, int, int]
+
+
+def split_lines(tail: bytes, data: bytes) -> tuple[list[bytes], bytes]:
+    """Append `data` to the unterminated `tail`; return the complete lines (without "\\n") and the new tail."""
+    *lines, rest = (tail + data).split(b"\n")
+    return lines, rest
+
+
+def scan_directory(directory: str | os.PathLike[str]) -> dict[str, FileStat]:
+    """Stat every non-directory entry of `directory` without following symlinks."""
+    snapshot: dict[str, FileStat] = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed between readdir and stat: it is simply not there
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            snapshot[entry.name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return snapshot
+
+
+def diff_snapshots(old: Mapping[str, FileStat | None], new: Mapping[str, FileStat]) -> list[Change]:
+    """The changes that turn `old` into `new`; a None stat in `old` means "present, state unknown".
+
+    This is the poll backend's whole detector, and the inotify backend's rescan after a queue overflow,
+    where only the names are known, so every surviving file is reported as possibly modified.
+    """
+    changes = [Change(ChangeKind.DELETED, name) for name in sorted(old.keys() - new.keys())]
+    for name in sorted(new):
+        if name not in old:
+            changes.append(Change(ChangeKind.CREATED, name))
+            continue
+        before, after = old[name], new[name]
+        if before is None:
+            changes.append(Change(ChangeKind.MODIFIED, name))
+        elif before[:2] != after[:2]:
+            changes.append(Change(ChangeKind.CREATED, name))
+        elif before != after:
+            changes.append(Change(ChangeKind.MODIFIED, name))
+    return changes
+
+
+def _inotify_available() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import inotify_simple  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _choose_backend(requested: str | None) -> tuple[str, bool]:
+    """Return (backend, insisted) from the argument, else the environment, else what the system has."""
+    choice = requested if requested is not None else os.environ.get(BACKEND_ENV, "")
+    choice = choice.strip().lower() or "auto"
+    if choice not in ("auto", *BACKENDS):
+        raise ValueError(f"watch backend {choice!r} is not one of: auto, {', '.join(BACKENDS)} (set by {BACKEND_ENV})")
+    if choice == "poll":
+        return "poll", True
+    if _inotify_available():
+        return "inotify", choice == "inotify"
+    if choice == "inotify":
+        raise RuntimeError(f"watch backend 'inotify' is unavailable here; unset {BACKEND_ENV} or set it to 'poll'")
+    return "poll", False
+
+
+class Follower:
+    """Async iterator of the complete lines of one file of a DirWatcher; made by DirWatcher.follow()."""
+
+    def __init__(self, watcher: DirWatcher, name: str, start_line: int) -> None:
+        self.name = name
+        self.path = watcher.directory / name
+        self.resets = 0  # truncations + replacements seen; each one restarts line numbers at 1
+        self._watcher = watcher
+        self._skip = start_line
+        self._fd: int | None = None
+        self._ident: tuple[int, int] | None = None
+        self._opened = False  # once any file was opened, a missing name means "deleted", not "not yet"
+        self._offset = 0
+        self._tail = b""
+        self._count = 0
+        self._lines: deque[Line] = deque()
+        self._ended = False
+        self._wake = asyncio.Event()
+        # Open now, not at the first next(): a file deleted before the consumer starts iterating must
+        # still yield what it held and end, rather than leave us waiting for it to be created.
+        self._open()
+
+    def __aiter__(self) -> Follower:
+        return self
+
+    async def __anext__(self) -> Line:
+        while not self._lines:
+            if self._ended:
+                self.close()
+                raise StopAsyncIteration
+            # Cleared before reading, so a change landing while we read sets it again: no lost wakeup.
+            self._wake.clear()
+            if self._watcher.closed:
+                # Watcher gone (directory removed): what the open file holds is the last there will be.
+                if self._fd is not None:
+                    self._read_to_eof()
+                self._end()
+                continue
+            self._sync()
+            if not self._lines and not self._ended:
+                await self._wake.wait()
+        return self._lines.popleft()
+
+    def close(self) -> None:
+        """Stop following: close the file and end the iteration; lines not yet taken are dropped."""
+        self._lines.clear()
+        self._end()
+        self._watcher._unregister(self)
+
+    async def aclose(self) -> None:
+        """Same as close(), so `contextlib.aclosing(watcher.follow(...))` works."""
+        self.close()
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    def _open(self) -> bool:
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang us
+        try:
+            fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            return False
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise OSError(f"cannot follow {self.path}: not a regular file")
+        self._fd, self._ident, self._opened = fd, (st.st_dev, st.st_ino), True
+        return True
+
+    def _sync(self) -> None:
+        """Bring this follower up to date with the name: read new bytes, restart on a new file, or end."""
+        while True:
+            if self._fd is None and not self._open():
+                if self._opened:
+                    self._end()
+                return
+            assert self._fd is not None
+            if os.fstat(self._fd).st_size < self._offset:
+                # Shrunk under us: what we read is no longer the file. Only detectable while the file is
+                # still shorter than our offset when we look; a truncate-and-regrow past it is not.
+                self._restart("truncated")
+            self._read_to_eof()
+            try:
+                now = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                self._end()
+                return
+            if (now.st_dev, now.st_ino) == self._ident:
+                return
+            # Another file under the name (rename over it, or delete + recreate between two looks): the old
+            # one has been drained above, so start over on the new one.
+            self._close_fd()
+            self._restart("replaced")
+
+    def _read_to_eof(self) -> None:
+        assert self._fd is not None
+        while data := os.pread(self._fd, _READ_CHUNK, self._offset):
+            self._offset += len(data)
+            lines, self._tail = split_lines(self._tail, data)
+            for raw in lines:
+                self._count += 1
+                if self._count > self._skip:
+                    self._lines.append(Line(self._count, raw.decode("utf-8", errors="replace")))
+
+    def _restart(self, why: str) -> None:
+        log.warning("%s was %s; following it again from line 1", self.path, why)
+        self.resets += 1
+        # start_line referred to the file the caller had read; the new content is all unseen.
+        self._offset, self._tail, self._count, self._skip = 0, b"", 0, 0
+
+    def _end(self) -> None:
+        if self._tail and not self._ended:
+            log.debug("%s ended with an unterminated line of %d bytes; dropped", self.path, len(self._tail))
+        self._ended = True
+        self._close_fd()
+        self._wake.set()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+class ChangeStream:
+    """Async iterator of Change(kind, name) for the files of a DirWatcher; made by DirWatcher.changes()."""
+
+    def __init__(self, watcher: DirWatcher) -> None:
+        self._watcher = watcher
+        self._queue: asyncio.Queue[Change | None] = asyncio.Queue()  # None marks the end
+        self._done = False
+
+    def __aiter__(self) -> ChangeStream:
+        return self
+
+    async def __anext__(self) -> Change:
+        if not self._done:
+            change = await self._queue.get()
+            if change is not None:
+                return change
+            self._done = True
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        """Stop receiving changes; the iteration ends after those already queued."""
+        self._watcher._unregister(self)
+        self._finish()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def _put(self, change: Change) -> None:
+        self._queue.put_nowait(change)
+
+    def _finish(self) -> None:
+        self._queue.put_nowait(None)
+
+
+class DirWatcher:
+    """Watch one directory; follow its files line by line and report its files appearing and vanishing.
+
+    `async with DirWatcher(directory, backend=None) as w:` sets up the watch (inotify: one fd on the
+    running loop, zero CPU while idle; poll: a scan every POLL_INTERVAL, one owned task) and raises
+    OSError if `directory` is not a directory. `backend` is "inotify", "poll" or None (use $CSD_WATCH_BACKEND,
+    else inotify where available); `w.backend` says which is in use.
+
+    `w.follow(name, start_line=0)` -> Follower, an async iterator of Line(number, text): every complete
+    line of the file (text without "\\n", UTF-8 with errors="replace"; a trailing unterminated line is held
+    until its "\\n"), numbered from 1, skipping the first `start_line`. It opens the file at once and reads
+    what is there (so nothing written after the watch began is lost), waits for the file if it does not
+    exist yet, restarts from line 1 on truncation or on another file taking the name (Follower.resets
+    counts these, and a warning is logged), and ends when the file is deleted (after its last complete
+    lines) or the watcher closes. Call `.close()` to stop one early. A symlink or a non-regular file
+    under the name raises OSError: files are never opened through symlinks.
+
+    `w.changes()` -> ChangeStream, an async iterator of Change(kind, name), kind "created" | "modified" |
+    "deleted", for every non-directory entry, from the moment it is called until the watcher closes.
+
+    On inotify queue overflow the directory is rescanned (see diff_snapshots) and every follower re-syncs;
+    `w.rescans` counts these. If the directory itself is deleted or moved, every iterator ends.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], backend: str | None = None) -> None:
+        self.directory = Path(directory)
+        self.backend, self._insisted = _choose_backend(backend)
+        self.closed = False
+        self.rescans = 0
+        self._entered = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inotify: INotify | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._followers: dict[str, set[Follower]] = {}
+        self._streams: set[ChangeStream] = set()
+        self._names: set[str] = set()  # inotify only: what a rescan compares against
+
+    async def __aenter__(self) -> DirWatcher:
+        if self._entered:
+            raise RuntimeError("a DirWatcher can be entered only once")
+        self._loop = asyncio.get_running_loop()
+        if self.backend == "inotify":
+            try:
+                self._start_inotify()
+            except OSError as exc:
+                # Out of inotify instances or watches: polling still works, unless inotify was insisted on.
+                if self._insisted or exc.errno not in _FALLBACK_ERRNOS:
+                    raise
+                log.warning("inotify unavailable (%s); polling %s every %.0f ms", exc, self.directory, POLL_INTERVAL * 1000)
+                self.backend = "poll"
+        if self.backend == "poll":
+            snapshot = scan_directory(self.directory)
+            self._poll_task = asyncio.create_task(self._poll(snapshot), name=f"csd-watch-poll:{self.directory}")
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._shutdown()
+        for followers in list(self._followers.values()):
+            for follower in list(followers):
+                follower.close()
+        task, self._poll_task = self._poll_task, None
+        if task is not None:
+            task.cancel()
+            # asyncio.wait never raises the task's CancelledError, yet still raises ours if we are cancelled.
+            await asyncio.wait({task})
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
+
+    def follow(self, name: str, start_line: int = 0) -> Follower:
+        """Follow the lines of file `name` in the directory; see the class docstring."""
+        self._check_usable(name)
+        if start_line < 0:
+            raise ValueError(f"start_line must be >= 0, not {start_line}")
+        follower = Follower(self, name, start_line)
+        self._followers.setdefault(name, set()).add(follower)
+        return follower
+
+    def changes(self) -> ChangeStream:
+        """Report every later change to the directory's files; see the class docstring."""
+        self._check_usable(None)
+        stream = ChangeStream(self)
+        self._streams.add(stream)
+        if self.closed:
+            stream._finish()
+        return stream
+
+    def _check_usable(self, name: str | None) -> None:
+        if not self._entered:
+            raise RuntimeError("use the DirWatcher as `async with DirWatcher(...) as w:` first")
+        if name is not None and (not name or "/" in name or name in (".", "..")):
+            raise ValueError(f"not a file name in {self.directory}: {name!r}")
+
+    def _unregister(self, item: Follower | ChangeStream) -> None:
+        if isinstance(item, ChangeStream):
+            self._streams.discard(item)
+            return
+        followers = self._followers.get(item.name)
+        if followers is not None:
+            followers.discard(item)
+            if not followers:
+                del self._followers[item.name]
+
+    def _dispatch(self, changes: Iterable[Change]) -> None:
+        """Fan changes out: wake the followers of each name, queue each change for every stream."""
+        for change in changes:
+            if change.kind is ChangeKind.DELETED:
+                self._names.discard(change.name)
+            else:
+                self._names.add(change.name)
+            for follower in self._followers.get(change.name, ()):
+                follower._poke()
+            for stream in self._streams:
+                stream._put(change)
+
+    def _shutdown(self) -> None:
+        """Stop watching; wake every follower (it drains its open file and ends) and end every stream."""
+        if self.closed:
+            return
+        self.closed = True
+        ino, self._inotify = self._inotify, None
+        if ino is not None:
+            try:
+                assert self._loop is not None
+                self._loop.remove_reader(ino.fileno())
+            finally:
+                ino.close()
+        for followers in self._followers.values():
+            for follower in followers:
+                follower._poke()
+        for stream in self._streams:
+            stream._finish()
+
+    # --- inotify backend ---------------------------------------------------------------------------
+
+    def _start_inotify(self) -> None:
+        from inotify_simple import INotify
+
+        ino = INotify(nonblocking=True)
+        try:
+            # Watch first, list second: a file created in between is then both listed and reported,
+            # never neither.
+            ino.add_watch(self.directory, _DIR_MASK)
+            self._names = set(scan_directory(self.directory))
+            assert self._loop is not None
+            self._loop.add_reader(ino.fileno(), self._on_readable)
+        except BaseException:
+            ino.close()
+            raise
+        self._inotify = ino
+
+    def _on_readable(self) -> None:
+        if self._inotify is None:
+            return
+        try:
+            events = self._inotify.read(timeout=0)
+        except OSError:
+            # A reader that keeps failing would spin the loop; end cleanly and say why.
+            log.exception("reading inotify events for %s failed; stopping the watch", self.directory)
+            self._shutdown()
+            return
+        gone = False
+        for event in events:
+            mask = _In(event.mask)
+            if mask & _In.Q_OVERFLOW:
+                if not self._rescan():
+                    gone = True
+            elif mask & _DIR_GONE:
+                gone = True  # only the directory's own watch gets these; it is our only watch
+            elif mask & _In.ISDIR or not event.name:
+                continue
+            elif mask & (_In.CREATE | _In.MOVED_TO):
+                self._dispatch([Change(ChangeKind.CREATED, event.name)])
+            elif mask & (_In.DELETE | _In.MOVED_FROM):
+                self._dispatch([Change(ChangeKind.DELETED, event.name)])
+            elif mask & _In.MODIFY:
+                self._dispatch([Change(ChangeKind.MODIFIED, event.name)])
+        if gone:
+            self._shutdown()
+
+    def _rescan(self) -> bool:
+        """After an overflow (events were lost): report the directory's state and wake every follower.
+
+        Returns False if the directory is gone.
+        """
+        self.rescans += 1
+        log.warning("inotify queue overflowed for %s; rescanning", self.directory)
+        try:
+            current = scan_directory(self.directory)
+        except (FileNotFoundError, NotADirectoryError):
+            self._dispatch(diff_snapshots(dict.fromkeys(self._names), {}))
+            return False
+        self._dispatch(diff_snapshots(dict.fromkeys(self._names), current))
+        # A follower of a file that came and went during the overflow gets no change above; wake them
+        # all anyway, it costs one stat each.
+        for followers in self._followers.values():
+            for follower in followers:
+                follower._poke()
+        return True
+
+    # --- poll backend ------------------------------------------------------------------------------
+
+    async def _poll(self, snapshot: dict[str, FileStat]) -> None:
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                current = scan_directory(self.directory)
+            except (FileNotFoundError, NotADirectoryError):
+                self._dispatch(diff_snapshots(snapshot, {}))
+                self._shutdown()
+                return
+            self._dispatch(diff_snapshots(snapshot, current))
+            snapshot = current

@@ -1,0 +1,327 @@
+"""The workers dir: its security checks, metas (atomic), events-file tails, shims, locks, and resolving a handle."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import shlex
+import stat
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from csd import config
+from csd.errors import CsdError, UnknownWorker, UsageError
+from csd.events import BadLine, Event, parse_line
+from csd.states import ANCHORS
+
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+CONSENT_FILE = ".claude/.claude-session-driver-consent"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_name(name: str) -> str:
+    """A worker name must be a tmux-safe name (tmux silently rewrites '.' and ':')."""
+    if not NAME_RE.fullmatch(name):
+        shown = name if len(name) <= 40 else name[:40] + f"… ({len(name)} chars)"
+        raise UsageError(
+            f"invalid worker name {shown!r}: use 1-64 letters, digits, '_' or '-', not starting with '-'"
+        )
+    return name
+
+
+def check_session_id(sid: str) -> str:
+    if not UUID_RE.fullmatch(sid):
+        raise UsageError(f"invalid session id {sid!r}: expected a UUID like 0f8fad5b-d9cb-469f-a165-70867728950e")
+    return sid.lower()
+
+
+@dataclass(frozen=True)
+class Meta:
+    """A worker's meta file. Metas written by the bash v3 have only the first four fields."""
+
+    tmux_name: str
+    session_id: str
+    cwd: str
+    started_at: str = ""
+    invocation: tuple[str, ...] = ()
+    tmux_socket: str = ""
+    claude_bin: str = ""
+    csd_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Meta:
+        known = {k for k in cls.__dataclass_fields__ if k != "extra"}
+        inv = obj.get("invocation") or ()
+        return cls(
+            tmux_name=str(obj["tmux_name"]),
+            session_id=str(obj["session_id"]),
+            cwd=str(obj.get("cwd", "")),
+            started_at=str(obj.get("started_at", "")),
+            invocation=tuple(inv) if isinstance(inv, list) else (str(inv),),
+            tmux_socket=str(obj.get("tmux_socket") or ""),
+            claude_bin=str(obj.get("claude_bin") or ""),
+            csd_version=str(obj.get("csd_version") or ""),
+            extra={k: v for k, v in obj.items() if k not in known},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = dict(self.extra)
+        d.update(
+            tmux_name=self.tmux_name,
+            session_id=self.session_id,
+            cwd=self.cwd,
+            started_at=self.started_at,
+            invocation=list(self.invocation),
+            tmux_socket=self.tmux_socket,
+            claude_bin=self.claude_bin,
+            csd_version=self.csd_version,
+        )
+        return d
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The end of an events file: the events from the last anchor on, and how many lines the file has."""
+
+    events: list[Event]
+    line_count: int
+
+
+class WorkersDir:
+    """One workers dir (``$CSD_WORKERS_DIR``) and the files of its workers."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path if path is not None else config.get("CSD_WORKERS_DIR")).absolute()
+        self.bin = self.path / "bin"
+
+    # -- security
+    def ensure(self) -> WorkersDir:
+        """Create the dir and bin/ (0700) if missing; refuse ones another user could write to."""
+        for d in (self.path, self.bin):
+            try:
+                os.mkdir(d, 0o700)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                os.makedirs(d, 0o700, exist_ok=True)
+            _check_private_dir(d)
+        return self
+
+    def check(self) -> bool:
+        """For read-only commands: False when the dir does not exist; refuse an unsafe one."""
+        try:
+            _check_private_dir(self.path)
+        except FileNotFoundError:
+            return False
+        if self.bin.exists() or self.bin.is_symlink():
+            _check_private_dir(self.bin)
+        return True
+
+    # -- paths
+    def meta_path(self, sid: str) -> Path:
+        return self.path / f"{sid}.meta"
+
+    def events_path(self, sid: str) -> Path:
+        return self.path / f"{sid}.events.jsonl"
+
+    def lock_path(self, sid: str) -> Path:
+        return self.path / f"{sid}.lock"
+
+    def shim_path(self, name: str) -> Path:
+        return self.bin / name
+
+    # -- metas
+    def write_meta(self, meta: Meta) -> Path:
+        return _atomic_write(self.meta_path(meta.session_id), json.dumps(meta.to_json(), indent=2) + "\n", 0o600)
+
+    def read_meta(self, sid: str) -> Meta:
+        fd = os.open(self.meta_path(sid), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            return Meta.from_json(json.loads(f.read()))
+
+    def metas(self, warn: Callable[[str], None] | None = None) -> list[Meta]:
+        """Every readable meta, sorted by name; unreadable ones are reported through ``warn``."""
+        out = []
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        for fn in names:
+            if not fn.endswith(".meta") or fn.startswith("."):
+                continue
+            try:
+                out.append(self.read_meta(fn[: -len(".meta")]))
+            except FileNotFoundError:
+                continue  # removed by a concurrent stop
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                if warn:
+                    warn(f"skipping unreadable meta {self.path / fn}: {exc}")
+        out.sort(key=lambda m: (m.tmux_name, m.started_at))
+        return out
+
+    def resolve(self, handle: str, warn: Callable[[str], None] | None = None) -> Meta:
+        """A worker by name or session id; an unknown one is an error with a did-you-mean."""
+        metas = self.metas(warn)
+        for m in metas:
+            if m.tmux_name == handle or m.session_id == handle.lower():
+                return m
+        names = [m.tmux_name for m in metas]
+        close = difflib.get_close_matches(handle, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        known = f" Known workers: {', '.join(names)}." if names else " There are no workers; start one with: csd launch NAME DIR"
+        raise UnknownWorker(f"unknown worker {handle!r} in {self.path}{hint}{known}")
+
+    def remove_files(self, meta: Meta) -> None:
+        """Remove everything csd made for a worker (idempotent)."""
+        for p in (self.meta_path(meta.session_id), self.events_path(meta.session_id), self.lock_path(meta.session_id)):
+            _unlink(p)
+        shim = self.shim_path(meta.tmux_name)
+        # only the shim that points at this worker's name (it always does: paths are per name)
+        _unlink(shim)
+
+    # -- events
+    def read_tail(self, sid: str, on_bad: Callable[[BadLine], None] | None = None, min_line: int | None = None) -> Tail:
+        return read_tail(self.events_path(sid), on_bad, min_line)
+
+    # -- shims
+    def write_shim(self, name: str) -> Path:
+        entry = entry_point()
+        text = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in entry) + f" --worker {shlex.quote(name)} " + '"$@"\n'
+        return _atomic_write(self.shim_path(name), text, 0o700)
+
+
+def _check_private_dir(d: Path) -> None:
+    st = os.lstat(d)
+    if stat.S_ISLNK(st.st_mode):
+        raise CsdError(f"refusing workers dir {str(d)!r}: it is a symlink (another user could redirect it); remove it or set CSD_WORKERS_DIR")
+    if not stat.S_ISDIR(st.st_mode):
+        raise CsdError(f"refusing workers dir {str(d)!r}: it is not a directory")
+    if st.st_uid != os.geteuid():
+        raise CsdError(
+            f"refusing workers dir {str(d)!r}: it is owned by uid {st.st_uid}, not you (uid {os.geteuid()}); "
+            "another user could plant shims there; set CSD_WORKERS_DIR to a dir of your own"
+        )
+    if st.st_mode & 0o022:
+        raise CsdError(
+            f"refusing workers dir {str(d)!r}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others write; "
+            f"run: chmod 700 {shlex.quote(str(d))}"
+        )
+
+
+def _atomic_write(path: Path, text: str, mode: int) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+    return path
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+def entry_point() -> list[str]:
+    """The absolute command that runs csd with this interpreter, with no launcher in between."""
+    script = Path(sys.executable).parent / "csd"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "csd"]
+
+
+_BLOCK = 1 << 16
+
+
+def read_tail(path: Path, on_bad: Callable[[BadLine], None] | None = None, min_line: int | None = None) -> Tail:
+    """Events from the last anchor event to the end of the file, read backwards block by block.
+
+    The state depends only on the events since the last anchor (``states.ANCHORS``), so a long log
+    costs one backward scan of its tail plus one newline count, never a replay of every line.
+    A missing file is an empty tail. A half-written last line (no newline yet) is not counted.
+    With ``min_line`` the tail reaches back at least to that line (``--after-line`` needs it).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return Tail([], 0)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # complete lines only
+    line_count = data.count(b"\n", 0, end)
+    collected: list[tuple[int, bytes]] = []
+    pos = end
+    line_no = line_count
+    while pos > 0:
+        start = data.rfind(b"\n", 0, pos - 1) + 1
+        raw = data[start : pos - 1]
+        collected.append((line_no, raw))
+        if (min_line is None or line_no <= min_line) and _is_anchor(raw):
+            break
+        pos = start
+        line_no -= 1
+    events = []
+    for no, raw in reversed(collected):
+        text = raw.decode("utf-8", "replace")
+        if not text.strip():
+            continue
+        try:
+            events.append(parse_line(text, no))
+        except BadLine as bad:
+            if on_bad:
+                on_bad(bad)
+    return Tail(events, line_count)
+
+
+def _is_anchor(raw: bytes) -> bool:
+    if b'"event"' not in raw:
+        return False
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return False
+    if not isinstance(obj, dict):
+        return False
+    name = obj.get("event")
+    return name in ANCHORS and not (name == "session_start" and obj.get("source") == "compact")
+
+
+def iter_events(path: Path, on_bad: Callable[[BadLine], None] | None = None) -> Iterator[Event]:
+    """Every event of a file, oldest first (for read-events and the live table)."""
+    from csd.events import parse_lines
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    yield from parse_lines(data[:end].decode("utf-8", "replace").split("\n")[:-1] if end else [], 1, on_bad)
+
+
+def has_consent(home: str | None = None) -> bool:
+    return (Path(home or os.path.expanduser("~")) / CONSENT_FILE).is_file()
+
+
+def consent_path() -> Path:
+    return Path(os.path.expanduser("~")) / CONSENT_FILE

@@ -1,0 +1,437 @@
+"""Tests for csd.watch: real files under tmp_path, real appender processes, both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from csd.watch import (
+    BACKEND_ENV,
+    Change,
+    ChangeKind,
+    DirWatcher,
+    Line,
+    diff_snapshots,
+    scan_directory,
+    split_lines,
+)
+
+T = TypeVar("T")
+
+# Generous: these bound a hang, they do not measure speed.
+TIMEOUT = 10.0
+
+BACKENDS = ["inotify", "poll"] if sys.platform.startswith("linux") else ["poll"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def append(path: Path, data: str | bytes) -> None:
+    """Append like the hook does: one write on an O_APPEND descriptor."""
+    raw = data.encode() if isinstance(data, str) else data
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, raw)
+    finally:
+        os.close(fd)
+
+
+async def take(it: AsyncIterator[T], n: int) -> list[T]:
+    out: list[T] = []
+    async with asyncio.timeout(TIMEOUT):
+        while len(out) < n:
+            out.append(await anext(it))
+    return out
+
+
+async def drain(it: AsyncIterator[T]) -> list[T]:
+    """Everything until the iterator ends; fails (times out) if it never does."""
+    async with asyncio.timeout(TIMEOUT):
+        return [item async for item in it]
+
+
+async def wait_for_change(changes: AsyncIterator[Change], wanted: Change) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        async for change in changes:
+            if change == wanted:
+                return
+    raise AssertionError(f"change stream ended before {wanted}")
+
+
+# --- pure helpers ------------------------------------------------------------------------------------
+
+
+def test_split_lines_holds_the_unterminated_tail() -> None:
+    """Only "\\n" completes a line; the rest waits for more data."""
+    assert split_lines(b"", b"a\nb") == ([b"a"], b"b")
+    assert split_lines(b"b", b"c\n") == ([b"bc"], b"")
+    assert split_lines(b"", b"") == ([], b"")
+    assert split_lines(b"x", b"\n\n") == ([b"x", b""], b"")
+
+
+def test_diff_snapshots_reports_created_modified_replaced_deleted() -> None:
+    """Identity (dev, ino) change is a creation; size/mtime change a modification."""
+    old = {"same": (1, 10, 5, 100), "grown": (1, 11, 5, 100), "replaced": (1, 12, 5, 100), "gone": (1, 13, 1, 1)}
+    new = {"same": (1, 10, 5, 100), "grown": (1, 11, 9, 200), "replaced": (1, 99, 5, 100), "new": (1, 14, 0, 0)}
+    assert diff_snapshots(old, new) == [
+        Change(ChangeKind.DELETED, "gone"),
+        Change(ChangeKind.MODIFIED, "grown"),
+        Change(ChangeKind.CREATED, "new"),
+        Change(ChangeKind.CREATED, "replaced"),
+    ]
+
+
+def test_rescan_diff_with_only_names_known() -> None:
+    """The overflow rescan knows names only: survivors may have changed, so they are reported modified."""
+    known = dict.fromkeys(["a.meta", "b.events.jsonl", "gone.meta"])
+    now = {"a.meta": (1, 1, 1, 1), "b.events.jsonl": (1, 2, 2, 2), "late.meta": (1, 3, 3, 3)}
+    assert diff_snapshots(known, now) == [
+        Change(ChangeKind.DELETED, "gone.meta"),
+        Change(ChangeKind.MODIFIED, "a.meta"),
+        Change(ChangeKind.MODIFIED, "b.events.jsonl"),
+        Change(ChangeKind.CREATED, "late.meta"),
+    ]
+
+
+def test_scan_directory_skips_subdirectories(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "x.meta").write_text("{}")
+    assert set(scan_directory(tmp_path)) == {"x.meta"}
+
+
+# --- backend selection ---------------------------------------------------------------------------------
+
+
+def test_env_forces_poll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "poll")
+    assert DirWatcher(tmp_path).backend == "poll"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
+def test_default_is_inotify_on_linux(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    assert DirWatcher(tmp_path).backend == "inotify"
+    monkeypatch.setenv(BACKEND_ENV, "inotify")
+    assert DirWatcher(tmp_path).backend == "inotify"
+
+
+async def test_without_inotify_simple_auto_falls_back_to_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on macOS: the package is absent (None in sys.modules makes its import fail), polling still works."""
+    monkeypatch.setitem(sys.modules, "inotify_simple", None)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    async with DirWatcher(tmp_path) as w:
+        assert w.backend == "poll"
+        lines = w.follow("s.events.jsonl")
+        append(tmp_path / "s.events.jsonl", "a\n")
+        assert await take(lines, 1) == [(1, "a")]
+    monkeypatch.setenv(BACKEND_ENV, "inotify")
+    with pytest.raises(RuntimeError, match="'inotify' is unavailable"):
+        DirWatcher(tmp_path)
+
+
+def test_argument_wins_over_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "bogus")
+    assert DirWatcher(tmp_path, backend="poll").backend == "poll"
+
+
+def test_unknown_backend_names_the_valid_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BACKEND_ENV, "kqueue")
+    with pytest.raises(ValueError, match=r"'kqueue' is not one of: auto, inotify, poll"):
+        DirWatcher(tmp_path)
+
+
+async def test_missing_directory_raises(tmp_path: Path, backend: str) -> None:
+    with pytest.raises(FileNotFoundError):
+        async with DirWatcher(tmp_path / "nope", backend=backend):
+            pass
+
+
+async def test_follow_requires_entering(tmp_path: Path, backend: str) -> None:
+    with pytest.raises(RuntimeError, match="async with"):
+        DirWatcher(tmp_path, backend=backend).follow("x")
+
+
+async def test_follow_rejects_paths(tmp_path: Path, backend: str) -> None:
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        with pytest.raises(ValueError, match="not a file name"):
+            w.follow("../x")
+
+
+# --- following -------------------------------------------------------------------------------------------
+
+
+async def test_lines_already_there_are_read(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "s.events.jsonl"
+    append(path, "one\ntwo\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        assert await take(w.follow(path.name), 2) == [Line(1, "one"), Line(2, "two")]
+
+
+async def test_appended_lines_arrive(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "s.events.jsonl"
+    append(path, "one\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        assert await take(lines, 1) == [(1, "one")]
+        append(path, "two\n")
+        append(path, "three\n")
+        assert await take(lines, 2) == [(2, "two"), (3, "three")]
+
+
+async def test_start_line_skips_lines_already_seen(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "s.events.jsonl"
+    append(path, "a\nb\nc\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name, start_line=2)
+        assert await take(lines, 1) == [(3, "c")]
+        append(path, "d\n")
+        assert await take(lines, 1) == [(4, "d")]
+
+
+async def test_partial_line_is_held_until_its_newline(tmp_path: Path, backend: str) -> None:
+    """The follower has read "par" (it reads to EOF) yet yields it only once "tial\\n" arrives."""
+    path = tmp_path / "s.events.jsonl"
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        append(path, "first\npar")
+        assert await take(lines, 1) == [(1, "first")]
+        append(path, "tial\nnext\n")
+        assert await take(lines, 2) == [(2, "partial"), (3, "next")]
+
+
+async def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "s.events.jsonl"
+    append(path, b"ok\n\xff\xfe bad\nafter\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        assert await take(w.follow(path.name), 3) == [(1, "ok"), (2, "\ufffd\ufffd bad"), (3, "after")]
+
+
+async def test_file_created_after_the_watch_starts(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "late.events.jsonl"
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        append(path, "hello\n")
+        assert await take(lines, 1) == [(1, "hello")]
+        append(path, "again\n")
+        assert await take(lines, 1) == [(2, "again")]
+
+
+async def test_deletion_ends_the_follow_after_the_last_lines(tmp_path: Path, backend: str) -> None:
+    """Lines written just before the unlink are still delivered (read through the open fd), then the end."""
+    path = tmp_path / "s.events.jsonl"
+    append(path, "a\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        assert await take(lines, 1) == [(1, "a")]
+        append(path, "b\n")
+        path.unlink()
+        assert await drain(lines) == [(2, "b")]
+
+
+async def test_file_deleted_before_iteration_still_yields_then_ends(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "s.events.jsonl"
+    append(path, "a\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        path.unlink()
+        assert await drain(lines) == [(1, "a")]
+
+
+async def test_truncation_restarts_from_line_one(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "s.events.jsonl"
+    append(path, "one\ntwo\nthree\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        assert len(await take(lines, 3)) == 3
+        os.truncate(path, 0)
+        append(path, "new\n")
+        assert await take(lines, 1) == [(1, "new")]
+        assert lines.resets == 1
+
+
+async def test_replacement_restarts_on_the_new_file(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "x.meta"
+    path.write_text("old 1\nold 2\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        assert await take(lines, 2) == [(1, "old 1"), (2, "old 2")]
+        tmp = tmp_path / "x.meta.tmp"
+        tmp.write_text("new 1\nnew 2\nnew 3\n")
+        os.replace(tmp, path)
+        assert await take(lines, 3) == [(1, "new 1"), (2, "new 2"), (3, "new 3")]
+        assert lines.resets == 1
+        append(path, "new 4\n")
+        assert await take(lines, 1) == [(4, "new 4")]
+
+
+async def test_fifty_files_on_one_watcher(tmp_path: Path, backend: str) -> None:
+    """Every follower gets its own file's lines, all driven by one watcher."""
+    names = [f"w{i:02}.events.jsonl" for i in range(50)]
+    for name in names[:25]:  # half exist at the start, half are created later
+        append(tmp_path / name, f"{name} 1\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        followers = {name: w.follow(name) for name in names}
+        for name in names[25:]:
+            append(tmp_path / name, f"{name} 1\n")
+        for name in names:
+            append(tmp_path / name, f"{name} 2\n")
+        async with asyncio.TaskGroup() as tg:
+            tasks = {name: tg.create_task(take(f, 2)) for name, f in followers.items()}
+        for name, task in tasks.items():
+            assert task.result() == [(1, f"{name} 1"), (2, f"{name} 2")]
+
+
+APPENDER = """
+import os, sys
+path, proc, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+for seq in range(count):
+    os.write(fd, ('{"proc": %d, "seq": %d, "pad": "%s"}\\n' % (proc, seq, "x" * (seq % 50))).encode())
+os.close(fd)
+"""
+
+
+async def test_concurrent_appender_processes_every_line_exactly_once(tmp_path: Path, backend: str) -> None:
+    """Eight real processes append at once; the follower sees each line once, numbered 1..N in file order."""
+    path = tmp_path / "s.events.jsonl"
+    procs, count = 8, 300
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        children = [
+            await asyncio.create_subprocess_exec(sys.executable, "-c", APPENDER, str(path), str(p), str(count))
+            for p in range(procs)
+        ]
+        try:
+            got = await take(lines, procs * count)
+        finally:
+            for child in children:
+                await child.wait()
+        assert all(child.returncode == 0 for child in children)
+    assert [n for n, _ in got] == list(range(1, procs * count + 1))
+    expected = {'{"proc": %d, "seq": %d, "pad": "%s"}' % (p, s, "x" * (s % 50)) for p in range(procs) for s in range(count)}
+    texts = [text for _, text in got]
+    assert len(set(texts)) == len(texts)
+    assert set(texts) == expected
+    assert path.read_text().splitlines() == texts
+
+
+# --- directory changes ---------------------------------------------------------------------------------
+
+
+async def test_changes_sees_meta_renamed_in_and_deleted(tmp_path: Path, backend: str) -> None:
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        changes = w.changes()
+        tmp = tmp_path / ".s1.meta.tmp"
+        tmp.write_text('{"tmux_name": "api"}')
+        os.replace(tmp, tmp_path / "s1.meta")
+        await wait_for_change(changes, Change(ChangeKind.CREATED, "s1.meta"))
+        (tmp_path / "s1.meta").unlink()
+        await wait_for_change(changes, Change(ChangeKind.DELETED, "s1.meta"))
+
+
+async def test_changes_reports_modification_and_ignores_subdirectories(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "s.events.jsonl"
+    append(path, "a\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        changes = w.changes()
+        (tmp_path / "bin").mkdir()
+        append(path, "b\n")
+        async with asyncio.timeout(TIMEOUT):
+            first = await anext(changes)
+        assert first == Change(ChangeKind.MODIFIED, path.name)
+
+
+# --- ending ----------------------------------------------------------------------------------------------
+
+
+async def test_removing_the_directory_ends_every_iterator(tmp_path: Path, backend: str) -> None:
+    """A follower of a live file, one waiting for a file that never comes, and a change stream all end."""
+    directory = tmp_path / "workers"
+    directory.mkdir()
+    live = directory / "live.events.jsonl"
+    append(live, "a\n")
+    async with DirWatcher(directory, backend=backend) as w:
+        live_lines = w.follow(live.name)
+        never = w.follow("never.events.jsonl")
+        changes = w.changes()
+        assert await take(live_lines, 1) == [(1, "a")]
+        shutil.rmtree(directory)
+        async with asyncio.TaskGroup() as tg:
+            t_live = tg.create_task(drain(live_lines))
+            t_never = tg.create_task(drain(never))
+            t_changes = tg.create_task(drain(changes))
+        assert t_live.result() == []
+        assert t_never.result() == []
+        assert Change(ChangeKind.DELETED, live.name) in t_changes.result()
+        assert w.closed
+
+
+async def test_leaving_the_watcher_ends_waiting_followers(tmp_path: Path, backend: str) -> None:
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        waiting = asyncio.create_task(drain(w.follow("never.events.jsonl")))
+        stream = asyncio.create_task(drain(w.changes()))
+        await asyncio.sleep(0)  # let both start waiting: this is the state under test, not a sync point
+    assert await waiting == []
+    assert await stream == []
+
+
+async def test_closing_a_follower_ends_it(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "s.events.jsonl"
+    append(path, "a\nb\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        assert await take(lines, 1) == [(1, "a")]
+        await lines.aclose()
+        assert await drain(lines) == []
+
+
+# --- overflow ----------------------------------------------------------------------------------------------
+
+
+def _max_queued_events() -> int:
+    try:
+        return int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    except OSError:
+        return 1 << 30
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
+@pytest.mark.skipif(_max_queued_events() > 100_000, reason="max_queued_events too large to overflow cheaply")
+async def test_queue_overflow_is_recovered_by_a_rescan(tmp_path: Path) -> None:
+    """Overflow the real kernel queue, then create a file whose events are dropped: only the rescan sees it.
+
+    The loop cannot read the inotify fd while this coroutine does not await, so alternating writes to two
+    files (alternating, because the kernel merges an event identical to the last one queued) fill the queue.
+    """
+    limit = _max_queued_events()
+    a, b = tmp_path / "a.events.jsonl", tmp_path / "b.events.jsonl"
+    async with DirWatcher(tmp_path, backend="inotify") as w:
+        changes = w.changes()
+        late = w.follow("late.events.jsonl")
+        fd_a = os.open(a, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd_b = os.open(b, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            for _ in range(limit // 2 + 100):
+                os.write(fd_a, b"x\n")
+                os.write(fd_b, b"y\n")
+        finally:
+            os.close(fd_a)
+            os.close(fd_b)
+        # The queue is full: these events are lost, and only a rescan can report them.
+        (tmp_path / "late.meta").write_text("{}")
+        append(tmp_path / "late.events.jsonl", "hello\n")
+        assert await take(late, 1) == [(1, "hello")]
+        await wait_for_change(changes, Change(ChangeKind.CREATED, "late.meta"))
+        assert w.rescans == 1
