@@ -196,7 +196,7 @@ def main() -> int:
             payload = json.loads(raw.decode("utf-8", "replace"))
         except ValueError:
             return 0
-        if not isinstance(payload, dict):
+        if not isinstance(payload, dict) or not isinstance(payload.get("hook_event_name"), str):
             return 0
         where = target(payload, environ)
         if where is None:

@@ -63,13 +63,13 @@ class Meta:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Meta:
         known = {k for k in cls.__dataclass_fields__ if k != "extra"}
-        inv = obj.get("invocation") or ()
+        inv = obj.get("invocation") or []
         return cls(
             tmux_name=str(obj["tmux_name"]),
             session_id=str(obj["session_id"]),
             cwd=str(obj.get("cwd", "")),
             started_at=str(obj.get("started_at", "")),
-            invocation=tuple(inv) if isinstance(inv, list) else (str(inv),),
+            invocation=tuple(str(a) for a in inv) if isinstance(inv, list) else (str(inv),),
             tmux_socket=str(obj.get("tmux_socket") or ""),
             claude_bin=str(obj.get("claude_bin") or ""),
             csd_version=str(obj.get("csd_version") or ""),

@@ -1,0 +1,1618 @@
+"""A simulated Claude Code worker: a terminal program that, seen from csd, behaves like the Claude Code TUI without spending tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import os
+import re
+import signal
+import sys
+import termios
+import textwrap
+import time
+import tty
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# The Claude Code release whose behaviour (FACTS.md) this program imitates; it is what `--version` and the
+# transcript's `version` field report, so version-sniffing controllers see a plausible value.
+SIM_CLAUDE_VERSION = "2.1.330"
+DEFAULT_MODEL = "claude-opus-5-5"
+HOOK_TIMEOUT_S = 60.0
+BASH_TIMEOUT_S = 120.0  # the real Bash tool's default timeout is 2 minutes
+ROOT_REFUSAL = "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons"
+
+ENV_IDLE = "CSD_SIM_IDLE_SECONDS"
+ENV_TRUST = "CSD_SIM_TRUST_DIALOG"
+ENV_DELAY = "CSD_SIM_STARTUP_DELAY"
+ENV_EXIT_AT_START = "CSD_SIM_EXIT_AT_START"
+ENV_NOT_READY = "CSD_SIM_NOT_READY_SECONDS"
+
+HOOK_EVENTS = (
+    "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification",
+    "Stop", "SubagentStop", "PreCompact", "SessionEnd",
+)
+
+# Boolean flags of the real CLI: they never take a value, so a word after them is the positional prompt.
+_BOOL_FLAGS = frozenset({
+    "--dangerously-skip-permissions", "--allow-dangerously-skip-permissions", "--verbose", "--ide",
+    "--chrome", "--no-chrome", "--bare", "--brief", "-c", "--continue", "--fork-session",
+    "--strict-mcp-config", "--include-partial-messages", "--replay-user-messages",
+    "--no-session-persistence", "--safe-mode", "--restricted", "--disable-slash-commands",
+    "--exclude-dynamic-system-prompt-sections", "--forward-subagent-text", "--include-hook-events",
+    "--desktop", "--bg", "--background", "--tmux", "-p", "--print",
+})
+
+HELP = f"""\
+Usage: csd-simworker [options] [prompt]
+
+A simulated Claude Code worker for csd (no model, no network, no tokens). It takes the same options as
+`claude` (unknown ones are accepted and ignored), runs the configured hooks with Claude Code's payloads,
+and writes a transcript in Claude Code's format. Run it in a terminal, e.g. inside tmux.
+
+Options:
+  --session-id <uuid>               use this session id (error if its transcript exists)
+  -r, --resume <uuid>               continue that session's transcript
+  -c, --continue                    continue the most recent session of this directory
+  --settings <file-or-json>         settings to load (hooks, skipDangerousModePermissionPrompt); repeatable
+  --plugin-dir <dir>                load <dir>/hooks/hooks.json; repeatable
+  --dangerously-skip-permissions    bypass mode (refused as root unless IS_SANDBOX=1)
+  --model <model>                   model name reported in SessionStart
+  --permission-mode <mode>          permission_mode reported in payloads
+  -v, --version                     print the version
+  -h, --help                        print this help
+
+Directives in a prompt (anywhere, combined, applied in order):
+  REPLY:<text>            reply with <text> (rest of line); default reply is "ECHO: <prompt>"
+  TOOL:Bash:<cmd>         run <cmd> with sh -c as a Bash tool call; reply "DONE: <stdout[:200]>"
+  TOOL:<Name>:<json>      a tool call with that input; result "ok"
+  SLEEP:<seconds>         the turn takes that long (Esc interrupts)
+  BG:<seconds>            a background Agent; after <seconds>: SubagentStop, <task-notification> turn, Stop
+  CRASH                   kill -9 itself mid-turn          HANG   the turn never ends
+  SWALLOW-ENTER           the first Enter on this text is ignored
+
+Slash commands: /exit (/quit), /clear, /compact [instructions].
+
+Environment:
+  {ENV_IDLE}=<s>     idle_prompt Notification this long after a turn ends (default 60)
+  {ENV_TRUST}=1      show the workspace-trust dialog first
+  {ENV_DELAY}=<s>    delay start-up (before any dialog and SessionStart)
+  {ENV_EXIT_AT_START}=<code>  print a line and exit with <code> before SessionStart
+  {ENV_NOT_READY}=<s>  Enter is swallowed this long after SessionStart (default 0.4)
+"""
+
+
+class UsageError(Exception):
+    """A command line the simulated worker refuses, like the real CLI would."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def now_iso() -> str:
+    """UTC time in the transcript's format, e.g. 2026-11-23T19:48:40.434Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _java_hash_base36(text: str) -> str:
+    """base36(abs(Java-style 32-bit hash over UTF-16 units)), as Claude Code suffixes long project dirs."""
+    h = 0
+    for unit in _utf16_units(text):
+        h = (h * 31 + unit) & 0xFFFFFFFF
+    if h >= 0x80000000:
+        h -= 0x100000000
+    n = abs(h)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def _utf16_units(text: str) -> list[int]:
+    data = text.encode("utf-16-le", "surrogatepass")
+    return [int.from_bytes(data[i:i + 2], "little") for i in range(0, len(data), 2)]
+
+
+def encode_project_dir(cwd: str) -> str:
+    """Claude Code's `cwd.replace(/[^a-zA-Z0-9]/g, "-")`, one dash per UTF-16 unit, long names hashed."""
+    out = []
+    for ch in cwd:
+        if ch.isascii() and ch.isalnum():
+            out.append(ch)
+        else:
+            out.append("-" * (2 if ord(ch) > 0xFFFF else 1))
+    enc = "".join(out)
+    if len(enc) > 200:
+        enc = enc[:200] + "-" + _java_hash_base36(cwd)
+    return enc
+
+
+def claude_config_dir(env: Mapping[str, str]) -> Path:
+    if env.get("CLAUDE_CONFIG_DIR"):
+        return Path(env["CLAUDE_CONFIG_DIR"])
+    return Path(env.get("HOME") or os.path.expanduser("~")) / ".claude"
+
+
+def transcript_path_for(env: Mapping[str, str], cwd: str, session_id: str) -> Path:
+    return claude_config_dir(env) / "projects" / encode_project_dir(cwd) / f"{session_id}.jsonl"
+
+
+def is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return len(text) == 36
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One steering instruction found in a prompt."""
+
+    kind: str  # reply | tool | sleep | bg | crash | hang
+    arg: str = ""
+    name: str = ""
+    seconds: float = 0.0
+
+
+# REPLY and TOOL take the rest of the line, so a directive-looking word inside them is not a directive.
+_DIRECTIVE_RE = re.compile(
+    r"(?<![\w-])(?:"
+    r"REPLY:(?P<reply>[^\n]*)"
+    r"|TOOL:(?P<tool_name>[A-Za-z_][\w.-]*):(?P<tool_arg>[^\n]*)"
+    r"|SLEEP:(?P<sleep>\d+(?:\.\d+)?)"
+    r"|BG:(?P<bg>\d+(?:\.\d+)?)"
+    r"|(?P<crash>CRASH)(?![\w-])"
+    r"|(?P<hang>HANG)(?![\w-])"
+    r")"
+)
+
+
+def parse_directives(prompt: str) -> list[Directive]:
+    """The directives of a prompt, in the order they appear."""
+    found: list[Directive] = []
+    for m in _DIRECTIVE_RE.finditer(prompt):
+        if m.group("reply") is not None:
+            found.append(Directive("reply", arg=m.group("reply").strip()))
+        elif m.group("tool_name") is not None:
+            found.append(Directive("tool", name=m.group("tool_name"), arg=m.group("tool_arg").strip()))
+        elif m.group("sleep") is not None:
+            found.append(Directive("sleep", seconds=float(m.group("sleep"))))
+        elif m.group("bg") is not None:
+            found.append(Directive("bg", seconds=float(m.group("bg"))))
+        elif m.group("crash") is not None:
+            found.append(Directive("crash"))
+        elif m.group("hang") is not None:
+            found.append(Directive("hang"))
+    return found
+
+
+PASTE_START = "\x1b[200~"
+PASTE_END = "\x1b[201~"
+_CSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+_CSI_PARTIAL_RE = re.compile(r"\x1b\[[0-?]*[ -/]*")
+_PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]+")
+_CSI_KEYS = {"A": "up", "B": "down", "C": "right", "D": "left", "Z": "backtab", "3~": "delete"}
+_CTRL_KEYS = {"\r": "enter", "\n": "newline", "\x7f": "backspace", "\x08": "backspace",
+              "\x15": "ctrl_u", "\x03": "ctrl_c"}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One decoded input event: a key, or a run of typed or pasted text."""
+
+    kind: str  # text | paste | enter | newline | backspace | ctrl_u | ctrl_c | esc | up | down | ...
+    text: str = ""
+
+
+class KeyParser:
+    """Turns terminal input (already UTF-8 decoded) into keys, bracketed pastes kept whole."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._paste: list[str] | None = None
+
+    @property
+    def pending_escape(self) -> bool:
+        """True when the input so far ends in a lone ESC that may be the Escape key or a sequence start."""
+        return self._paste is None and self._buf == "\x1b"
+
+    def flush_escape(self) -> list[Key]:
+        """Called when no byte followed a lone ESC for a while: it was the Escape key."""
+        if self.pending_escape:
+            self._buf = ""
+            return [Key("esc")]
+        return []
+
+    def feed(self, data: str) -> list[Key]:
+        self._buf += data
+        keys: list[Key] = []
+        while self._buf:
+            buf = self._buf
+            if self._paste is not None:
+                end = buf.find(PASTE_END)
+                if end < 0:
+                    # Hold back a tail that could be the start of the end marker split across reads.
+                    keep = next((k for k in range(min(len(PASTE_END) - 1, len(buf)), 0, -1)
+                                 if PASTE_END.startswith(buf[-k:])), 0)
+                    self._paste.append(buf[:len(buf) - keep])
+                    self._buf = buf[len(buf) - keep:]
+                    break
+                self._paste.append(buf[:end])
+                self._buf = buf[end + len(PASTE_END):]
+                # Terminals send Enter inside a paste as CR; the TUI keeps pasted line breaks as \n.
+                text = "".join(self._paste).replace("\r\n", "\n").replace("\r", "\n")
+                self._paste = None
+                keys.append(Key("paste", text))
+                continue
+            ch = buf[0]
+            if ch == "\x1b":
+                if len(buf) == 1:
+                    break  # maybe the start of a sequence: wait for more, or flush_escape()
+                if buf[1] == "[":
+                    m = _CSI_RE.match(buf)
+                    if m is None:
+                        if _CSI_PARTIAL_RE.fullmatch(buf):
+                            break  # incomplete sequence: wait for the rest
+                        keys.append(Key("esc"))
+                        self._buf = buf[1:]
+                        continue
+                    seq = m.group(0)
+                    self._buf = buf[len(seq):]
+                    if seq == PASTE_START:
+                        self._paste = []
+                    else:
+                        keys.append(Key(_CSI_KEYS.get(seq[2:].lstrip("1;"), "unknown")))
+                    continue
+                if buf[1] == "O":
+                    if len(buf) < 3:
+                        break
+                    keys.append(Key(_CSI_KEYS.get(buf[2], "unknown")))
+                    self._buf = buf[3:]
+                    continue
+                keys.append(Key("esc"))
+                self._buf = buf[1:]
+                continue
+            if ch in _CTRL_KEYS:
+                keys.append(Key(_CTRL_KEYS[ch]))
+                self._buf = buf[1:]
+                continue
+            m = _PRINTABLE_RE.match(buf)
+            if m is None:
+                self._buf = buf[1:]  # other control characters (tab, C-a, ...) do nothing here
+                continue
+            keys.append(Key("text", m.group(0)))
+            self._buf = buf[m.end():]
+        return keys
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line and settings
+
+
+@dataclass
+class Options:
+    """What the simulated worker understood of its command line."""
+
+    session_id: str | None = None
+    resume: str | None = None
+    continue_last: bool = False
+    settings: list[str] = field(default_factory=list)
+    plugin_dirs: list[str] = field(default_factory=list)
+    skip_permissions: bool = False
+    model: str | None = None
+    permission_mode: str | None = None
+    prompt: str | None = None
+    print_mode: bool = False
+    show_version: bool = False
+    show_help: bool = False
+
+
+def parse_args(argv: list[str]) -> Options:
+    """Parse claude's command line permissively: unknown options and their words are ignored."""
+    opts = Options()
+    i = 0
+    rest_positional = False
+
+    def value(name: str, inline: str | None) -> str:
+        nonlocal i
+        if inline is not None:
+            return inline
+        if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+            raise UsageError(f"option '{name}' needs a value")
+        i += 1
+        return argv[i]
+
+    while i < len(argv):
+        arg = argv[i]
+        if rest_positional or not arg.startswith("-") or arg == "-":
+            if opts.prompt is None:
+                opts.prompt = arg
+        elif arg == "--":
+            rest_positional = True
+        else:
+            name, eq, inline_val = arg.partition("=")
+            inline = inline_val if eq else None
+            if name == "--session-id":
+                opts.session_id = value(name, inline)
+            elif name in ("-r", "--resume"):
+                if inline is None and (i + 1 >= len(argv) or argv[i + 1].startswith("-")):
+                    raise UsageError("--resume needs a session id here (the session picker is not simulated)")
+                opts.resume = value(name, inline)
+            elif name == "--settings":
+                opts.settings.append(value(name, inline))
+            elif name == "--plugin-dir":
+                opts.plugin_dirs.append(value(name, inline))
+            elif name == "--model":
+                opts.model = value(name, inline)
+            elif name == "--permission-mode":
+                opts.permission_mode = value(name, inline)
+            elif name == "--dangerously-skip-permissions":
+                opts.skip_permissions = True
+            elif name in ("-c", "--continue"):
+                opts.continue_last = True
+            elif name in ("-p", "--print"):
+                opts.print_mode = True
+            elif name in ("-v", "--version"):
+                opts.show_version = True
+            elif name in ("-h", "--help"):
+                opts.show_help = True
+            elif name not in _BOOL_FLAGS and inline is None:
+                # Unknown or variadic option (e.g. --disallowed-tools A B): like commander, it takes the
+                # words up to the next option.
+                while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                    i += 1
+        i += 1
+    return opts
+
+
+@dataclass(frozen=True)
+class HookCommand:
+    """One configured hook command and where it came from."""
+
+    command: str
+    timeout: float
+    plugin_root: str | None  # set for plugin hooks: ${CLAUDE_PLUGIN_ROOT} and the env var
+
+
+@dataclass(frozen=True)
+class HookGroup:
+    """A matcher and its hook commands, as in Claude Code's `hooks` settings."""
+
+    matcher: str | None
+    commands: tuple[HookCommand, ...]
+
+
+HookTable = dict[str, list[HookGroup]]
+
+
+def hooks_from_config(config: Any, plugin_root: str | None = None) -> HookTable:
+    """The hook groups of a settings or hooks.json object; malformed entries are skipped."""
+    table: HookTable = {}
+    hooks = config.get("hooks") if isinstance(config, dict) else None
+    if not isinstance(hooks, dict):
+        return table
+    for event, groups in hooks.items():
+        if event not in HOOK_EVENTS or not isinstance(groups, list):
+            continue
+        for group in groups:
+            if not isinstance(group, dict) or not isinstance(group.get("hooks"), list):
+                continue
+            commands = []
+            for h in group["hooks"]:
+                if isinstance(h, dict) and h.get("type", "command") == "command" and isinstance(h.get("command"), str):
+                    timeout = h.get("timeout")
+                    commands.append(HookCommand(
+                        h["command"],
+                        float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else HOOK_TIMEOUT_S,
+                        plugin_root,
+                    ))
+            matcher = group.get("matcher")
+            table.setdefault(event, []).append(HookGroup(matcher if isinstance(matcher, str) else None, tuple(commands)))
+    return table
+
+
+def merge_hooks(tables: Iterable[HookTable]) -> HookTable:
+    merged: HookTable = {}
+    for t in tables:
+        for event, groups in t.items():
+            merged.setdefault(event, []).extend(groups)
+    return merged
+
+
+def matcher_matches(matcher: str | None, value: str | None) -> bool:
+    if matcher in (None, "", "*") or value is None:
+        return True
+    try:
+        return re.fullmatch(matcher, value) is not None
+    except re.error:
+        return matcher == value
+
+
+def select_hooks(table: HookTable, event: str, match_value: str | None) -> list[HookCommand]:
+    """The commands to run for an event, in configuration order, exact duplicates run once."""
+    chosen: list[HookCommand] = []
+    seen: set[tuple[str, str | None]] = set()
+    for group in table.get(event, []):
+        if not matcher_matches(group.matcher, match_value):
+            continue
+        for cmd in group.commands:
+            key = (cmd.command, cmd.plugin_root)
+            if key not in seen:
+                seen.add(key)
+                chosen.append(cmd)
+    return chosen
+
+
+def load_settings_arg(arg: str) -> dict[str, Any]:
+    """A --settings value: inline JSON, or the path of a JSON file."""
+    text = arg if arg.lstrip().startswith("{") else Path(arg).read_text(encoding="utf-8")
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("settings must be a JSON object")
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# Transcript
+
+
+def _short_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+class Transcript:
+    """Appends Claude Code-shaped lines to <config>/projects/<enc cwd>/<session>.jsonl, one write per line."""
+
+    def __init__(self, path: Path, session_id: str, cwd: str, permission_mode: str, model: str) -> None:
+        self.path = path
+        self.session_id = session_id
+        self.cwd = cwd
+        self.permission_mode = permission_mode
+        self.model = model
+        self.parent_uuid: str | None = None
+        self.message_count = 0
+        self._fd: int | None = None
+
+    def load_existing(self) -> list[dict[str, Any]]:
+        """Read a transcript being resumed: continue its uuid chain; return its conversation lines."""
+        lines: list[dict[str, Any]] = []
+        try:
+            raw = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return lines
+        for text in raw:
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("uuid"):
+                self.parent_uuid = obj["uuid"]
+                self.message_count += 1
+                lines.append(obj)
+        return lines
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def write(self, obj: dict[str, Any]) -> None:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if fresh:
+                self._write_raw({"type": "permission-mode", "permissionMode": self.permission_mode,
+                                 "sessionId": self.session_id})
+        self._write_raw(obj)
+
+    def _write_raw(self, obj: dict[str, Any]) -> None:
+        assert self._fd is not None
+        data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        # One O_APPEND write per line, completed before the caller fires the next hook.
+        while data:
+            n = os.write(self._fd, data)
+            data = data[n:]
+
+    def conversation(self, body: dict[str, Any], *, chained: bool = True) -> str:
+        """Write a conversation line (uuid, parentUuid chain, common fields); return its uuid."""
+        line_uuid = str(uuid.uuid4())
+        obj: dict[str, Any] = {"parentUuid": self.parent_uuid if chained else None, "isSidechain": False}
+        obj.update(body)
+        obj.update({
+            "uuid": line_uuid, "timestamp": now_iso(), "userType": "external", "entrypoint": "cli",
+            "cwd": self.cwd, "sessionId": self.session_id, "version": SIM_CLAUDE_VERSION, "gitBranch": "HEAD",
+        })
+        self.write(obj)
+        self.parent_uuid = line_uuid
+        self.message_count += 1
+        return line_uuid
+
+    def user_prompt(self, text: str, prompt_id: str, *, synthetic: bool = False) -> str:
+        body: dict[str, Any] = {
+            "promptId": prompt_id, "type": "user", "message": {"role": "user", "content": text},
+            "permissionMode": self.permission_mode,
+        }
+        if synthetic:
+            body.update({"origin": {"kind": "task-notification", "producer": "session-task"},
+                         "promptSource": "system", "turnOrigin": "task_notification"})
+        else:
+            body.update({"origin": {"kind": "human"}, "promptSource": "typed", "turnOrigin": "human"})
+        return self.conversation(body)
+
+    def assistant(self, message_id: str, request_id: str, block: dict[str, Any], index: int,
+                  stop_reason: str) -> str:
+        return self.conversation({
+            "message": {
+                "id": message_id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [block], "stop_reason": stop_reason, "stop_sequence": None,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            },
+            "apiBlockIndex": index, "requestId": request_id, "type": "assistant",
+        })
+
+    def tool_result(self, prompt_id: str, tool_use_id: str, content: Any, is_error: bool,
+                    tool_use_result: Any, source_uuid: str) -> str:
+        return self.conversation({
+            "promptId": prompt_id, "type": "user",
+            "message": {"role": "user", "content": [
+                {"tool_use_id": tool_use_id, "type": "tool_result", "content": content, "is_error": is_error}]},
+            "toolUseResult": tool_use_result, "sourceToolAssistantUUID": source_uuid,
+        })
+
+    def system(self, subtype: str, **fields: Any) -> str:
+        return self.conversation({"type": "system", "subtype": subtype, **fields})
+
+
+# --------------------------------------------------------------------------------------------------
+# Terminal and screen
+
+
+class Terminal:
+    """The controlling terminal: raw mode, bracketed paste, whole-screen redraws; never raises on a dead tty."""
+
+    def __init__(self, fd_in: int = 0, fd_out: int = 1) -> None:
+        self.fd_in = fd_in
+        self.fd_out = fd_out
+        self._saved: list[Any] | None = None
+        self._rows_drawn = 0
+
+    def enter(self) -> None:
+        try:
+            self._saved = termios.tcgetattr(self.fd_in)
+            tty.setraw(self.fd_in, termios.TCSANOW)
+        except termios.error:
+            self._saved = None
+        self.write("\x1b[?2004h")
+
+    def restore(self) -> None:
+        # Leave the cursor under the last drawn row so what follows (a shell prompt) does not overwrite it.
+        self.write(f"\x1b[?2004l\x1b[{self._rows_drawn + 1};1H\x1b[?25h")
+        if self._saved is not None:
+            try:
+                termios.tcsetattr(self.fd_in, termios.TCSADRAIN, self._saved)
+            except termios.error:
+                pass
+            self._saved = None
+
+    def size(self) -> tuple[int, int]:
+        try:
+            s = os.get_terminal_size(self.fd_out)
+            return max(s.columns, 20), max(s.lines, 8)
+        except OSError:
+            return 80, 24
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")
+        try:
+            while data:
+                n = os.write(self.fd_out, data)
+                data = data[n:]
+        except OSError:
+            pass  # the pane is gone (kill-session); the SIGHUP handler ends the program
+
+    def draw(self, rows: list[str], cursor: tuple[int, int] | None) -> None:
+        out = ["\x1b[?25l"]
+        for r, row in enumerate(rows):
+            out.append(f"\x1b[{r + 1};1H{row}\x1b[K")
+        out.append(f"\x1b[{len(rows) + 1};1H\x1b[J")
+        self._rows_drawn = len(rows)
+        if cursor is not None:
+            out.append(f"\x1b[{cursor[0] + 1};{cursor[1] + 1}H\x1b[?25h")
+        self.write("".join(out))
+
+
+def _wrap_rows(text: str, width: int, first: str, cont: str, max_rows: int | None = None) -> list[str]:
+    """Hard-wrap text to width with a prefix on the first row and an indent on the others."""
+    rows: list[str] = []
+    avail = max(width - len(first), 8)
+    for line in text.split("\n"):
+        if not line:
+            rows.append("")
+            continue
+        while line:
+            rows.append(line[:avail])
+            line = line[avail:]
+    if not rows:
+        rows = [""]
+    if max_rows is not None and len(rows) > max_rows:
+        hidden = len(rows) - (max_rows - 1)
+        rows = rows[:max_rows - 1] + [f"… +{hidden} lines"]
+    return [(first if i == 0 else cont) + r for i, r in enumerate(rows)]
+
+
+TRUST_DIALOG = (
+    "Accessing workspace:",
+    "",
+    "{cwd}",
+    "",
+    "Quick safety check: Is this a project you created or one you trust? (Like your own code, a well-known "
+    "open source project, or work from your team). If not, take a moment to review what's in this folder first.",
+    "",
+    "Claude Code'll be able to read, edit, and execute files here.",
+    "",
+    "Security guide",
+)
+TRUST_CHOICES = ("No, exit", "Yes, I trust this folder")
+BYPASS_DIALOG = (
+    "WARNING: Claude Code running in Bypass Permissions mode",
+    "",
+    "In Bypass Permissions mode, Claude Code will not ask for your approval before running potentially "
+    "dangerous commands.",
+    "This mode should only be used in a sandboxed container/VM that has restricted internet access and can "
+    "easily be restored if damaged.",
+    "",
+    "By proceeding, you accept all responsibility for actions taken while running in Bypass Permissions mode.",
+    "",
+    "https://code.claude.com/docs/en/security",
+)
+BYPASS_CHOICES = ("No, exit", "Yes, I accept")
+DIALOG_DEAF_S = 0.3  # the real dialogs drop keys for a moment after they are drawn (FACTS §3)
+
+
+@dataclass
+class Dialog:
+    """A start-up dialog whose default choice, 0, exits."""
+
+    lines: tuple[str, ...]
+    choices: tuple[str, ...]
+    indent: str
+    shown_at: float
+    answer: asyncio.Future[bool]
+    selected: int = 0
+
+    def rows(self, width: int) -> list[str]:
+        rows = ["─" * width]
+        for line in self.lines:
+            rows += textwrap.wrap(line, max(width - len(self.indent) - 1, 20),
+                                  initial_indent=self.indent, subsequent_indent=self.indent) or [""]
+        rows.append("")
+        for i, choice in enumerate(self.choices):
+            rows.append(f"{self.indent}{'❯' if i == self.selected else ' '} {choice}")
+        rows += ["", f"{self.indent}Enter to confirm · Esc to cancel"]
+        return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# The worker
+
+
+@dataclass
+class Item:
+    """Something the worker does in its turn order: a prompt, a task notification, /compact or /clear."""
+
+    kind: str  # prompt | synthetic | compact | clear
+    text: str
+    prompt_id: str
+    ups_task: asyncio.Task[None] | None = None
+    user_line_written: bool = False
+    bg: BgTask | None = None
+
+
+@dataclass
+class BgTask:
+    """A background Agent launched by BG:<seconds>."""
+
+    agent_id: str
+    tool_use_id: str
+    prompt_id: str
+    description: str
+    prompt: str
+    seconds: float
+    output_file: str
+    status: str = "running"
+
+    def as_payload(self) -> dict[str, str]:
+        return {"id": self.agent_id, "type": "subagent", "status": self.status,
+                "description": self.description, "agent_type": "general-purpose"}
+
+
+@dataclass
+class HookJob:
+    """One event's hooks; abandoned when the turn that fired it is interrupted before they start."""
+
+    event: str
+    payload: bytes
+    commands: list[HookCommand]
+    started: bool = False
+    abandoned: bool = False
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name, ""))
+    except ValueError:
+        return default
+
+
+class SimWorker:
+    """The running simulated TUI: input, screen, turns, hooks and transcript of one process."""
+
+    def __init__(self, opts: Options, env: Mapping[str, str], hooks: HookTable, session_id: str,
+                 source: str, skip_bypass_dialog: bool) -> None:
+        self.opts = opts
+        self.env = dict(env)
+        self.hooks = hooks
+        self.cwd = os.getcwd()
+        self.pid = os.getpid()
+        self.model = opts.model or DEFAULT_MODEL
+        if opts.skip_permissions:
+            self.permission_mode = "bypassPermissions"
+        else:
+            self.permission_mode = opts.permission_mode or "default"
+        self.source = source
+        self.skip_bypass_dialog = skip_bypass_dialog
+        self.idle_s = _env_float(env, ENV_IDLE, 60.0)
+        self.not_ready_s = _env_float(env, ENV_NOT_READY, 0.4)
+        self.startup_delay = _env_float(env, ENV_DELAY, 0.0)
+        self.trust_dialog = env.get(ENV_TRUST, "") not in ("", "0")
+
+        self.session_id = session_id
+        self.transcript = self._new_transcript(session_id)
+        self.prompt_id: str | None = None  # the latest one handed out, as Claude Code reports it
+
+        self.term = Terminal()
+        self.parser = KeyParser()
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.mode = "starting"  # starting | dialog | main | exiting
+        self.dialog: Dialog | None = None
+        self.box = ""
+        self.notice = ""
+        self.history: list[str] = []
+        self.queue: deque[Item] = deque()
+        self.current: Item | None = None
+        self.turn_task: asyncio.Task[None] | None = None
+        self.runner_task: asyncio.Task[None] | None = None
+        self.turn_started = 0.0
+        self.ready_at = float("inf")
+        self.swallowed_text: str | None = None
+        self.ctrl_c_at: float | None = None
+        self.bg_running: dict[str, BgTask] = {}
+        self.session_started = False
+        self.exiting = False
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tool_pids: set[int] = set()
+        self.hook_lock = asyncio.Lock()
+        self.error: BaseException | None = None
+        self._reader_on = False
+        self._esc_handle: asyncio.TimerHandle | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit: asyncio.Future[int] | None = None
+
+    # ---- lifecycle
+
+    def _new_transcript(self, session_id: str) -> Transcript:
+        return Transcript(transcript_path_for(self.env, self.cwd, session_id), session_id, self.cwd,
+                          self.permission_mode, self.model)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._exit = loop.create_future()
+        for sig, code in ((signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 0)):
+            loop.add_signal_handler(sig, self.begin_shutdown, "other", code)
+        loop.add_signal_handler(signal.SIGWINCH, self.redraw)
+        self.term.enter()
+        try:
+            self.spawn(self.startup())
+            return await self._exit
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            if self._reader_on:
+                loop.remove_reader(self.term.fd_in)
+                self._reader_on = False
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGWINCH):
+                loop.remove_signal_handler(sig)
+        for h in (self._esc_handle, self._idle_handle):
+            if h is not None:
+                h.cancel()
+        self.kill_tools()
+        for t in list(self.tasks):
+            t.cancel()
+        self.transcript.close()
+        self.term.restore()
+
+    def finish(self, code: int) -> None:
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(code)
+
+    def begin_shutdown(self, reason: str, code: int) -> None:
+        """Exit like Claude Code: SessionEnd (once a session has started), then leave with code."""
+        if self.exiting:
+            return
+        self.exiting = True
+        self.mode = "exiting"
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        if self.turn_task is not None:
+            self.turn_task.cancel()
+        if self.runner_task is not None:
+            self.runner_task.cancel()
+        self.kill_tools()
+        self.spawn(self._shutdown(reason, code))
+
+    async def _shutdown(self, reason: str, code: int) -> None:
+        try:
+            if self.session_started:
+                await self.fire("SessionEnd", {**self.common(), "hook_event_name": "SessionEnd",
+                                               "reason": reason}, reason)
+        finally:
+            self.finish(code)
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # A bug in the simulator: end the program visibly rather than hang a controller's wait.
+            self.error = exc
+            self.finish(70)
+
+    def kill_tools(self) -> None:
+        for pid in list(self.tool_pids):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    async def startup(self) -> None:
+        if self.startup_delay > 0:
+            await asyncio.sleep(self.startup_delay)
+        if self.trust_dialog and not await self.ask(TRUST_DIALOG, TRUST_CHOICES, " "):
+            self.finish(1)
+            return
+        if self.opts.skip_permissions and not self.skip_bypass_dialog:
+            if not await self.ask(BYPASS_DIALOG, BYPASS_CHOICES, "  "):
+                self.finish(1)
+                return
+        self.mode = "main"
+        self.dialog = None
+        self.ensure_reader()
+        self.redraw()
+        # Set before firing so a signal during the SessionStart hooks still produces SessionEnd.
+        self.session_started = True
+        await self.fire_session_start(self.source)
+        self.ready_at = time.monotonic() + self.not_ready_s
+        if self.opts.prompt:
+            self.submit(self.opts.prompt)
+            self.redraw()
+
+    async def ask(self, lines: tuple[str, ...], choices: tuple[str, ...], indent: str) -> bool:
+        assert self._loop is not None
+        shown = tuple(line.format(cwd=self.cwd) for line in lines)
+        self.dialog = Dialog(shown, choices, indent, time.monotonic(), self._loop.create_future())
+        self.mode = "dialog"
+        self.ensure_reader()
+        self.redraw()
+        return await self.dialog.answer
+
+    # ---- input
+
+    def ensure_reader(self) -> None:
+        if not self._reader_on and self._loop is not None:
+            self._loop.add_reader(self.term.fd_in, self.on_readable)
+            self._reader_on = True
+
+    def on_readable(self) -> None:
+        assert self._loop is not None
+        try:
+            data = os.read(self.term.fd_in, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            # The pty is gone (tmux kill-session); SIGHUP usually says so first.
+            self._loop.remove_reader(self.term.fd_in)
+            self._reader_on = False
+            self.begin_shutdown("other", 129)
+            return
+        if self._esc_handle is not None:
+            self._esc_handle.cancel()
+            self._esc_handle = None
+        for key in self.parser.feed(self.decoder.decode(data)):
+            self.on_key(key)
+        if self.parser.pending_escape:
+            self._esc_handle = self._loop.call_later(0.03, self.on_escape_timeout)
+        self.redraw()
+
+    def on_escape_timeout(self) -> None:
+        self._esc_handle = None
+        for key in self.parser.flush_escape():
+            self.on_key(key)
+        self.redraw()
+
+    def on_key(self, key: Key) -> None:
+        if self.mode == "dialog" and self.dialog is not None:
+            self.on_dialog_key(self.dialog, key)
+        elif self.mode == "main":
+            self.on_main_key(key)
+
+    def on_dialog_key(self, dialog: Dialog, key: Key) -> None:
+        if time.monotonic() - dialog.shown_at < DIALOG_DEAF_S or dialog.answer.done():
+            return
+        if key.kind == "up":
+            dialog.selected = max(0, dialog.selected - 1)
+        elif key.kind == "down":
+            dialog.selected = min(len(dialog.choices) - 1, dialog.selected + 1)
+        elif key.kind == "enter":
+            dialog.answer.set_result(dialog.selected == len(dialog.choices) - 1)
+        elif key.kind in ("esc", "ctrl_c"):
+            dialog.answer.set_result(False)
+
+    def on_main_key(self, key: Key) -> None:
+        if key.kind != "ctrl_c":
+            self.ctrl_c_at = None
+            self.notice = ""
+        if key.kind in ("text", "paste"):
+            self.box += key.text
+        elif key.kind == "newline":
+            self.box += "\n"
+        elif key.kind == "backspace":
+            self.box = self.box[:-1]
+        elif key.kind == "ctrl_u":
+            self.box = ""
+        elif key.kind == "enter":
+            self.on_enter()
+        elif key.kind == "esc":
+            self.interrupt()
+        elif key.kind == "ctrl_c":
+            if self.turn_running():
+                self.interrupt()
+            elif self.box:
+                self.box = ""
+            elif self.ctrl_c_at is not None and time.monotonic() - self.ctrl_c_at < 2.0:
+                self.begin_shutdown("prompt_input_exit", 0)
+            else:
+                self.ctrl_c_at = time.monotonic()
+                self.notice = "Press Ctrl-C again to exit"
+
+    def on_enter(self) -> None:
+        if time.monotonic() < self.ready_at:
+            return  # not ready yet: like the real TUI the Enter is lost and the text stays
+        text = self.box.strip()
+        if not text:
+            return
+        if "SWALLOW-ENTER" in text and self.swallowed_text != text:
+            self.swallowed_text = text
+            return
+        self.swallowed_text = None
+        self.box = ""
+        self.submit(text)
+
+    def submit(self, text: str) -> None:
+        self.cancel_idle()
+        command = text.split(None, 1)
+        word = command[0] if command else ""
+        prompt_id = str(uuid.uuid4())
+        self.prompt_id = prompt_id
+        if word in ("/exit", "/quit"):
+            self.begin_shutdown("prompt_input_exit", 0)
+            return
+        if word in ("/clear", "/compact"):
+            args = command[1] if len(command) > 1 else ""
+            self.queue.append(Item(word[1:], args, prompt_id))
+            self.kick()
+            return
+        item = Item("prompt", text, prompt_id)
+        if self.current is None and not self.queue:
+            # Starts at once: its user line is on disk before UserPromptSubmit fires.
+            self.transcript.user_prompt(text, prompt_id)
+            item.user_line_written = True
+        # UserPromptSubmit fires at submit time even while busy; the turn itself waits its turn.
+        item.ups_task = self.spawn(self.fire("UserPromptSubmit", {
+            **self.common(prompt_id), "permission_mode": self.permission_mode,
+            "hook_event_name": "UserPromptSubmit", "prompt": text}))
+        self.queue.append(item)
+        self.kick()
+
+    def interrupt(self) -> None:
+        item = self.current
+        if item is None or not self.turn_running() or item.kind not in ("prompt", "synthetic"):
+            return
+        assert self.turn_task is not None
+        self.turn_task.cancel()
+        self.kill_tools()
+        if item.kind == "prompt":
+            self.box = item.text + ("\n" + self.box if self.box else "")
+
+    def turn_running(self) -> bool:
+        return self.turn_task is not None and not self.turn_task.done()
+
+    # ---- turns
+
+    def kick(self) -> None:
+        if self.exiting:
+            return
+        if self.runner_task is None or self.runner_task.done():
+            self.runner_task = self.spawn(self.run_queue())
+
+    async def run_queue(self) -> None:
+        while self.queue and not self.exiting:
+            item = self.queue.popleft()
+            self.current = item
+            self.turn_started = time.monotonic()
+            self.turn_task = asyncio.ensure_future(self.run_item(item))
+            self.redraw()
+            try:
+                # asyncio.wait does not raise when the turn is interrupted (cancelled) by Esc.
+                await asyncio.wait({self.turn_task})
+            except asyncio.CancelledError:
+                self.turn_task.cancel()
+                raise
+            finally:
+                self.current = None
+            task = self.turn_task
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+            if task.cancelled():
+                self.history += ["  ⎿  Interrupted · What should Claude do instead?", ""]
+            self.redraw()
+        if not self.exiting:
+            self.arm_idle()
+
+    async def run_item(self, item: Item) -> None:
+        if item.kind == "compact":
+            await self.do_compact(item)
+        elif item.kind == "clear":
+            await self.do_clear(item)
+        else:
+            await self.do_turn(item)
+
+    async def do_turn(self, item: Item) -> None:
+        synthetic = item.kind == "synthetic"
+        self.add_history("❯ ", item.text if not synthetic else item.text.split("\n")[0] + " …")
+        if synthetic:
+            self.prompt_id = item.prompt_id
+            self.transcript.write({"type": "queue-operation", "operation": "dequeue", "timestamp": now_iso(),
+                                   "sessionId": self.session_id})
+            self.transcript.user_prompt(item.text, item.prompt_id, synthetic=True)
+            await self.fire("UserPromptSubmit", {
+                **self.common(item.prompt_id), "permission_mode": self.permission_mode,
+                "hook_event_name": "UserPromptSubmit", "prompt": item.text})
+        else:
+            if not item.user_line_written:
+                self.transcript.user_prompt(item.text, item.prompt_id)
+                item.user_line_written = True
+            if item.ups_task is not None:
+                await asyncio.wait({item.ups_task})  # never cancels the hook itself
+
+        final: str | None = None
+        if synthetic and item.bg is not None:
+            final = f'Agent "{item.bg.description}" finished: Background work finished after {item.bg.seconds:g}s.'
+        for d in ([] if synthetic else parse_directives(item.text)):
+            if d.kind == "reply":
+                final = d.arg
+            elif d.kind == "sleep":
+                await asyncio.sleep(d.seconds)
+            elif d.kind == "hang":
+                await asyncio.Event().wait()
+            elif d.kind == "crash":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif d.kind == "tool":
+                final = "DONE: " + (await self.tool_call(item, d.name, d.arg))[:200]
+            elif d.kind == "bg":
+                final = "DONE: " + (await self.launch_bg(item, d.seconds))[:200]
+        if final is None:
+            final = f"ECHO: {item.text}"
+
+        self.transcript.assistant(_short_id("msg_sim"), _short_id("req_sim"), {"type": "text", "text": final},
+                                  0, "end_turn")
+        self.add_history("● ", final)
+        stop_started = time.monotonic()
+        await self.fire("Stop", {
+            **self.common(item.prompt_id), "permission_mode": self.permission_mode,
+            "effort": {"level": "medium"}, "hook_event_name": "Stop", "stop_hook_active": False,
+            "last_assistant_message": final, "background_tasks": self.running_tasks(), "session_crons": []})
+        # Like the real CLI these two land after the Stop hooks ran, so a Stop reader must not expect them.
+        stop_commands = select_hooks(self.hooks, "Stop", None)
+        self.transcript.system(
+            "stop_hook_summary", hookCount=len(stop_commands),
+            hookInfos=[{"command": c.command, "durationMs": int((time.monotonic() - stop_started) * 1000)}
+                       for c in stop_commands],
+            hookErrors=[], preventedContinuation=False, stopReason="", hasOutput=False, level="suggestion")
+        extra: dict[str, Any] = {}
+        if self.bg_running:
+            extra["pendingBackgroundAgentCount"] = len(self.bg_running)
+        duration = time.monotonic() - self.turn_started
+        self.transcript.system("turn_duration", durationMs=int(duration * 1000),
+                               messageCount=self.transcript.message_count, **extra, isMeta=False)
+        self.history += [f"✻ Worked for {int(duration)}s", ""]
+
+    async def tool_call(self, item: Item, name: str, arg: str) -> str:
+        """One scripted tool call: assistant lines, PreToolUse, the tool, result line, PostToolUse."""
+        if name == "Bash":
+            tool_input: Any = {"command": arg, "description": "simulated tool call"}
+        else:
+            try:
+                tool_input = json.loads(arg) if arg else {}
+            except ValueError:
+                tool_input = {"input": arg}
+        tool_use_id = _short_id("toolu_sim")
+        use_uuid = self.assistant_tool_use(name, tool_input, tool_use_id)
+        tool_fields = {**self.common(item.prompt_id), "permission_mode": self.permission_mode,
+                       "effort": {"level": "medium"}}
+        await self.fire("PreToolUse", {**tool_fields, "hook_event_name": "PreToolUse", "tool_name": name,
+                                       "tool_input": tool_input, "tool_use_id": tool_use_id}, name)
+        started = time.monotonic()
+        if name == "Bash":
+            stdout, stderr, interrupted, code = await self.run_bash(arg)
+            response: Any = {"stdout": stdout, "stderr": stderr, "interrupted": interrupted,
+                             "isImage": False, "noOutputExpected": False}
+            content: Any = "\n".join(s for s in (stdout, stderr) if s)
+            is_error = code != 0
+            output = stdout
+            self.add_history("● ", f"Bash({arg})")
+            self.add_history("  ⎿  ", content or "(No content)", max_rows=4)
+        else:
+            response = content = output = "ok"
+            is_error = False
+            self.add_history("● ", f"{name}({arg[:60]})")
+            self.add_history("  ⎿  ", "ok")
+        duration_ms = int((time.monotonic() - started) * 1000)
+        self.transcript.tool_result(item.prompt_id, tool_use_id, content, is_error, response, use_uuid)
+        await self.fire("PostToolUse", {**tool_fields, "hook_event_name": "PostToolUse", "tool_name": name,
+                                        "tool_input": tool_input, "tool_response": response,
+                                        "tool_use_id": tool_use_id, "duration_ms": duration_ms}, name)
+        return output
+
+    def assistant_tool_use(self, name: str, tool_input: Any, tool_use_id: str) -> str:
+        """The two assistant lines of a tool-calling response (text block, tool_use block)."""
+        msg_id, req_id = _short_id("msg_sim"), _short_id("req_sim")
+        self.transcript.assistant(msg_id, req_id, {"type": "text", "text": f"Calling {name}."}, 0, "tool_use")
+        self.add_history("● ", f"Calling {name}.")
+        return self.transcript.assistant(msg_id, req_id, {"type": "tool_use", "id": tool_use_id, "name": name,
+                                                          "input": tool_input}, 1, "tool_use")
+
+    async def run_bash(self, command: str) -> tuple[str, str, bool, int]:
+        env = {**self.env, "CLAUDECODE": "1"}
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", command, cwd=self.cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        self.tool_pids.add(proc.pid)
+        interrupted = False
+        try:
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), BASH_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                interrupted = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, err = await proc.communicate()
+        except asyncio.CancelledError:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            raise
+        finally:
+            self.tool_pids.discard(proc.pid)
+        # The real Bash tool reports output without its trailing newline.
+        return (out.decode("utf-8", "replace").rstrip("\n"), err.decode("utf-8", "replace").rstrip("\n"),
+                interrupted, proc.returncode if proc.returncode is not None else -1)
+
+    async def launch_bg(self, item: Item, seconds: float) -> str:
+        """An Agent tool call that runs in the background, as Claude Code's Agent does by default."""
+        agent_id = "a" + uuid.uuid4().hex[:16]
+        description = f"simulated background agent ({seconds:g}s)"
+        tool_input = {"description": description, "prompt": f"Work in the background for {seconds:g}s.",
+                      "subagent_type": "general-purpose"}
+        tool_use_id = _short_id("toolu_sim")
+        use_uuid = self.assistant_tool_use("Agent", tool_input, tool_use_id)
+        tool_fields = {**self.common(item.prompt_id), "permission_mode": self.permission_mode,
+                       "effort": {"level": "medium"}}
+        await self.fire("PreToolUse", {**tool_fields, "hook_event_name": "PreToolUse", "tool_name": "Agent",
+                                       "tool_input": tool_input, "tool_use_id": tool_use_id}, "Agent")
+        started = time.monotonic()
+        task = BgTask(agent_id, tool_use_id, item.prompt_id, description, tool_input["prompt"], seconds,
+                      str(self.subagent_path(agent_id)))
+        self.bg_running[agent_id] = task
+        response = {"isAsync": True, "status": "async_launched", "agentId": agent_id, "description": description,
+                    "resolvedModel": self.model, "prompt": task.prompt, "outputFile": task.output_file,
+                    "canReadOutputFile": True, "canContinueAgent": True}
+        text = (f"Async agent launched successfully.\nagentId: {agent_id} (internal ID)\n"
+                "The agent is working in the background. You will be notified automatically when it completes.")
+        self.transcript.tool_result(item.prompt_id, tool_use_id, [{"type": "text", "text": text}], False,
+                                    response, use_uuid)
+        self.add_history("● ", f"Agent({description})")
+        self.add_history("  ⎿  ", "Backgrounded agent")
+        await self.fire("PostToolUse", {**tool_fields, "hook_event_name": "PostToolUse", "tool_name": "Agent",
+                                        "tool_input": tool_input, "tool_response": response,
+                                        "tool_use_id": tool_use_id,
+                                        "duration_ms": int((time.monotonic() - started) * 1000)}, "Agent")
+        self.spawn(self.finish_bg(task))
+        return text
+
+    def subagent_path(self, agent_id: str) -> Path:
+        return self.transcript.path.parent / self.session_id / "subagents" / f"agent-{agent_id}.jsonl"
+
+    def running_tasks(self) -> list[dict[str, str]]:
+        return [t.as_payload() for t in self.bg_running.values()]
+
+    async def finish_bg(self, task: BgTask) -> None:
+        await asyncio.sleep(task.seconds)
+        if self.exiting:
+            return
+        result = f"Background work finished after {task.seconds:g}s."
+        self.write_subagent_transcript(task, result)
+        await self.fire("SubagentStop", {
+            **self.common(task.prompt_id), "permission_mode": self.permission_mode, "agent_id": task.agent_id,
+            "agent_type": "general-purpose", "effort": {"level": "medium"}, "hook_event_name": "SubagentStop",
+            "stop_hook_active": False, "agent_transcript_path": task.output_file,
+            "last_assistant_message": result, "background_tasks": self.running_tasks(), "session_crons": []},
+            "general-purpose")
+        task.status = "completed"
+        self.bg_running.pop(task.agent_id, None)
+        notification = (
+            "<task-notification>\n"
+            f"<task-id>{task.agent_id}</task-id>\n"
+            f"<tool-use-id>{task.tool_use_id}</tool-use-id>\n"
+            f"<output-file>{task.output_file}</output-file>\n"
+            "<status>completed</status>\n"
+            f'<summary>Agent "{task.description}" finished</summary>\n'
+            f"<result>{result}</result>\n"
+            f"<usage><subagent_tokens>0</subagent_tokens><tool_uses>0</tool_uses>"
+            f"<duration_ms>{int(task.seconds * 1000)}</duration_ms></usage>\n"
+            "</task-notification>")
+        self.transcript.write({"type": "queue-operation", "operation": "enqueue", "timestamp": now_iso(),
+                               "sessionId": self.session_id, "content": notification})
+        self.cancel_idle()
+        self.queue.append(Item("synthetic", notification, str(uuid.uuid4()), bg=task))
+        self.kick()
+        self.redraw()
+
+    def write_subagent_transcript(self, task: BgTask, result: str) -> None:
+        path = Path(task.output_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            user_uuid, asst_uuid = str(uuid.uuid4()), str(uuid.uuid4())
+            common = {"isSidechain": True, "agentId": task.agent_id, "sessionId": self.session_id,
+                      "cwd": self.cwd, "version": SIM_CLAUDE_VERSION, "userType": "external", "entrypoint": "cli"}
+            lines = [
+                {"parentUuid": None, **common, "type": "user", "message": {"role": "user", "content": task.prompt},
+                 "uuid": user_uuid, "timestamp": now_iso()},
+                {"parentUuid": user_uuid, **common, "type": "assistant", "message": {
+                    "id": _short_id("msg_sim"), "type": "message", "role": "assistant", "model": self.model,
+                    "content": [{"type": "text", "text": result}], "stop_reason": "end_turn",
+                    "stop_sequence": None}, "uuid": asst_uuid, "timestamp": now_iso()},
+            ]
+            path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+            path.with_name(path.stem + ".meta.json").write_text(
+                json.dumps({"agentType": "general-purpose", "description": task.description}), encoding="utf-8")
+        except OSError:
+            pass
+
+    async def do_compact(self, item: Item) -> None:
+        self.add_history("❯ ", "/compact" + (f" {item.text}" if item.text else ""))
+        await self.fire("PreCompact", {**self.common(item.prompt_id), "hook_event_name": "PreCompact",
+                                       "trigger": "manual", "custom_instructions": item.text or None}, "manual")
+        agent_id = "a" + uuid.uuid4().hex[:16]
+        summary = "ECHO: Summary of the conversation so far (simulated compaction)."
+        await self.fire("SubagentStop", {
+            **self.common(item.prompt_id), "permission_mode": self.permission_mode, "agent_id": agent_id,
+            "agent_type": "", "effort": {"level": "medium"}, "hook_event_name": "SubagentStop",
+            "stop_hook_active": False, "agent_transcript_path": str(self.subagent_path(agent_id)),
+            "last_assistant_message": summary, "background_tasks": self.running_tasks(), "session_crons": []}, "")
+        previous = self.transcript.parent_uuid
+        self.transcript.conversation({"type": "system", "subtype": "compact_boundary",
+                                      "content": "Conversation compacted", "level": "info",
+                                      "logicalParentUuid": previous,
+                                      "compactMetadata": {"trigger": "manual"}}, chained=False)
+        self.transcript.conversation({
+            "promptId": item.prompt_id, "type": "user", "isCompactSummary": True,
+            "message": {"role": "user", "content": "This session is being continued from a previous conversation "
+                        "that ran out of context. The summary below covers the earlier portion of the "
+                        f"conversation.\n{summary}"}})
+        self.transcript.conversation({
+            "promptId": item.prompt_id, "type": "user",
+            "message": {"role": "user", "content": "<command-name>/compact</command-name>\n"
+                        "            <command-message>compact</command-message>\n"
+                        f"            <command-args>{item.text}</command-args>"}})
+        await self.fire_session_start("compact", item.prompt_id)
+        self.history = ["✻ Conversation compacted (ctrl+o for history)", ""]
+
+    async def do_clear(self, item: Item) -> None:
+        await self.fire("SessionEnd", {**self.common(item.prompt_id), "hook_event_name": "SessionEnd",
+                                       "reason": "clear"}, "clear")
+        self.transcript.close()
+        self.session_id = str(uuid.uuid4())
+        self.transcript = self._new_transcript(self.session_id)
+        self.history = []
+        await self.fire_session_start("clear", item.prompt_id)
+
+    async def fire_session_start(self, source: str, prompt_id: str | None = None) -> None:
+        await self.fire("SessionStart", {**self.common(prompt_id), "hook_event_name": "SessionStart",
+                                         "source": source, "model": self.model}, source)
+
+    # ---- idle notification
+
+    def arm_idle(self) -> None:
+        self.cancel_idle()
+        if self._loop is not None and self.idle_s > 0:
+            self._idle_handle = self._loop.call_later(self.idle_s, self.on_idle)
+
+    def cancel_idle(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def on_idle(self) -> None:
+        self._idle_handle = None
+        if self.exiting or self.current is not None or self.queue:
+            return
+        self.spawn(self.fire("Notification", {**self.common(), "hook_event_name": "Notification",
+                                              "message": "Claude is waiting for your input",
+                                              "notification_type": "idle_prompt"}, "idle_prompt"))
+
+    # ---- hooks
+
+    def common(self, prompt_id: str | None = None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"session_id": self.session_id, "transcript_path": str(self.transcript.path),
+                                  "cwd": self.cwd}
+        pid = prompt_id or self.prompt_id
+        if pid:
+            fields["prompt_id"] = pid
+        return fields
+
+    async def fire(self, event: str, payload: dict[str, Any], match_value: str | None = None) -> None:
+        """Run every hook of an event concurrently and wait for all; events never overlap."""
+        commands = select_hooks(self.hooks, event, match_value)
+        job = HookJob(event, json.dumps(payload, ensure_ascii=False).encode("utf-8"), commands)
+        task = self.spawn(self._run_job(job))
+        try:
+            # Shielded: a hook that has started is not killed by an interrupt, like the real CLI.
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not job.started:
+                job.abandoned = True
+            raise
+
+    async def _run_job(self, job: HookJob) -> None:
+        async with self.hook_lock:
+            if job.abandoned:
+                return
+            job.started = True
+            if job.commands:
+                await asyncio.gather(*(self._run_hook(c, job.payload) for c in job.commands))
+
+    async def _run_hook(self, hook: HookCommand, payload: bytes) -> None:
+        env = {**self.env, "CLAUDE_PROJECT_DIR": self.cwd, "CLAUDE_CODE_SESSION_ID": self.session_id,
+               "CLAUDE_PID": str(self.pid), "CLAUDECODE": "1"}
+        command = hook.command
+        if hook.plugin_root is not None:
+            env["CLAUDE_PLUGIN_ROOT"] = hook.plugin_root
+            command = command.replace("${CLAUDE_PLUGIN_ROOT}", hook.plugin_root)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", command, cwd=self.cwd, env=env, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            return
+
+        async def feed_and_wait() -> None:
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(payload)
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a hook that does not read its stdin is fine
+            finally:
+                proc.stdin.close()
+            await proc.wait()
+
+        try:
+            await asyncio.wait_for(feed_and_wait(), hook.timeout)
+        except asyncio.TimeoutError:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            await proc.wait()
+
+    # ---- screen
+
+    def add_history(self, prefix: str, text: str, max_rows: int = 12) -> None:
+        width, _ = self.term.size()
+        self.history += _wrap_rows(text[:4000], width, prefix, " " * len(prefix), max_rows) + [""]
+        del self.history[:-500]
+
+    def header(self) -> list[str]:
+        return ["", f" ▐▛███▜▌   Claude Code v{SIM_CLAUDE_VERSION} (simulated)",
+                f"▝▜█████▛▘  {self.model} · csd simulated worker", f"  ▘▘ ▝▝    {self.cwd}", ""]
+
+    def redraw(self) -> None:
+        width, height = self.term.size()
+        if self.mode == "dialog" and self.dialog is not None:
+            self.term.draw([r[:width] for r in self.dialog.rows(width)][:height], None)
+            return
+        if self.mode != "main":
+            return
+        bottom: list[str] = []
+        for item in self.queue:
+            if item.kind in ("prompt", "compact", "clear"):
+                shown = item.text if item.kind == "prompt" else f"/{item.kind} {item.text}".rstrip()
+                bottom += _wrap_rows(shown, width, "❯ ", "  ", 2) + ["  ⎿  Queued", ""]
+        if self.current is not None:
+            bottom += ["✻ Working… (esc to interrupt)", ""]
+        rule = "─" * width
+        box_rows = _wrap_rows(self.box, width, "❯ ", "  ", 8)
+        bottom += [rule, *box_rows, rule]
+        if self.permission_mode == "bypassPermissions":
+            footer = "  ⏵⏵ bypass permissions on (shift+tab to cycle)"
+        else:
+            footer = "  ? for shortcuts"
+        if self.current is not None:
+            footer += " · esc to interrupt"
+        bottom.append(footer)
+        if self.notice:
+            bottom.append(f"  {self.notice}")
+        room = max(height - len(bottom), 0)
+        top = (self.header() + self.history)[-room:] if room else []
+        rows = [r[:width] for r in (top + bottom)][-height:]
+        # The cursor sits after the last input row, which is followed by a rule, the footer and the notice.
+        cursor_row = max(len(rows) - 3 - (1 if self.notice else 0), 0)
+        self.term.draw(rows, (cursor_row, min(len(rows[cursor_row]), width - 1)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _latest_session(env: Mapping[str, str], cwd: str) -> str | None:
+    folder = transcript_path_for(env, cwd, "x").parent
+    try:
+        candidates = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+    except OSError:
+        return None
+    return candidates[-1].stem if candidates else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    env = os.environ
+    try:
+        opts = parse_args(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if opts.show_version:
+        print(f"{SIM_CLAUDE_VERSION} (Claude Code simulated)")
+        return 0
+    if opts.show_help:
+        print(HELP, end="")
+        return 0
+    if opts.skip_permissions and os.geteuid() == 0 and env.get("IS_SANDBOX", "") not in ("1", "true"):
+        print(ROOT_REFUSAL, file=sys.stderr)
+        return 1
+    if env.get(ENV_EXIT_AT_START):
+        try:
+            code = int(env[ENV_EXIT_AT_START])
+        except ValueError:
+            code = 1
+        print(f"csd-simworker: exiting at start with status {code} ({ENV_EXIT_AT_START})", file=sys.stderr)
+        return code
+    if opts.print_mode:
+        print("Error: --print is not simulated by csd-simworker", file=sys.stderr)
+        return 1
+
+    tables = []
+    skip_bypass = False
+    user_settings = claude_config_dir(env) / "settings.json"
+    try:
+        # Read-only: the real CLI persists the bypass answer here; the simulator honours it but never writes it.
+        skip_bypass = json.loads(user_settings.read_text(encoding="utf-8")).get(
+            "skipDangerousModePermissionPrompt") is True
+    except (OSError, ValueError, AttributeError):
+        pass
+    for arg in opts.settings:
+        try:
+            settings = load_settings_arg(arg)
+        except (OSError, ValueError) as e:
+            print(f"Error: Invalid settings {arg!r}: {e}", file=sys.stderr)
+            return 1
+        skip_bypass = skip_bypass or settings.get("skipDangerousModePermissionPrompt") is True
+        tables.append(hooks_from_config(settings))
+    for plugin_dir in opts.plugin_dirs:
+        root = os.path.abspath(plugin_dir)
+        try:
+            config = json.loads((Path(root) / "hooks" / "hooks.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as e:
+            print(f"Error: Invalid plugin hooks in {root}: {e}", file=sys.stderr)
+            return 1
+        tables.append(hooks_from_config(config, plugin_root=root))
+
+    cwd = os.getcwd()
+    if opts.session_id and (opts.resume or opts.continue_last):
+        print("Error: --session-id can only be used with --continue or --resume if --fork-session is also "
+              "specified.", file=sys.stderr)
+        return 1
+    if opts.continue_last and not opts.resume:
+        opts.resume = _latest_session(env, cwd)
+        if opts.resume is None:
+            print("No conversation found to continue", file=sys.stderr)
+            return 1
+    if opts.resume:
+        if not is_uuid(opts.resume) or not transcript_path_for(env, cwd, opts.resume).exists():
+            print(f"No conversation found with session ID: {opts.resume}", file=sys.stderr)
+            return 1
+        session_id, source = opts.resume, "resume"
+    elif opts.session_id:
+        if not is_uuid(opts.session_id):
+            print("Error: Invalid session ID. Must be a valid UUID.", file=sys.stderr)
+            return 1
+        if transcript_path_for(env, cwd, opts.session_id).exists():
+            print(f"Error: Session ID {opts.session_id} is already in use.", file=sys.stderr)
+            return 1
+        session_id, source = opts.session_id, "startup"
+    else:
+        session_id, source = str(uuid.uuid4()), "startup"
+
+    if not os.isatty(0):
+        print("Error: Raw mode is not supported on the current process.stdin (csd-simworker needs a terminal, "
+              "e.g. a tmux pane).", file=sys.stderr)
+        return 1
+
+    worker = SimWorker(opts, env, merge_hooks(tables), session_id, source, skip_bypass)
+    if source == "resume":
+        for line in worker.transcript.load_existing()[-20:]:
+            msg = line.get("message") or {}
+            content = msg.get("content")
+            if line.get("type") == "user" and isinstance(content, str) and not line.get("isMeta"):
+                worker.add_history("❯ ", content, max_rows=3)
+            elif line.get("type") == "assistant" and isinstance(content, list):
+                for block in content:
+                    if isinstance(block, dict) and block.get("type") == "text":
+                        worker.add_history("● ", str(block.get("text", "")), max_rows=3)
+    code = asyncio.run(worker.run())
+    if worker.error is not None:
+        import traceback
+
+        traceback.print_exception(worker.error, file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

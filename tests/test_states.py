@@ -1,0 +1,111 @@
+"""The state machine: the documented table is the code's table, and folds give the documented states."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from csd.events import EVENT_NAMES, parse_line
+from csd.states import DIED, STATES, TRANSITIONS, State, fold
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ev(name: str, n: int = 1, **fields: object):
+    return parse_line(json.dumps({"ts": "2026-11-25T00:00:00Z", "event": name, **fields}), n)
+
+
+def seq(*names: str | tuple[str, dict]):
+    out = []
+    for i, item in enumerate(names, 1):
+        name, fields = (item, {}) if isinstance(item, str) else item
+        out.append(ev(name, i, **fields))
+    return out
+
+
+def test_statemachine_md_table_equals_code_table() -> None:
+    text = (ROOT / "statemachine.md").read_text()
+    rows = re.findall(r"^\| (\w+) \| ([^|]+?) \| (\w+) \|$", text, re.M)
+    documented = [(a, b.strip(), c) for a, b, c in rows if a != "from"]
+    code = [(r.source.value, r.label, r.dest.value) for r in TRANSITIONS]
+    assert documented == code
+
+
+def test_statemachine_md_has_a_paragraph_per_state() -> None:
+    text = (ROOT / "statemachine.md").read_text()
+    for state in STATES:
+        assert f"**{state}**" in text
+
+
+def test_every_table_event_is_a_known_event_or_died() -> None:
+    assert {r.event for r in TRANSITIONS} <= set(EVENT_NAMES) | {DIED}
+
+
+@pytest.mark.parametrize(
+    ("events", "alive", "state"),
+    [
+        ([], True, "launching"),
+        (["session_start"], True, "idle"),
+        (["session_start", "user_prompt_submit"], True, "working"),
+        (["session_start", "user_prompt_submit", "pre_tool_use", "post_tool_use"], True, "working"),
+        (["session_start", "user_prompt_submit", "stop"], True, "idle"),
+        (["session_start", "user_prompt_submit", "stop", "session_end"], True, "terminated"),
+        (["session_start", "user_prompt_submit"], False, "gone"),
+        (["session_start", "session_end"], False, "gone"),
+        ([], False, "gone"),
+    ],
+)
+def test_fold(events: list[str], alive: bool, state: str) -> None:
+    assert fold(seq(*events), alive=alive).state == state
+
+
+def test_duplicate_stop_and_stop_while_idle_change_nothing() -> None:
+    w = fold(seq("session_start", "user_prompt_submit", "stop", "stop", "stop"))
+    assert w.state == "idle" and w.turns == 1
+
+
+def test_stop_of_a_queued_earlier_prompt_does_not_end_the_later_turn() -> None:
+    w = fold(seq("session_start", ("user_prompt_submit", {"prompt_id": "p1"}), ("user_prompt_submit", {"prompt_id": "p2"}),
+                 ("stop", {"prompt_id": "p1"})))
+    assert w.state == "working"
+    w.feed(ev("stop", 9, prompt_id="p2"))
+    assert w.state == "idle"
+
+
+def test_background_tasks_are_counted_and_tool_events_while_idle_stay_idle() -> None:
+    w = fold(seq("session_start", "user_prompt_submit", ("stop", {"bg_running": 1}), "pre_tool_use", "post_tool_use"))
+    assert w.state == "idle" and w.bg_running == 1 and not w.settled
+    w.feed(ev("user_prompt_submit", 10, prompt="<task-notification>done</task-notification>"))
+    assert w.state == "working"
+    w.feed(ev("stop", 11, bg_running=0))
+    assert w.settled
+
+
+def test_idle_prompt_notification_ends_a_turn_that_had_no_stop() -> None:
+    w = fold(seq("session_start", "user_prompt_submit", ("notification", {"notification_type": "other"})))
+    assert w.state == "working"
+    w.feed(ev("notification", 5, notification_type="idle_prompt"))
+    assert w.state == "idle"
+
+
+def test_compact_does_not_end_a_turn_and_clear_passes_through_terminated() -> None:
+    w = fold(seq("session_start", "user_prompt_submit", "pre_compact", ("session_start", {"source": "compact"})))
+    assert w.state == "working"
+    w = fold(seq("session_start", ("session_end", {"reason": "clear"})))
+    assert w.state == "terminated"
+    w.feed(ev("session_start", 3, source="clear"))
+    assert w.state == "idle"
+
+
+def test_unknown_events_are_kept_as_last_event() -> None:
+    w = fold(seq("session_start", "brand_new_event"))
+    assert w.state == "idle" and w.last_event is not None and w.last_event.name == "brand_new_event"
+
+
+def test_gone_is_final() -> None:
+    w = fold(seq("session_start"), alive=False)
+    w.feed(ev("session_start", 5))
+    assert w.state == State.GONE
