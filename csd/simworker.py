@@ -1184,12 +1184,12 @@ class SimWorker:
             content: Any = "\n".join(s for s in (stdout, stderr) if s)
             is_error = code != 0
             output = stdout
-            self.add_history("● ", f"Bash({arg})")
+            self.add_history("● ", f"Bash({arg})", gap=False)
             self.add_history("  ⎿  ", content or "(No content)", max_rows=4)
         else:
             response = content = output = "ok"
             is_error = False
-            self.add_history("● ", f"{name}({arg[:60]})")
+            self.add_history("● ", f"{name}({arg[:60]})", gap=False)
             self.add_history("  ⎿  ", "ok")
         duration_ms = int((time.monotonic() - started) * 1000)
         self.transcript.tool_result(item.prompt_id, tool_use_id, content, is_error, response, use_uuid)
@@ -1255,7 +1255,7 @@ class SimWorker:
                 "The agent is working in the background. You will be notified automatically when it completes.")
         self.transcript.tool_result(item.prompt_id, tool_use_id, [{"type": "text", "text": text}], False,
                                     response, use_uuid)
-        self.add_history("● ", f"Agent({description})")
+        self.add_history("● ", f"Agent({description})", gap=False)
         self.add_history("  ⎿  ", "Backgrounded agent")
         await self.fire("PostToolUse", {**tool_fields, "hook_event_name": "PostToolUse", "tool_name": "Agent",
                                         "tool_input": tool_input, "tool_response": response,
@@ -1452,10 +1452,11 @@ class SimWorker:
 
     # ---- screen
 
-    def add_history(self, prefix: str, text: str, max_rows: int = 12) -> None:
+    def add_history(self, prefix: str, text: str, max_rows: int = 12, gap: bool = True) -> None:
         width, _ = self.term.size()
-        self.history += _wrap_rows(text[:4000], width, prefix, " " * len(prefix), max_rows) + [""]
+        self.history += _wrap_rows(text[:4000], width, prefix, " " * len(prefix), max_rows) + ([""] if gap else [])
         del self.history[:-500]
+        self.redraw()
 
     def header(self) -> list[str]:
         return ["", f" ▐▛███▜▌   Claude Code v{SIM_CLAUDE_VERSION} (simulated)",

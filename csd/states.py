@@ -142,7 +142,8 @@ class Worker:
             # a new or resumed session has no background work of this process running
             self.bg_running = 0
 
-    def died(self) -> None:
+    def lose(self) -> None:
+        """Liveness says the process or session is gone."""
         self.trigger(DIED)  # type: ignore[attr-defined]
 
     @property
@@ -163,5 +164,5 @@ def fold(events: Iterable[Event], alive: bool = True, initial: State = State.LAU
     for event in events:
         worker.feed(event)
     if not alive:
-        worker.died()
+        worker.lose()
     return worker

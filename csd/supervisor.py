@@ -289,7 +289,7 @@ class Supervisor:
 
     def _died(self, tr: Tracked) -> None:
         if tr.state != State.GONE:
-            tr.worker.died()
+            tr.worker.lose()
             self._notify(tr, None)
 
     # ------------------------------------------------------------ the API
