@@ -18,7 +18,7 @@ CACHE="${CSD_E2E_CACHE:-${HOME:-/root}/.cache/csd-e2e}"
 DIR="${CSD_CLAUDE_DIR:-$CACHE/claude-$VERSION}"
 PKG="@anthropic-ai/claude-code"
 
-VHOME="$(mktemp -d)"   # empty HOME so a version check never touches the user's config
+VHOME="$(mktemp -d)" || { echo "install-claude: ERROR: mktemp failed" >&2; exit 1; }  # empty HOME so a version check never touches the user's config
 trap 'rm -rf -- "$VHOME"' EXIT
 
 log() { printf 'install-claude: %s\n' "$*" >&2; }

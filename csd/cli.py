@@ -448,7 +448,10 @@ def dispatch(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run csd; returns the exit code (the console script exits with it)."""
     try:
-        code = dispatch(sys.argv[1:] if argv is None else argv)
+        try:
+            code = dispatch(sys.argv[1:] if argv is None else argv)
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from group
     except KeyboardInterrupt:
         err("csd: interrupted")
         code = INTERRUPTED
@@ -462,6 +465,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         pass
     return code
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a task group: a csd error or an interrupt first, else the first one."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
+
+    walk(group)
+    for kind in (KeyboardInterrupt, CsdError):
+        for e in leaves:
+            if isinstance(e, kind):
+                return e
+    return leaves[0] if leaves else group
 
 
 def entry() -> None:

@@ -15,7 +15,7 @@ import time
 import tty
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -799,6 +799,7 @@ class SimWorker:
         self.ready_at = float("inf")
         self.swallowed_text: str | None = None
         self.ctrl_c_at: float | None = None
+        self.esc_at: float | None = None
         self.bg_running: dict[str, BgTask] = {}
         self.session_started = False
         self.exiting = False
@@ -876,7 +877,8 @@ class SimWorker:
         finally:
             self.finish(code)
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        # Tracked so they are not garbage-collected mid-flight and are cancelled on exit.
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -915,8 +917,10 @@ class SimWorker:
         self.redraw()
         # Set before firing so a signal during the SessionStart hooks still produces SessionEnd.
         self.session_started = True
-        await self.fire_session_start(self.source)
+        # The not-ready window counts from the moment SessionStart fires, not from when its hooks end: the
+        # real TUI's readiness does not depend on how slow the hooks are.
         self.ready_at = time.monotonic() + self.not_ready_s
+        await self.fire_session_start(self.source)
         if self.opts.prompt:
             self.submit(self.opts.prompt)
             self.redraw()
@@ -985,7 +989,9 @@ class SimWorker:
     def on_main_key(self, key: Key) -> None:
         if key.kind != "ctrl_c":
             self.ctrl_c_at = None
-            self.notice = ""
+        if key.kind != "esc":
+            self.esc_at = None
+        self.notice = ""
         if key.kind in ("text", "paste"):
             self.box += key.text
         elif key.kind == "newline":
@@ -997,7 +1003,14 @@ class SimWorker:
         elif key.kind == "enter":
             self.on_enter()
         elif key.kind == "esc":
-            self.interrupt()
+            if self.turn_running():
+                self.interrupt()
+            elif self.box and self.esc_at is not None and time.monotonic() - self.esc_at < 1.0:
+                self.box = ""  # like the real TUI, a double Esc clears the input box
+                self.esc_at = None
+            elif self.box:
+                self.esc_at = time.monotonic()
+                self.notice = "Esc again to clear"
         elif key.kind == "ctrl_c":
             if self.turn_running():
                 self.interrupt()
@@ -1090,8 +1103,9 @@ class SimWorker:
             if task.cancelled():
                 self.history += ["  ⎿  Interrupted · What should Claude do instead?", ""]
             self.redraw()
-        if not self.exiting:
-            self.arm_idle()
+            # Observed with 2.1.330: no idle_prompt Notification follows /clear (it does follow /compact).
+            if not self.queue and not self.exiting and item.kind != "clear":
+                self.arm_idle()
 
     async def run_item(self, item: Item) -> None:
         if item.kind == "compact":
@@ -1359,7 +1373,10 @@ class SimWorker:
         self.session_id = str(uuid.uuid4())
         self.transcript = self._new_transcript(self.session_id)
         self.history = []
-        await self.fire_session_start("clear", item.prompt_id)
+        # Observed with 2.1.330: the new session's SessionStart has neither prompt_id nor model.
+        self.prompt_id = None
+        await self.fire("SessionStart", {**self.common(), "hook_event_name": "SessionStart", "source": "clear"},
+                        "clear")
 
     async def fire_session_start(self, source: str, prompt_id: str | None = None) -> None:
         await self.fire("SessionStart", {**self.common(prompt_id), "hook_event_name": "SessionStart",

@@ -154,7 +154,9 @@ class Supervisor:
             self._untrack(tr)
         try:
             if self._tg is not None:
-                await self._tg.__aexit__(*exc)  # type: ignore[arg-type]
+                # Every task was just cancelled; the body's own exception (if any) propagates as is,
+                # not wrapped in an ExceptionGroup by the TaskGroup.
+                await self._tg.__aexit__(None, None, None)
         finally:
             if self._watcher is not None:
                 await self._watcher.__aexit__(None, None, None)
@@ -294,8 +296,44 @@ class Supervisor:
 
     # ------------------------------------------------------------ the API
 
-    async def status(self, handle: str) -> Tracked:
-        return await self.track(handle)
+    async def launch(self, name: str, cwd: str, claude_args: Iterable[str] = (), resume: str | None = None) -> Meta:
+        """Start a worker (``resume``: adopt that session id) and return its meta once it can take a prompt."""
+        from csd.lifecycle import start_worker
+
+        args = list(claude_args)
+        invocation = ["csd", "adopt" if resume else "launch", name, cwd, *([resume] if resume else []), *(["--", *args] if args else [])]
+        launched = await start_worker(name, cwd, args, invocation, resume=resume, wdir=self.wdir)
+        return launched.meta
+
+    async def stop(self, handle: str) -> None:
+        """End a worker and remove its files (idempotent for a worker that already died)."""
+        from csd.lifecycle import stop_worker
+
+        meta = self.resolve(handle)
+        self.untrack(meta.tmux_name)
+        await stop_worker(meta, self.wdir)
+
+    async def status(self, handle: str) -> State:
+        """The worker's state now (tracking it from here on)."""
+        return (await self.track(handle)).state
+
+    def read_events(self, handle: str) -> list[Event]:
+        """Every event of the worker's file, oldest first (malformed lines reported and skipped)."""
+        from csd.workers import iter_events
+
+        meta = self.resolve(handle)
+        path = self.wdir.events_path(meta.session_id)
+        return list(iter_events(path, _warn_bad(path)))
+
+    def read_turn(self, handle: str, full: bool = False) -> str:
+        """The last turn of the worker's transcript as markdown."""
+        from csd.transcript import last_turn, turn_markdown
+
+        meta = self.resolve(handle)
+        turn = last_turn(transcript_of(self.wdir, meta))  # type: ignore[arg-type]
+        if turn is None:
+            raise CsdError(f"worker {meta.tmux_name!r} has no turn in its transcript yet")
+        return turn_markdown(turn, full)
 
     async def wait_for_turn(
         self, handle: str, after_line: int | None = None, settled: bool = False

@@ -48,9 +48,11 @@ Safety rules so background work always finishes:
   ``ECHO: task-notification: <its summary>`` (log kind ``task_notification``).
 * A ``/compact`` summarisation request (its last user text contains ``CRITICAL: Respond with TEXT ONLY``) is
   answered with a fixed ``<summary>…</summary>`` text (log kind ``compact``), never with a tool_use.
-* The prompt text is the user message's text blocks minus ``<system-reminder>`` and local-command blocks
-  (``<local-command-caveat>``, ``<command-name>``, ``<local-command-stdout>`` …: after ``/compact`` the CLI merges
-  them into the next prompt's message).  ECHO is capped at ``ECHO_LIMIT`` characters.
+* The prompt text is the message's last text block that is not a ``<system-reminder>``, a local-command record
+  (``<local-command-caveat>``, ``<command-name>``, ``<local-command-stdout>`` …), the Esc marker
+  ``[Request interrupted by user…`` or the post-/compact summary: the CLI packs those into the same message as
+  the next prompt.  Prompts queued while busy arrive joined in one block (separated by a blank line).  ECHO is capped at
+  ``ECHO_LIMIT`` characters.
 """
 
 from __future__ import annotations
@@ -134,21 +136,22 @@ INTERRUPTED_MARKER = "[Request interrupted by user"
 # Text blocks the CLI adds to a user message that are not the person's prompt: reminders, and the record of a
 # local slash command (/compact ...) that gets merged into the next prompt's message.
 _META_PREFIXES = ("<system-reminder>", "<local-command-caveat>", "<command-name>", "<command-message>",
-                  "<command-args>", "<local-command-stdout>", "<local-command-stderr>", INTERRUPTED_MARKER)
+                  "<command-args>", "<local-command-stdout>", "<local-command-stderr>", INTERRUPTED_MARKER,
+                  "This session is being continued from a previous conversation")
 COMPACT_MARKER = "CRITICAL: Respond with TEXT ONLY"
 
 
 def user_text(msg: dict | None) -> str:
-    """The prompt text of a user message, without ``<system-reminder>`` and local-command blocks."""
-    parts = []
-    for b in _blocks(msg):
+    """The prompt of a user message: its last text block that is not a ``<system-reminder>``, a local-command
+    record, an interruption marker or a compaction summary (the CLI can pack all of those, and after /compact
+    the whole earlier conversation, into the same message as the prompt)."""
+    for b in reversed(_blocks(msg)):
         if b.get("type") != "text":
             continue
-        t = b.get("text") or ""
-        if t.lstrip().startswith(_META_PREFIXES):
-            continue
-        parts.append(t)
-    return "\n".join(parts).strip()
+        t = (b.get("text") or "").strip()
+        if t and not t.startswith(_META_PREFIXES):
+            return t
+    return ""
 
 
 def _tool_result_text(block: dict) -> str:

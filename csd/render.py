@@ -1,0 +1,413 @@
+"""The operators' live table: worker rows rendered as a rich Table (pure), kept current by supervisor events, and ``csd watch``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, TextIO
+
+from rich.table import Table
+from rich.text import Text
+
+from csd import config
+from csd.errors import OK, CsdError
+from csd.states import State, fold
+from csd.workers import Meta, iter_events, now_iso
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from csd.events import Event
+    from csd.supervisor import Supervisor, Tracked
+    from csd.watch import Change
+
+#: How each state is coloured in the table (the same lowercase names as everywhere else).
+STATE_STYLES: dict[str, str] = {
+    State.IDLE: "green",
+    State.WORKING: "yellow",
+    State.LAUNCHING: "cyan",
+    State.TERMINATED: "magenta",
+    State.GONE: "dim red",
+}
+COLUMNS = ("NAME", "STATE", "IN STATE", "LAST EVENT", "TURNS", "BG", "CWD")
+#: The state column of a plain row for a worker whose meta vanished (it was stopped). Not a worker
+#: state: the worker no longer exists for csd, and scripts need one line saying so.
+REMOVED = "removed"
+META_SUFFIX = ".meta"
+EVENTS_SUFFIX = ".events.jsonl"
+
+
+# ---------------------------------------------------------------- pure: rows -> table
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """One worker as the table shows it, frozen at the moment of a snapshot."""
+
+    name: str
+    state: str
+    seconds: float  # time in the current state, as of the snapshot
+    last_event: str  # Event.summary() of the last event, "" when there is none yet
+    turns: int  # turns ended by a stop
+    bg_running: int  # background tasks still running at the last stop
+    cwd: str
+
+
+def format_duration(seconds: float) -> str:
+    """Time in state, coarse on purpose: ``12s``, ``3m``, ``5h``, ``2d``."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def render_table(rows: Sequence[WorkerRow], as_of: str | None = None) -> Table:
+    """The live table's renderable for one snapshot (pure: no clock, no I/O)."""
+    caption = "no workers yet; start one with: csd launch NAME DIR" if not rows else None
+    if rows and as_of:
+        # The table is redrawn only when something happens, so "in state" is as of the last change.
+        caption = f"as of {as_of}; redrawn on each event"
+    table = Table(title=f"csd workers ({len(rows)})", caption=caption, caption_justify="left", expand=False)
+    table.add_column(COLUMNS[0], no_wrap=True, style="bold")
+    table.add_column(COLUMNS[1], no_wrap=True)
+    table.add_column(COLUMNS[2], justify="right", no_wrap=True)
+    table.add_column(COLUMNS[3], overflow="ellipsis", no_wrap=True, max_width=48)
+    table.add_column(COLUMNS[4], justify="right", no_wrap=True)
+    table.add_column(COLUMNS[5], justify="right", no_wrap=True)
+    table.add_column(COLUMNS[6], overflow="ellipsis", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.name,
+            Text(r.state, style=STATE_STYLES.get(r.state, "")),
+            format_duration(r.seconds),
+            r.last_event or "—",
+            str(r.turns),
+            str(r.bg_running) if r.bg_running else "",
+            r.cwd,
+        )
+    return table
+
+
+def plain_line(ts: str, row: WorkerRow | None, name: str) -> str:
+    """One scriptable line ``<ts>\\t<name>\\t<state>\\t<last event>``; row None: the worker was removed."""
+    if row is None:
+        return f"{ts}\t{name}\t{REMOVED}\t"
+    return f"{ts}\t{row.name}\t{row.state}\t{row.last_event}"
+
+
+def _epoch(iso: str) -> float | None:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- the rows, kept current by events
+
+
+@dataclass
+class _Entry:
+    meta: Meta
+    tracked: Tracked | None  # None while pending: the meta exists but its tmux session does not yet
+    state: str
+    since: float  # wall-clock time the row entered `state`
+    turns_offset: int = 0  # turns before the tracked tail began (Tracked folds only the log's tail)
+
+
+class LiveRows:
+    """The rows of the workers a Supervisor tracks, updated by its listener; redrawn only when one changed.
+
+    ``add``/``remove`` follow metas appearing and vanishing; ``draw_on_change(draw)`` calls ``draw(rows)``
+    once at start and then once per burst of changes, never on a timer. ``redraws`` counts those calls.
+    """
+
+    def __init__(self, sup: Supervisor, pattern: str = "", clock: Callable[[], float] = time.time) -> None:
+        self.sup = sup
+        self.pattern = pattern
+        self.redraws = 0
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}  # by session id
+        self._dirty = asyncio.Event()
+        self._dirty.set()  # the first table is drawn even when there is no worker yet
+        self._closed = False
+        sup.add_listener(self._on_event)
+
+    # -- membership
+
+    async def add(self, meta: Meta) -> None:
+        """Show a worker (idempotent); a meta whose tmux session is not up yet shows as launching."""
+        if self.pattern not in meta.tmux_name:
+            return
+        entry = self._entries.get(meta.session_id)
+        if entry is not None and entry.tracked is not None:
+            return
+        clash = next((e for e in self._entries.values() if e.meta.tmux_name == meta.tmux_name and e.meta != meta), None)
+        if clash is not None:
+            _warn(f"csd: warning: two metas name worker {meta.tmux_name!r} ({clash.meta.session_id}, {meta.session_id}); showing the first")
+            return
+        if entry is None:
+            started = _epoch(meta.started_at) or self._clock()
+            entry = self._entries[meta.session_id] = _Entry(meta, None, State.LAUNCHING, min(started, self._clock()))
+        await self._track(entry)
+        self._dirty.set()
+
+    def remove(self, session_id: str) -> None:
+        """Drop a worker's row (its meta vanished: it was stopped) and stop following it."""
+        entry = self._entries.pop(session_id, None)
+        if entry is None:
+            return
+        if entry.tracked is not None and any(t is entry.tracked for t in self.sup.tracked()):
+            self.sup.untrack(entry.meta.tmux_name)
+        self._dirty.set()
+
+    async def on_change(self, change: Change) -> None:
+        """Apply one change of the workers dir (a DirWatcher.changes() item)."""
+        from csd.watch import ChangeKind
+
+        name = change.name
+        if name.startswith("."):
+            return  # a meta being written: the temp file is renamed over <sid>.meta when complete
+        if name.endswith(META_SUFFIX):
+            sid = name[: -len(META_SUFFIX)]
+            if change.kind is ChangeKind.DELETED:
+                self.remove(sid)
+                return
+            meta = _read_meta(self.sup.wdir.meta_path(sid))
+            if meta is not None:
+                await self.add(meta)
+        elif name.endswith(EVENTS_SUFFIX):
+            entry = self._entries.get(name[: -len(EVENTS_SUFFIX)])
+            if entry is not None and entry.tracked is None and change.kind is not ChangeKind.DELETED:
+                # launch writes the meta before it starts tmux; the first event means the session is up
+                await self._track(entry)
+                self._dirty.set()
+
+    async def _track(self, entry: _Entry) -> None:
+        tr = await self.sup.track(entry.meta)
+        if self._pending(entry, tr):
+            self.sup.untrack(entry.meta.tmux_name)  # tracked again, afresh, at the first event
+            return
+        entry.tracked = tr
+        # Tracked folds only the tail of the log (from its last anchor); count the turns before it once.
+        # Lines after tr.line_count are still on their way to the tracker, which will count them itself.
+        path = self.sup.wdir.events_path(entry.meta.session_id)
+        upto = tr.line_count
+        total = fold(ev for ev in iter_events(path) if ev.line_no <= upto).turns
+        entry.turns_offset = max(0, total - tr.worker.turns)
+        self._entered(entry, tr)
+
+    def _pending(self, entry: _Entry, tr: Tracked) -> bool:
+        """Gone with an empty log and a fresh meta: launch has written the meta but not started tmux yet."""
+        if tr.state != State.GONE or tr.worker.last_event is not None or tr.line_count:
+            return False
+        started = _epoch(entry.meta.started_at)
+        try:
+            patience = config.seconds("CSD_LAUNCH_TIMEOUT")
+        except CsdError:
+            patience = 30.0
+        # an old meta with no events and no session (a leftover) is simply gone
+        return started is not None and self._clock() - started < patience + 5
+
+    def _entered(self, entry: _Entry, tr: Tracked) -> None:
+        """Date the row's state from the log: when its state event was written (launching: the meta's start)."""
+        state = str(tr.state)
+        if state == entry.state and state in (State.LAUNCHING, State.GONE):
+            return  # still launching since the meta was written, or gone since we first saw it
+        ev = tr.worker.state_event
+        if state == State.LAUNCHING:
+            when = _epoch(entry.meta.started_at)
+        elif state == State.GONE or ev is None:
+            when = None  # death leaves no line in the log: the row dates it from when csd noticed
+        else:
+            when = _epoch(ev.ts)
+        now = self._clock()
+        entry.state, entry.since = state, min(when, now) if when is not None else now
+
+    def _on_event(self, tr: Tracked, event: Event | None) -> None:
+        if self._closed:
+            return
+        entry = self._entries.get(tr.meta.session_id)
+        if entry is None or entry.tracked is not tr:
+            return
+        state = str(tr.state)
+        if state != entry.state:
+            entry.state, entry.since = state, self._clock()
+        self._dirty.set()
+
+    # -- output
+
+    def snapshot(self) -> list[WorkerRow]:
+        now = self._clock()
+        rows = []
+        for e in sorted(self._entries.values(), key=lambda e: (e.meta.tmux_name, e.meta.session_id)):
+            tr = e.tracked
+            if tr is None:
+                rows.append(WorkerRow(e.meta.tmux_name, State.LAUNCHING, now - e.since, "", 0, 0, e.meta.cwd))
+                continue
+            w = tr.worker
+            last = w.last_event.summary() if w.last_event is not None else ""
+            rows.append(WorkerRow(tr.name, str(tr.state), now - e.since, last, w.turns + e.turns_offset, w.bg_running, e.meta.cwd))
+        return rows
+
+    async def draw_on_change(self, draw: Callable[[list[WorkerRow]], None]) -> None:
+        """Call ``draw(rows)`` after each burst of changes, forever (cancel to stop); no timer anywhere."""
+        try:
+            while True:
+                await self._dirty.wait()
+                # Cleared before drawing: a change during draw() sets it again and is drawn next.
+                self._dirty.clear()
+                self.redraws += 1
+                draw(self.snapshot())
+        finally:
+            self._closed = True
+
+
+def _read_meta(path: os.PathLike[str] | str) -> Meta | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            return Meta.from_json(json.loads(f.read()))
+    except FileNotFoundError:
+        return None  # stopped again before we looked
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        _warn(f"csd: warning: skipping unreadable meta {path}: {exc}")
+        return None
+
+
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- sinks
+
+
+class PlainRows:
+    """Scriptable output: one ``<ts>\\t<name>\\t<state>\\t<last event>`` line per row that changed."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._shown: dict[str, tuple[str, str]] = {}
+
+    def __call__(self, rows: list[WorkerRow]) -> None:
+        ts = now_iso()
+        lines = []
+        current = {r.name: r for r in rows}
+        for name in sorted(self._shown.keys() - current.keys()):
+            del self._shown[name]
+            lines.append(plain_line(ts, None, name))
+        for r in rows:
+            key = (r.state, r.last_event)
+            if self._shown.get(r.name) != key:
+                self._shown[r.name] = key
+                lines.append(plain_line(ts, r, r.name))
+        if lines:
+            self.out.write("".join(line + "\n" for line in lines))
+            self.out.flush()
+
+
+@contextlib.contextmanager
+def live_table(console: Console, rows: Sequence[WorkerRow] = ()) -> Iterator[Callable[[list[WorkerRow]], None]]:
+    """A rich Live on ``console`` that refreshes only when handed new rows (auto_refresh off)."""
+    from rich.live import Live
+
+    # stdout is left alone (it carries answers); stderr writes (warnings) are printed above the table.
+    with Live(render_table(rows), console=console, auto_refresh=False, redirect_stdout=False) as live:
+
+        def draw(rows: list[WorkerRow]) -> None:
+            live.update(render_table(rows, time.strftime("%H:%M:%S")), refresh=True)
+
+        yield draw
+
+
+@contextlib.contextmanager
+def on_sigint(handler: Callable[[], None]) -> Iterator[None]:
+    """Run ``handler`` on Ctrl-C instead of cancelling the program (where the loop can take signals)."""
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        loop.add_signal_handler(signal.SIGINT, handler)
+    except (NotImplementedError, RuntimeError, ValueError):
+        yield  # not the main thread, or no signals here: Ctrl-C interrupts as usual (exit 130)
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------- csd watch
+
+
+async def watch(
+    pattern: str = "",
+    console: Console | None = None,
+    *,
+    out: TextIO | None = None,
+    on_redraw: Callable[[list[WorkerRow]], None] | None = None,
+) -> int:
+    """``csd watch``: the live table of the workers whose name contains ``pattern``, until Ctrl-C (exit 0).
+
+    Event-driven throughout: metas appearing/vanishing in the workers dir add/remove rows (the
+    supervisor's DirWatcher), each event or liveness change redraws (Supervisor.add_listener). Nothing is
+    redrawn while nothing happens, so "in state" is as of the last redraw. With a terminal ``console``
+    (default: stderr) the table is drawn there; otherwise plain lines go to ``out`` (default: stdout).
+    ``on_redraw`` is called with the rows after each redraw. Raises CsdError if the workers dir is removed.
+    """
+    from rich.console import Console
+
+    from csd.supervisor import Supervisor
+
+    console = console or Console(stderr=True)
+    stopping = False
+    async with Supervisor() as sup:
+        # Listen before listing: a meta written in between is both listed and reported (add is idempotent).
+        changes = sup.watcher.changes()
+
+        def stop() -> None:
+            nonlocal stopping
+            stopping = True
+            changes.close()  # the loop below ends after the changes already queued
+
+        with on_sigint(stop):
+            rows = LiveRows(sup, pattern)
+            for name in sorted(os.listdir(sup.wdir.path)):
+                if name.endswith(META_SUFFIX) and not name.startswith("."):
+                    meta = _read_meta(sup.wdir.path / name)
+                    if meta is not None:
+                        await rows.add(meta)
+            sink: contextlib.AbstractContextManager[Callable[[list[WorkerRow]], None]]
+            if console.is_terminal:
+                sink = live_table(console, rows.snapshot())
+            else:
+                sink = contextlib.nullcontext(PlainRows(out or sys.stdout))
+            with sink as draw:
+
+                def redraw(snapshot: list[WorkerRow]) -> None:
+                    draw(snapshot)
+                    if on_redraw is not None:
+                        on_redraw(snapshot)
+
+                async with asyncio.TaskGroup() as tg:
+                    drawer = tg.create_task(rows.draw_on_change(redraw))
+                    try:
+                        async for change in changes:
+                            await rows.on_change(change)
+                    finally:
+                        drawer.cancel()
+    if not stopping:
+        raise CsdError(f"the workers dir {sup.wdir.path} was removed; watch ended")
+    return OK

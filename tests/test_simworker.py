@@ -1,0 +1,507 @@
+"""Tests of csd-simworker: the simulated worker runs as a real program in real tmux panes, running a real logging hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from csd import simworker
+from csd.simworker import Key, KeyParser, encode_project_dir, parse_directives
+
+SIM_SCRIPT = Path(sys.executable).with_name("csd-simworker")
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+# The logging hook: appends {tag, ts, env, cwd, tail, input} as one line with one O_APPEND write. `tail` is the
+# transcript's last line at the moment the hook ran, to check that lines are on disk before their hook fires.
+HOOK_SOURCE = """\
+import json, os, sys, time
+payload = json.loads(sys.stdin.read())
+tail = None
+try:
+    with open(payload["transcript_path"], encoding="utf-8") as f:
+        tail = json.loads(f.read().splitlines()[-1])
+except (OSError, IndexError, ValueError):
+    pass
+env = {k: os.environ.get(k) for k in
+       ("CLAUDE_PROJECT_DIR", "CLAUDE_CODE_SESSION_ID", "CLAUDE_PID", "CLAUDECODE", "CLAUDE_PLUGIN_ROOT")}
+rec = {"tag": sys.argv[1], "ts": time.time(), "env": env, "cwd": os.getcwd(), "tail": tail, "input": payload}
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+os.write(fd, (json.dumps(rec) + "\\n").encode())
+"""
+
+
+T = TypeVar("T")
+
+
+def wait_until(what: str | Callable[[], str], check: Callable[[], T | None], timeout: float = 10.0,
+               every: Callable[[], None] | None = None) -> T:
+    """Poll check() until it returns something truthy; `every` runs between polls (e.g. to re-press a key)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
+        if every is not None:
+            every()
+        time.sleep(0.02)
+
+
+class SimHarness:
+    """A private tmux server plus a HOME, a project dir and a hook log for simulated workers."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.home = tmp / "home"
+        self.proj = tmp / "my.proj dir"
+        self.log = tmp / "hooks.jsonl"
+        self.sock = tmp / "tmux.sock"
+        self.home.mkdir()
+        self.proj.mkdir()
+        self.proj = self.proj.resolve()
+        self.hook_script = tmp / "loghook.py"
+        self.hook_script.write_text(HOOK_SOURCE)
+        conf = tmp / "tmux.conf"
+        # Dead panes stay, so a test can read the exit status of the simulated worker.
+        conf.write_text("set -g remain-on-exit on\n")
+        self.conf = conf
+
+    def hook_command(self, tag: str) -> str:
+        return f"{sys.executable} -I -S {self.hook_script} {tag} {self.log}"
+
+    def settings(self, tag: str = "settings", **extra: Any) -> str:
+        hooks = {event: [{"matcher": "*", "hooks": [{"type": "command", "command": self.hook_command(tag)}]}]
+                 for event in simworker.HOOK_EVENTS}
+        return json.dumps({"skipDangerousModePermissionPrompt": True, "hooks": hooks, **extra})
+
+    def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-S", str(self.sock), "-f", str(self.conf), *args],
+                              capture_output=True, text=True, check=check, timeout=10)
+
+    def start(self, *args: str, name: str = "w", env: dict[str, str] | None = None,
+              settings: bool = True, skip_permissions: bool = True) -> None:
+        full_env = {"HOME": str(self.home), "IS_SANDBOX": "1", "TERM": "xterm-256color",
+                    "CSD_SIM_NOT_READY_SECONDS": "0", **(env or {})}
+        argv = [str(SIM_SCRIPT)]
+        if settings:
+            argv += ["--settings", self.settings()]
+        if skip_permissions:
+            argv += ["--dangerously-skip-permissions"]
+        argv += ["--disallowed-tools", "AskUserQuestion", *args]
+        self.tmux("new-session", "-d", "-s", name, "-x", "160", "-y", "50", "-c", str(self.proj), "--",
+                  "env", *(f"{k}={v}" for k, v in full_env.items()), *argv)
+
+    def paste(self, text: str, name: str = "w") -> None:
+        self.tmux("send-keys", "-t", f"={name}:", "-l", f"\x1b[200~{text}\x1b[201~")
+
+    def keys(self, *keys: str, name: str = "w") -> None:
+        self.tmux("send-keys", "-t", f"={name}:", *keys)
+
+    def submit(self, text: str, name: str = "w") -> dict[str, Any]:
+        """Paste, press Enter, and return the UserPromptSubmit payload it produced."""
+        before = len(self.events("UserPromptSubmit"))
+        self.paste(text, name)
+        self.keys("Enter", name=name)
+        return self.wait_event("UserPromptSubmit", before + 1)
+
+    def records(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        return [r["input"] for r in self.records() if name is None or r["input"]["hook_event_name"] == name]
+
+    def names(self) -> list[str]:
+        return [e["hook_event_name"] for e in self.events()]
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 10.0) -> dict[str, Any]:
+        def enough() -> list[dict[str, Any]] | None:
+            found = self.events(name)
+            return found if len(found) >= count else None
+
+        return wait_until(lambda: f"{count} x {name}; hook log has {self.names()}", enough, timeout)[count - 1]
+
+    def pane(self, name: str = "w") -> dict[str, str]:
+        out = self.tmux("list-panes", "-a", "-F",
+                        "#{session_name}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{pane_pid}").stdout
+        for line in out.splitlines():
+            session, dead, status, sig, pid = line.split("\t")
+            if session == name:
+                return {"dead": dead, "status": status, "signal": sig, "pid": pid}
+        raise AssertionError(f"no pane for session {name}")
+
+    def wait_dead(self, name: str = "w", timeout: float = 10.0, every: Callable[[], None] | None = None) -> dict[str, str]:
+        def dead_with_status() -> dict[str, str] | None:
+            pane = self.pane(name)
+            if pane["dead"] != "1":
+                return None
+            if not (pane["status"] or pane["signal"]):
+                # tmux 3.3a leaves an exited pane process a zombie until its server gets another SIGCHLD
+                # (FACTS gotcha 6): a run-shell child provides one, and the status appears.
+                self.tmux("run-shell", "true")
+                return None
+            return pane
+
+        return wait_until(f"pane {name} to die", dead_with_status, timeout, every)
+
+    def screen(self, name: str = "w") -> str:
+        return self.tmux("capture-pane", "-p", "-t", f"={name}:").stdout
+
+    def input_line(self, name: str = "w") -> str:
+        """The text of the input box's first row (the `❯` row between the two rules)."""
+        rows = self.screen(name).splitlines()
+        rules = [i for i, r in enumerate(rows) if r.startswith("──")]
+        return rows[rules[-2] + 1] if len(rules) >= 2 else ""
+
+    def transcript(self, session_id: str) -> list[dict[str, Any]]:
+        path = self.home / ".claude" / "projects" / encode_project_dir(str(self.proj)) / f"{session_id}.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def close(self) -> None:
+        try:
+            subprocess.run(["tmux", "-S", str(self.sock), "kill-server"], capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        try:
+            self.sock.unlink()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimHarness]:
+    harness = SimHarness(tmp_path)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def started(sim: SimHarness, *args: str, **kwargs: Any) -> dict[str, Any]:
+    sim.start(*args, **kwargs)
+    return sim.wait_event("SessionStart")
+
+
+# ---------------------------------------------------------------------------------------------- pure parts
+
+
+def test_encode_project_dir_follows_claude_code() -> None:
+    """Every char outside [a-zA-Z0-9] becomes one dash per UTF-16 unit; long results get a hash suffix."""
+    assert encode_project_dir("/tmp/ccx/my.proj_dir with space") == "-tmp-ccx-my-proj-dir-with-space"
+    assert encode_project_dir("/tmp/é😀") == "-tmp----"
+    long = "/" + "a" * 250
+    enc = encode_project_dir(long)
+    assert enc.startswith("-" + "a" * 199 + "-")
+    assert len(enc) > 201 and enc[201:].isalnum() and enc[201:] == enc[201:].lower()
+
+
+def test_directives_are_found_in_order_and_rest_of_line_ones_swallow_the_line() -> None:
+    found = parse_directives("x TOOL:Bash:echo CRASH\nSLEEP:1.5 CHANGE HANG BG:2\nREPLY: hi there")
+    assert [(d.kind, d.name, d.arg, d.seconds) for d in found] == [
+        ("tool", "Bash", "echo CRASH", 0.0), ("sleep", "", "", 1.5), ("hang", "", "", 0.0),
+        ("bg", "", "", 2.0), ("reply", "", "hi there", 0.0)]
+    assert parse_directives("plain hello") == []
+
+
+def test_key_parser_keeps_a_paste_split_across_reads_whole() -> None:
+    p = KeyParser()
+    keys = p.feed("ab\x1b[200~line1\rline2\x1b[20") + p.feed("1~\r\x1b[B\x7f\x15")
+    assert keys == [Key("text", "ab"), Key("paste", "line1\nline2"), Key("enter"), Key("down"),
+                    Key("backspace"), Key("ctrl_u")]
+    assert p.feed("\x1b") == [] and p.pending_escape
+    assert p.flush_escape() == [Key("esc")]
+
+
+def test_version_and_help_from_both_entry_points() -> None:
+    for argv in ([str(SIM_SCRIPT)], [sys.executable, "-m", "csd.simworker"]):
+        out = subprocess.run([*argv, "--version"], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0 and out.stdout == f"{simworker.SIM_CLAUDE_VERSION} (Claude Code simulated)\n"
+    out = subprocess.run([str(SIM_SCRIPT), "--help"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and "TOOL:Bash:<cmd>" in out.stdout and "CSD_SIM_IDLE_SECONDS" in out.stdout
+
+
+def test_session_id_in_use_is_refused(tmp_path: Path) -> None:
+    sid = str(uuid.uuid4())
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    path = tmp_path / ".claude" / "projects" / encode_project_dir(str(proj.resolve())) / f"{sid}.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("{}\n")
+    out = subprocess.run([str(SIM_SCRIPT), "--session-id", sid], cwd=proj, capture_output=True, text=True,
+                         env={**os.environ, "HOME": str(tmp_path)}, timeout=10)
+    assert (out.returncode, out.stderr) == (1, f"Error: Session ID {sid} is already in use.\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal only happens as root")
+def test_root_without_is_sandbox_refuses_to_skip_permissions(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "IS_SANDBOX"}
+    out = subprocess.run([str(SIM_SCRIPT), "--dangerously-skip-permissions"], capture_output=True, text=True,
+                         env={**env, "HOME": str(tmp_path)}, timeout=10)
+    assert out.returncode == 1
+    assert out.stderr == "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons\n"
+
+
+# ---------------------------------------------------------------------------------------------- in tmux
+
+
+@needs_tmux
+def test_start_fires_session_start_with_claude_payload_and_env(sim: SimHarness) -> None:
+    sid = str(uuid.uuid4())
+    ev = started(sim, "--session-id", sid)
+    expected_path = sim.home / ".claude" / "projects" / encode_project_dir(str(sim.proj)) / f"{sid}.jsonl"
+    assert ev == {"session_id": sid, "transcript_path": str(expected_path), "cwd": str(sim.proj),
+                  "hook_event_name": "SessionStart", "source": "startup", "model": "claude-opus-5-5"}
+    rec = sim.records()[0]
+    assert rec["cwd"] == str(sim.proj)
+    assert rec["env"] == {"CLAUDE_PROJECT_DIR": str(sim.proj), "CLAUDE_CODE_SESSION_ID": sid,
+                          "CLAUDE_PID": sim.pane()["pid"], "CLAUDECODE": "1", "CLAUDE_PLUGIN_ROOT": None}
+    assert "❯" in sim.screen()
+
+
+@needs_tmux
+def test_pasted_prompt_gets_echo_reply_transcript_and_idle_notification(sim: SimHarness) -> None:
+    sid = str(uuid.uuid4())
+    started(sim, "--session-id", sid, env={"CSD_SIM_IDLE_SECONDS": "0.3"})
+    ups = sim.submit("hello from paste\nsecond line")
+    assert ups["prompt"] == "hello from paste\nsecond line"
+    assert ups["permission_mode"] == "bypassPermissions"
+    stop = sim.wait_event("Stop")
+    assert stop["prompt_id"] == ups["prompt_id"]
+    assert stop["last_assistant_message"] == "ECHO: hello from paste\nsecond line"
+    assert (stop["stop_hook_active"], stop["background_tasks"], stop["session_crons"]) == (False, [], [])
+    assert stop["effort"] == {"level": "medium"}
+    note = sim.wait_event("Notification")
+    assert (note["notification_type"], note["message"]) == ("idle_prompt", "Claude is waiting for your input")
+    assert sim.names() == ["SessionStart", "UserPromptSubmit", "Stop", "Notification"]
+
+    # The final assistant line was on disk when the Stop hook ran.
+    stop_rec = next(r for r in sim.records() if r["input"]["hook_event_name"] == "Stop")
+    assert stop_rec["tail"]["type"] == "assistant"
+    assert stop_rec["tail"]["message"]["content"] == [{"type": "text", "text": stop["last_assistant_message"]}]
+
+    lines = [x for x in sim.transcript(sid) if "uuid" in x]
+    user, assistant = lines[0], lines[1]
+    assert user["type"] == "user" and user["message"] == {"role": "user", "content": ups["prompt"]}
+    assert (user["promptId"], user["origin"], user["promptSource"]) == (ups["prompt_id"], {"kind": "human"}, "typed")
+    assert (user["sessionId"], user["cwd"], user["isSidechain"], user["parentUuid"]) == (sid, str(sim.proj), False, None)
+    assert assistant["parentUuid"] == user["uuid"] and assistant["message"]["stop_reason"] == "end_turn"
+    assert any(x.get("subtype") == "turn_duration" for x in lines)
+    assert all(b["parentUuid"] == a["uuid"] for a, b in zip(lines, lines[1:]))
+
+
+@needs_tmux
+def test_tool_bash_runs_the_command_between_pre_and_post_tool_use(sim: SimHarness) -> None:
+    sid = str(uuid.uuid4())
+    started(sim, "--session-id", sid)
+    ups = sim.submit("please run TOOL:Bash:echo tool-ok; pwd")
+    stop = sim.wait_event("Stop")
+    assert sim.names() == ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop"]
+    pre, post = sim.events("PreToolUse")[0], sim.events("PostToolUse")[0]
+    assert (pre["tool_name"], pre["tool_input"]["command"], pre["prompt_id"]) == ("Bash", "echo tool-ok; pwd", ups["prompt_id"])
+    assert post["tool_use_id"] == pre["tool_use_id"] and isinstance(post["duration_ms"], int)
+    assert post["tool_response"] == {"stdout": f"tool-ok\n{sim.proj}", "stderr": "", "interrupted": False,
+                                     "isImage": False, "noOutputExpected": False}
+    assert stop["last_assistant_message"] == f"DONE: tool-ok\n{sim.proj}"
+    lines = sim.transcript(sid)
+    tool_use = [x for x in lines if x.get("type") == "assistant" and x["message"]["content"][0]["type"] == "tool_use"]
+    assert tool_use[0]["message"]["content"][0]["id"] == pre["tool_use_id"]
+    result = [x for x in lines if x.get("toolUseResult")]
+    assert result[0]["message"]["content"][0]["tool_use_id"] == pre["tool_use_id"]
+    assert result[0]["message"]["content"][0]["content"] == f"tool-ok\n{sim.proj}"
+
+
+@needs_tmux
+def test_background_agent_brings_a_task_notification_turn_and_a_second_stop(sim: SimHarness) -> None:
+    sid = str(uuid.uuid4())
+    started(sim, "--session-id", sid)
+    ups = sim.submit("BG:0.5 start background work")
+    sim.wait_event("Stop", 2)
+    assert sim.names() == ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop",
+                           "SubagentStop", "UserPromptSubmit", "Stop"]
+    post = sim.events("PostToolUse")[0]
+    assert post["tool_name"] == "Agent"
+    assert (post["tool_response"]["isAsync"], post["tool_response"]["status"]) == (True, "async_launched")
+    first, second = sim.events("Stop")
+    running = first["background_tasks"]
+    assert [(t["type"], t["status"], t["agent_type"]) for t in running] == [("subagent", "running", "general-purpose")]
+    assert first["prompt_id"] == ups["prompt_id"]
+    sub = sim.events("SubagentStop")[0]
+    assert (sub["agent_type"], sub["agent_id"]) == ("general-purpose", running[0]["id"])
+    synthetic = sim.events("UserPromptSubmit")[1]
+    assert synthetic["prompt"].startswith("<task-notification>")
+    assert second["background_tasks"] == [] and second["prompt_id"] == synthetic["prompt_id"]
+    line = next(x for x in sim.transcript(sid) if x.get("promptId") == synthetic["prompt_id"] and x.get("origin"))
+    assert (line["origin"]["kind"], line["promptSource"]) == ("task-notification", "system")
+
+
+@needs_tmux
+def test_crash_kills_the_worker_without_stop_or_session_end(sim: SimHarness) -> None:
+    started(sim)
+    sim.submit("CRASH now")
+    pane = sim.wait_dead()
+    assert pane["signal"] == "9"
+    assert sim.names() == ["SessionStart", "UserPromptSubmit"]
+
+
+@needs_tmux
+def test_esc_interrupts_the_turn_without_stop_and_restores_the_prompt(sim: SimHarness) -> None:
+    sid = str(uuid.uuid4())
+    started(sim, "--session-id", sid)
+    interrupted = sim.submit("SLEEP:30 interrupt me")
+    sim.keys("Escape")
+    wait_until("the prompt back in the input box", lambda: "SLEEP:30 interrupt me" in sim.input_line())
+    sim.keys("C-u")
+    after = sim.submit("after the interrupt")
+    stop = sim.wait_event("Stop")
+    assert stop["prompt_id"] == after["prompt_id"]
+    assert sim.names() == ["SessionStart", "UserPromptSubmit", "UserPromptSubmit", "Stop"]
+    lines = [x for x in sim.transcript(sid) if "uuid" in x]
+    i = next(n for n, x in enumerate(lines) if x.get("promptId") == interrupted["prompt_id"])
+    assert lines[i]["type"] == "user" and lines[i + 1]["promptId"] == after["prompt_id"]
+
+
+@needs_tmux
+def test_prompt_sent_while_busy_fires_user_prompt_submit_at_once_and_runs_after(sim: SimHarness) -> None:
+    started(sim)
+    first = sim.submit("SLEEP:2 first")
+    second = sim.submit("second")
+    assert "Stop" not in sim.names()
+    sim.wait_event("Stop", 2)
+    assert sim.names() == ["SessionStart", "UserPromptSubmit", "UserPromptSubmit", "Stop", "Stop"]
+    assert [s["prompt_id"] for s in sim.events("Stop")] == [first["prompt_id"], second["prompt_id"]]
+
+
+@needs_tmux
+def test_slash_exit_ends_the_session_and_the_process(sim: SimHarness) -> None:
+    started(sim)
+    sim.paste("/exit")
+    sim.keys("Enter")
+    end = sim.wait_event("SessionEnd")
+    assert end["reason"] == "prompt_input_exit" and "prompt_id" in end
+    assert sim.wait_dead()["status"] == "0"
+    assert sim.names() == ["SessionStart", "SessionEnd"]
+
+
+@needs_tmux
+def test_compact_fires_pre_compact_subagent_stop_and_session_start_but_no_stop(sim: SimHarness) -> None:
+    started(sim)
+    sim.paste("/compact")
+    sim.keys("Enter")
+    start = sim.wait_event("SessionStart", 2)
+    assert start["source"] == "compact"
+    assert sim.names() == ["SessionStart", "PreCompact", "SubagentStop", "SessionStart"]
+    assert sim.events("PreCompact")[0]["trigger"] == "manual"
+    assert sim.events("SubagentStop")[0]["agent_type"] == ""
+
+
+@needs_tmux
+def test_sigterm_fires_session_end_other_and_exits_143(sim: SimHarness) -> None:
+    started(sim)
+    os.kill(int(sim.pane()["pid"]), 15)
+    assert sim.wait_event("SessionEnd")["reason"] == "other"
+    assert sim.wait_dead()["status"] == "143"
+
+
+@needs_tmux
+def test_enter_right_after_start_and_swallow_enter_keep_the_text(sim: SimHarness) -> None:
+    sim.start(env={"CSD_SIM_NOT_READY_SECONDS": "1.5"})
+    start = sim.wait_event("SessionStart")
+    # Enter then a marker key in one stream: the marker lands after the text only if the Enter was swallowed.
+    sim.paste("early prompt")
+    sim.keys("Enter", "Z")
+    wait_until("the early text kept in the box", lambda: "early promptZ" in sim.input_line())
+    sim.keys("BSpace")
+    ups = wait_until("a later Enter to submit", lambda: sim.events("UserPromptSubmit"), every=lambda: sim.keys("Enter"))
+    assert ups[0]["prompt"] == "early prompt" and start["source"] == "startup"
+
+    sim.wait_event("Stop")
+    sim.paste("SWALLOW-ENTER please")
+    sim.keys("Enter", "Z")
+    wait_until("the text kept after the first Enter", lambda: "SWALLOW-ENTER pleaseZ" in sim.input_line())
+    sim.keys("BSpace", "Enter")
+    assert sim.wait_event("UserPromptSubmit", 2)["prompt"] == "SWALLOW-ENTER please"
+
+
+@needs_tmux
+def test_trust_dialog_default_choice_exits_without_session_start(sim: SimHarness) -> None:
+    sim.start(env={"CSD_SIM_TRUST_DIALOG": "1"})
+    screen = wait_until("the trust dialog", lambda: (lambda s: s if "Yes, I trust this folder" in s else None)(sim.screen()))
+    assert " ❯ No, exit" in screen and "Accessing workspace:" in screen and str(sim.proj) in screen
+    # The dialog ignores keys for its first 0.3 s: press Enter until it takes one.
+    pane = sim.wait_dead(every=lambda: sim.keys("Enter"))
+    assert pane["status"] == "1"
+    assert sim.records() == []
+
+
+@needs_tmux
+def test_trust_dialog_down_enter_proceeds(sim: SimHarness) -> None:
+    sim.start(env={"CSD_SIM_TRUST_DIALOG": "1"})
+    wait_until("the marker on Yes", lambda: " ❯ Yes, I trust this folder" in sim.screen(), every=lambda: sim.keys("Down"))
+    sim.keys("Enter")
+    assert sim.wait_event("SessionStart")["source"] == "startup"
+
+
+@needs_tmux
+def test_bypass_permissions_dialog_without_the_setting(sim: SimHarness) -> None:
+    sim.start(settings=False)
+    wait_until("the marker on Yes, I accept", lambda: "  ❯ Yes, I accept" in sim.screen(), every=lambda: sim.keys("Down"))
+    assert "WARNING: Claude Code running in Bypass Permissions mode" in sim.screen()
+    sim.keys("Enter")
+    # No hooks are configured in this run: seeing the main input box means the dialog was accepted.
+    wait_until("the main screen", lambda: "bypass permissions on" in sim.screen())
+    assert sim.pane()["dead"] == "0"
+
+
+@needs_tmux
+def test_resume_continues_the_transcript_with_a_resume_session_start(sim: SimHarness) -> None:
+    sid = str(uuid.uuid4())
+    started(sim, "--session-id", sid, name="first")
+    sim.submit("first prompt", name="first")
+    sim.wait_event("Stop")
+    sim.paste("/exit", name="first")
+    sim.keys("Enter", name="first")
+    sim.wait_dead("first")
+    last_uuid = [x for x in sim.transcript(sid) if "uuid" in x][-1]["uuid"]
+
+    sim.start("--resume", sid, name="second")
+    start = sim.wait_event("SessionStart", 2)
+    assert (start["source"], start["session_id"]) == ("resume", sid) and "prompt_id" not in start
+    ups = sim.submit("second prompt", name="second")
+    sim.wait_event("Stop", 2)
+    line = next(x for x in sim.transcript(sid) if x.get("promptId") == ups["prompt_id"] and x["type"] == "user")
+    assert line["parentUuid"] == last_uuid
+
+
+@needs_tmux
+def test_settings_file_and_plugin_dir_hooks_both_fire(sim: SimHarness) -> None:
+    plugin = sim.tmp / "plugin"
+    (plugin / "hooks").mkdir(parents=True)
+    (plugin / ".claude-plugin").mkdir()
+    (plugin / ".claude-plugin" / "plugin.json").write_text('{"name": "probe", "version": "0.0.1"}')
+    shutil.copy(sim.hook_script, plugin / "hooks" / "log.py")
+    command = f"{sys.executable} -I -S ${{CLAUDE_PLUGIN_ROOT}}/hooks/log.py plugin {sim.log}"
+    (plugin / "hooks" / "hooks.json").write_text(json.dumps(
+        {"hooks": {"SessionStart": [{"matcher": "*", "hooks": [{"type": "command", "command": command}]}]}}))
+    settings_file = sim.tmp / "settings.json"
+    settings_file.write_text(sim.settings())
+    sim.start("--settings", str(settings_file), "--plugin-dir", str(plugin), settings=False)
+    sim.wait_event("SessionStart", 2)
+    by_tag = {r["tag"]: r for r in sim.records()}
+    assert set(by_tag) == {"settings", "plugin"}
+    assert by_tag["plugin"]["env"]["CLAUDE_PLUGIN_ROOT"] == str(plugin)
+    assert by_tag["settings"]["env"]["CLAUDE_PLUGIN_ROOT"] is None
+    assert by_tag["plugin"]["input"] == by_tag["settings"]["input"]
