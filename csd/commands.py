@@ -49,13 +49,22 @@ async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, re
         async with Supervisor(wdir) as sup:
             return await _fan_wait(sup, args)
     assert handle is not None
-    if not wdir.check():
+    if not wdir.check() and cmd != "stop":
         raise CsdError(f"unknown worker {handle!r}: workers dir {wdir.path} does not exist; start one with: csd launch NAME DIR")
-    meta = wdir.resolve(handle)
     if cmd == "stop":
+        from csd.errors import UnknownWorker
         from csd.lifecycle import stop
 
+        try:
+            meta = wdir.resolve(handle)
+        except UnknownWorker as exc:
+            # stop is idempotent: a worker already stopped is not an error, but a likely typo is
+            if "did you mean" in str(exc):
+                raise
+            err(f"csd: no worker {handle!r} in {wdir.path}: already stopped, nothing to do")
+            return OK
         return await stop(meta)
+    meta = wdir.resolve(handle)
     prompt = read_prompt(args.prompt) if cmd in ("send", "converse") else ""
     async with Supervisor(wdir) as sup:
         if cmd == "wait-for-turn":

@@ -41,6 +41,9 @@ SETTLE_AFTER_START = 0.35
 #: Start-up dialogs appear before session_start and fire no hook, so launch reads the screen at this
 #: period until session_start arrives (the only screen polling csd does).
 DIALOG_CHECK_INTERVAL = 0.2
+#: How long a dialog must have been on screen before csd presses a key (the real one resets its
+#: selection during its first ~0.25 s; 0.5 s passed every time).
+DIALOG_SETTLE = 0.5
 PANE_WIDTH, PANE_HEIGHT = 200, 50
 
 
@@ -259,7 +262,7 @@ async def start_worker(
                 async with asyncio.timeout(timeout):
                     await _pass_startup(sup, tr, socket, progress)
             except TimeoutError:
-                screen = await tmux.capture(name, socket, lines=PANE_HEIGHT)
+                screen = await tmux.capture(name, socket, lines=None)
                 raise CsdError(
                     f"worker {name!r} did not start within {timeout:g}s (no session_start; CSD_LAUNCH_TIMEOUT)."
                     + _last_lines(screen)
@@ -296,8 +299,8 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
         dialog = detect_dialog(screen)
         if dialog is not None:
             seen_at.setdefault(dialog.key, time.monotonic())
-            # dialogs are drawn before they take keys: a key sent at once is lost
-            if time.monotonic() - seen_at[dialog.key] >= 0.3:
+            # dialogs are drawn before they take keys: a key sent in the first ~0.25 s is lost
+            if time.monotonic() - seen_at[dialog.key] >= DIALOG_SETTLE:
                 progress.say(f"answering the {dialog.key} dialog")
                 await _answer(dialog, name, socket)
                 answered.add(dialog.key)
@@ -307,7 +310,7 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
                 await sup.wait_until(lambda: True if tr.state != State.LAUNCHING else None)
         except TimeoutError:
             pass
-    screen = await tmux.capture(name, socket, lines=PANE_HEIGHT)
+    screen = await tmux.capture(name, socket, lines=None)
     pane = await tmux.pane_of(name, socket)
     status = f" (exit status {pane.dead_status})" if pane is not None and pane.dead_status else ""
     raise CsdError(f"worker {name!r} exited during start-up{status}.{_hint(screen)}{_last_lines(screen)}")
@@ -365,8 +368,9 @@ async def _answer(dialog: Dialog, name: str, socket: str | None) -> None:
 
 
 def _last_lines(screen: str, n: int = 15) -> str:
-    lines = [ln.rstrip() for ln in screen.rstrip().splitlines()][-n:]
-    if not any(lines):
+    # blank rows and tmux's own "Pane is dead" banner say nothing about why the worker exited
+    lines = [ln.rstrip() for ln in screen.splitlines() if ln.strip() and not ln.startswith("Pane is dead")][-n:]
+    if not lines:
         return " The pane showed nothing."
     return " Last lines of the pane:\n" + "\n".join("  | " + ln for ln in lines)
 

@@ -1098,8 +1098,9 @@ class SimWorker:
             finally:
                 self.current = None
             task = self.turn_task
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
             if task.cancelled():
                 self.history += ["  ⎿  Interrupted · What should Claude do instead?", ""]
             self.redraw()
@@ -1160,7 +1161,7 @@ class SimWorker:
             **self.common(item.prompt_id), "permission_mode": self.permission_mode,
             "effort": {"level": "medium"}, "hook_event_name": "Stop", "stop_hook_active": False,
             "last_assistant_message": final, "background_tasks": self.running_tasks(), "session_crons": []})
-        # Like the real CLI these two land after the Stop hooks ran, so a Stop reader must not expect them.
+        # As in the real CLI these two are written after the Stop hooks ran: a reader woken by Stop may not see them.
         stop_commands = select_hooks(self.hooks, "Stop", None)
         self.transcript.system(
             "stop_hook_summary", hookCount=len(stop_commands),

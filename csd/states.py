@@ -43,9 +43,9 @@ class Row:
 
 # Guards, as statemachine.md writes them.
 GUARD_TEXT = {
-    "ends_turn": "ends the current turn",
     "is_idle_prompt": "idle_prompt",
     "not_compact": "source is not compact",
+    "not_clear": "reason is not clear",
 }
 
 L, I, W, T, G = State.LAUNCHING, State.IDLE, State.WORKING, State.TERMINATED, State.GONE
@@ -56,17 +56,17 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(L, "session_start", I),
     Row(L, "user_prompt_submit", W),
     Row(L, "stop", I),
-    Row(L, "session_end", T),
+    Row(L, "session_end", T, "not_clear"),
     Row(L, DIED, G),
     Row(I, "user_prompt_submit", W),
     Row(I, "session_start", I),
     Row(I, "stop", I),
-    Row(I, "session_end", T),
+    Row(I, "session_end", T, "not_clear"),
     Row(I, DIED, G),
-    Row(W, "stop", I, "ends_turn"),
+    Row(W, "stop", I),
     Row(W, "notification", I, "is_idle_prompt"),
     Row(W, "session_start", I, "not_compact"),
-    Row(W, "session_end", T),
+    Row(W, "session_end", T, "not_clear"),
     Row(W, DIED, G),
     Row(T, "session_start", I),
     Row(T, DIED, G),
@@ -101,11 +101,9 @@ class Worker:
             )
 
     # -- guards (transitions calls them with the EventData of the trigger)
-    def ends_turn(self, ed: object) -> bool:
-        # A prompt submitted while busy fires user_prompt_submit at once but runs later: the stop of
-        # the earlier turn carries the earlier prompt_id and must not end the wait for the later one.
-        ev: Event = ed.kwargs["event"]  # type: ignore[attr-defined]
-        return ev.prompt_id is None or self.prompt_id is None or ev.prompt_id == self.prompt_id
+    def not_clear(self, ed: object) -> bool:
+        # /clear ends the session and at once starts a new one in the same process: not an exit
+        return ed.kwargs["event"].data.get("reason") != "clear"  # type: ignore[attr-defined]
 
     def is_idle_prompt(self, ed: object) -> bool:
         return ed.kwargs["event"].notification_type == "idle_prompt"  # type: ignore[attr-defined]
@@ -136,7 +134,7 @@ class Worker:
                 self.turn_end = event
             elif before == State.IDLE and self.turn_end is None:
                 self.turn_end = event
-        elif name == "session_end":
+        elif name == "session_end" and event.data.get("reason") != "clear":
             self.turn_end = event
         elif name == "session_start" and event.source != "compact":
             # a new or resumed session has no background work of this process running

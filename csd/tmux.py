@@ -169,8 +169,10 @@ async def kill_session(name: str, socket: str | None = None) -> bool:
     return rc == 0
 
 
-async def capture(name: str, socket: str | None = None, lines: int = 50) -> str:
-    rc, out, _ = await run(["capture-pane", "-p", "-J", "-t", pane_target(name), "-S", f"-{lines}"], socket, check=False)
+async def capture(name: str, socket: str | None = None, lines: int | None = 50) -> str:
+    """The pane's text with ``lines`` of history (None: all of it; an error line may have scrolled off)."""
+    start = "-" if lines is None else f"-{lines}"
+    rc, out, _ = await run(["capture-pane", "-p", "-J", "-t", pane_target(name), "-S", start], socket, check=False)
     return out if rc == 0 else ""
 
 

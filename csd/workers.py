@@ -302,7 +302,11 @@ def _is_anchor(raw: bytes) -> bool:
     if not isinstance(obj, dict):
         return False
     name = obj.get("event")
-    return name in ANCHORS and not (name == "session_start" and obj.get("source") == "compact")
+    if name == "session_start" and obj.get("source") == "compact":
+        return False
+    if name == "session_end" and obj.get("reason") == "clear":
+        return False
+    return name in ANCHORS
 
 
 def iter_events(path: Path, on_bad: Callable[[BadLine], None] | None = None) -> Iterator[Event]:

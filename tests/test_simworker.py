@@ -161,6 +161,13 @@ class SimHarness:
     def screen(self, name: str = "w") -> str:
         return self.tmux("capture-pane", "-p", "-t", f"={name}:").stdout
 
+    def wait_screen(self, text: str, name: str = "w", every: Callable[[], None] | None = None) -> str:
+        def shown() -> str | None:
+            screen = self.screen(name)
+            return screen if text in screen else None
+
+        return wait_until(f"{text!r} on the screen", shown, every=every)
+
     def input_line(self, name: str = "w") -> str:
         """The text of the input box's first row (the `❯` row between the two rules)."""
         rows = self.screen(name).splitlines()
@@ -244,6 +251,13 @@ def test_session_id_in_use_is_refused(tmp_path: Path) -> None:
     out = subprocess.run([str(SIM_SCRIPT), "--session-id", sid], cwd=proj, capture_output=True, text=True,
                          env={**os.environ, "HOME": str(tmp_path)}, timeout=10)
     assert (out.returncode, out.stderr) == (1, f"Error: Session ID {sid} is already in use.\n")
+
+
+def test_exit_at_start_exits_with_the_code_before_anything(tmp_path: Path) -> None:
+    out = subprocess.run([str(SIM_SCRIPT)], capture_output=True, text=True, timeout=10,
+                         env={**os.environ, "HOME": str(tmp_path), "CSD_SIM_EXIT_AT_START": "3"})
+    assert out.returncode == 3 and "CSD_SIM_EXIT_AT_START" in out.stderr
+    assert not (tmp_path / ".claude").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the refusal only happens as root")
@@ -364,7 +378,8 @@ def test_esc_interrupts_the_turn_without_stop_and_restores_the_prompt(sim: SimHa
     interrupted = sim.submit("SLEEP:30 interrupt me")
     sim.keys("Escape")
     wait_until("the prompt back in the input box", lambda: "SLEEP:30 interrupt me" in sim.input_line())
-    sim.keys("C-u")
+    sim.keys("Escape", "Escape")  # a double Esc clears the box, as in the real TUI
+    wait_until("an empty input box", lambda: sim.input_line().strip() == "❯")
     after = sim.submit("after the interrupt")
     stop = sim.wait_event("Stop")
     assert stop["prompt_id"] == after["prompt_id"]
@@ -378,11 +393,13 @@ def test_esc_interrupts_the_turn_without_stop_and_restores_the_prompt(sim: SimHa
 def test_prompt_sent_while_busy_fires_user_prompt_submit_at_once_and_runs_after(sim: SimHarness) -> None:
     started(sim)
     first = sim.submit("SLEEP:2 first")
-    second = sim.submit("second")
+    second = sim.submit("second REPLY: a custom answer")
     assert "Stop" not in sim.names()
     sim.wait_event("Stop", 2)
     assert sim.names() == ["SessionStart", "UserPromptSubmit", "UserPromptSubmit", "Stop", "Stop"]
-    assert [s["prompt_id"] for s in sim.events("Stop")] == [first["prompt_id"], second["prompt_id"]]
+    stops = sim.events("Stop")
+    assert [s["prompt_id"] for s in stops] == [first["prompt_id"], second["prompt_id"]]
+    assert [s["last_assistant_message"] for s in stops] == ["ECHO: SLEEP:2 first", "a custom answer"]
 
 
 @needs_tmux
@@ -409,11 +426,38 @@ def test_compact_fires_pre_compact_subagent_stop_and_session_start_but_no_stop(s
 
 
 @needs_tmux
-def test_sigterm_fires_session_end_other_and_exits_143(sim: SimHarness) -> None:
+def test_other_tools_get_their_json_input_and_an_ok_result(sim: SimHarness) -> None:
     started(sim)
+    sim.submit('TOOL:Read:{"file_path": "/etc/hostname"}')
+    stop = sim.wait_event("Stop")
+    pre, post = sim.events("PreToolUse")[0], sim.events("PostToolUse")[0]
+    assert (pre["tool_name"], pre["tool_input"]) == ("Read", {"file_path": "/etc/hostname"})
+    assert (post["tool_input"], post["tool_response"]) == (pre["tool_input"], "ok")
+    assert stop["last_assistant_message"] == "DONE: ok"
+
+
+@needs_tmux
+def test_sigterm_during_a_hanging_turn_fires_session_end_other_and_exits_143(sim: SimHarness) -> None:
+    started(sim)
+    sim.submit("HANG forever")
     os.kill(int(sim.pane()["pid"]), 15)
     assert sim.wait_event("SessionEnd")["reason"] == "other"
     assert sim.wait_dead()["status"] == "143"
+    assert sim.names() == ["SessionStart", "UserPromptSubmit", "SessionEnd"]
+
+
+@needs_tmux
+def test_clear_ends_the_session_and_starts_a_new_one(sim: SimHarness) -> None:
+    first = started(sim)
+    sim.paste("/clear")
+    sim.keys("Enter")
+    start = sim.wait_event("SessionStart", 2)
+    end = sim.events("SessionEnd")[0]
+    assert (end["reason"], end["session_id"]) == ("clear", first["session_id"])
+    assert start["source"] == "clear" and start["session_id"] != first["session_id"]
+    assert "prompt_id" not in start and "model" not in start
+    rec = sim.records()[-1]
+    assert rec["env"]["CLAUDE_CODE_SESSION_ID"] == start["session_id"]
 
 
 @needs_tmux
@@ -439,7 +483,7 @@ def test_enter_right_after_start_and_swallow_enter_keep_the_text(sim: SimHarness
 @needs_tmux
 def test_trust_dialog_default_choice_exits_without_session_start(sim: SimHarness) -> None:
     sim.start(env={"CSD_SIM_TRUST_DIALOG": "1"})
-    screen = wait_until("the trust dialog", lambda: (lambda s: s if "Yes, I trust this folder" in s else None)(sim.screen()))
+    screen = sim.wait_screen("Yes, I trust this folder")
     assert " ❯ No, exit" in screen and "Accessing workspace:" in screen and str(sim.proj) in screen
     # The dialog ignores keys for its first 0.3 s: press Enter until it takes one.
     pane = sim.wait_dead(every=lambda: sim.keys("Enter"))
@@ -450,7 +494,7 @@ def test_trust_dialog_default_choice_exits_without_session_start(sim: SimHarness
 @needs_tmux
 def test_trust_dialog_down_enter_proceeds(sim: SimHarness) -> None:
     sim.start(env={"CSD_SIM_TRUST_DIALOG": "1"})
-    wait_until("the marker on Yes", lambda: " ❯ Yes, I trust this folder" in sim.screen(), every=lambda: sim.keys("Down"))
+    sim.wait_screen(" ❯ Yes, I trust this folder", every=lambda: sim.keys("Down"))
     sim.keys("Enter")
     assert sim.wait_event("SessionStart")["source"] == "startup"
 
@@ -458,11 +502,11 @@ def test_trust_dialog_down_enter_proceeds(sim: SimHarness) -> None:
 @needs_tmux
 def test_bypass_permissions_dialog_without_the_setting(sim: SimHarness) -> None:
     sim.start(settings=False)
-    wait_until("the marker on Yes, I accept", lambda: "  ❯ Yes, I accept" in sim.screen(), every=lambda: sim.keys("Down"))
-    assert "WARNING: Claude Code running in Bypass Permissions mode" in sim.screen()
+    screen = sim.wait_screen("  ❯ Yes, I accept", every=lambda: sim.keys("Down"))
+    assert "WARNING: Claude Code running in Bypass Permissions mode" in screen
     sim.keys("Enter")
     # No hooks are configured in this run: seeing the main input box means the dialog was accepted.
-    wait_until("the main screen", lambda: "bypass permissions on" in sim.screen())
+    sim.wait_screen("bypass permissions on")
     assert sim.pane()["dead"] == "0"
 
 
