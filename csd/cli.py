@@ -7,8 +7,8 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
 
 from csd import __version__, config
 from csd.errors import FAILURE, INTERRUPTED, NOT_RUNNING, OK, USAGE, CsdError, NotRunning, UsageError
@@ -16,12 +16,16 @@ from csd.events import EVENT_NAMES, BadLine, Event
 from csd.states import STATES, State
 from csd.workers import Meta, WorkersDir
 
+class Terminated(CsdError):
+    exit_code = 143
+
+
 EXIT_CODES = (
     (OK, "ok"),
     (FAILURE, "failure, including a timeout"),
     (USAGE, "usage error (unknown command, option, event type, state or bad value)"),
     (NOT_RUNNING, "the worker is not running (terminated or gone) and the command needs a live one"),
-    (INTERRUPTED, "interrupted (Ctrl-C)"),
+    (INTERRUPTED, "interrupted (Ctrl-C); 143 for SIGTERM. Either way locks are released and a half-made worker removed"),
 )
 MAX_TIMEOUT = 7 * 86400.0
 
@@ -330,10 +334,35 @@ def cmd_grant_consent(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- commands: the engine
 
 
-def run_async(coro: object) -> int:
+def run_async(coro: Coroutine[Any, Any, int]) -> int:
+    """Run one command's coroutine. Ctrl-C and SIGTERM cancel it, so its clean-up (``finally``) runs:
+    locks are released and a half-made worker is removed before csd exits 130 / 143."""
     import asyncio
+    import signal
 
-    return asyncio.run(coro)  # type: ignore[arg-type, no-any-return]
+    terminated: list[int] = []
+
+    async def guarded() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm() -> None:
+            terminated.append(signal.SIGTERM)
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            return await coro
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated("terminated (SIGTERM); cleaned up") from None
+        raise
 
 
 def read_prompt(arg: str) -> str:

@@ -250,12 +250,13 @@ async def start_worker(
                 await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"], socket)
                 await tmux.run(["respawn-pane", "-k", "-t", tmux.pane_target(name), "-c", real_cwd, *env_args, "--", *argv], socket)
             else:
+                # set first: an interrupt may land after tmux made the session but before it returned
+                created_session = True
                 await tmux.run(
                     ["new-session", "-d", "-s", name, "-x", str(PANE_WIDTH), "-y", str(PANE_HEIGHT), "-c", real_cwd,
                      *env_args, "--", *argv, ";", "set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"],
                     socket,
                 )
-                created_session = True
             progress.say("starting")
             tr = await sup.track(meta)
             try:

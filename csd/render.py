@@ -266,12 +266,17 @@ class LiveRows:
         try:
             while True:
                 await self._dirty.wait()
-                # Cleared before drawing: a change during draw() sets it again and is drawn next.
-                self._dirty.clear()
-                self.redraws += 1
-                draw(self.snapshot())
+                self._draw(draw)
         finally:
             self._closed = True
+            if self._dirty.is_set():
+                self._draw(draw)  # a change that landed just before the end is still shown
+
+    def _draw(self, draw: Callable[[list[WorkerRow]], None]) -> None:
+        # Cleared before drawing: a change during draw() sets it again and is drawn next.
+        self._dirty.clear()
+        self.redraws += 1
+        draw(self.snapshot())
 
 
 def _read_meta(path: os.PathLike[str] | str) -> Meta | None:

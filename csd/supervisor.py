@@ -419,8 +419,13 @@ class Supervisor:
         with WorkerLock(self.wdir, tr.meta, "csd send"):
             mark = tr.line_count
             socket = tr.meta.tmux_socket or None
-            await tmux.paste(tr.name, text.encode("utf-8"), f"csd-{tr.meta.session_id}", socket)
-            await tmux.send_keys(tr.name, "Enter", socket=socket)
+            try:
+                await tmux.paste(tr.name, text.encode("utf-8"), f"csd-{tr.meta.session_id}", socket)
+                await tmux.send_keys(tr.name, "Enter", socket=socket)
+            except tmux.TmuxError:
+                if await tmux.pane_of(tr.name, socket) is None:
+                    raise NotRunning(f"worker {tr.name!r} is gone: its tmux session ended while the prompt was being sent") from None
+                raise
             deadline = time.monotonic() + submit_timeout
             slash = text.lstrip().startswith("/")
             presses = 1
@@ -436,11 +441,17 @@ class Supervisor:
                             f"(no user_prompt_submit after {presses} Enter presses; {tr.describe()}); "
                             f"see the screen with: {shim} handoff"
                         ) from None
-                    await tmux.send_keys(tr.name, "Enter", socket=socket)
+                    try:
+                        await tmux.send_keys(tr.name, "Enter", socket=socket)
+                    except tmux.TmuxError:
+                        if await tmux.pane_of(tr.name, socket) is not None:
+                            raise
+                        self._died(tr)
+                        continue  # _submitted reports it
                     presses += 1
 
     def _submitted(self, tr: Tracked, mark: int, slash: bool) -> Event | None:
-        if tr.removed or tr.state == State.GONE:
+        if tr.removed or tr.state in NOT_RUNNING:
             raise NotRunning(f"worker {tr.name!r} ended while the prompt was being sent ({tr.describe()})")
         for ev in tr.events:
             if ev.line_no <= mark:

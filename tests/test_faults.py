@@ -1,0 +1,190 @@
+"""What csd survives: signals mid-command, tmux or files vanishing mid-wait, hostile input, and load."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Env
+from test_engine import csd as csd_bytes
+from test_engine import events, launch, popen, status, wait_blocked
+from test_lifecycle import leftovers
+
+
+def lock_is_free(path: Path) -> bool:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def wait_lock_held(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 15
+    while not (path.exists() and not lock_is_free(path)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_send_releases_the_lock(env: Env, sig: int, code: int) -> None:
+    shim = launch(env, "s")
+    lock = env.wdir.lock_path(env.wdir.resolve("s").session_id)
+    sender = popen("--worker", "s", "send", "SWALLOW-ENTER hi", env={"CSD_SUBMIT_RETRY_INTERVAL": "30", "CSD_SUBMIT_TIMEOUT": "60"})
+    wait_lock_held(lock, sender)
+    sender.send_signal(sig)
+    _, err = sender.communicate(timeout=10)
+    assert sender.returncode == code, err
+    assert lock_is_free(lock)
+    assert status(shim) == "idle"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_launch_leaves_no_half_made_worker(env: Env, sig: int, code: int) -> None:
+    proc = popen("launch", "half", str(env.root), env={"CSD_SIM_STARTUP_DELAY": "30"})
+    deadline = time.monotonic() + 15
+    while env.tmux("has-session", "-t", "=half", check=False).returncode != 0:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == code, err
+    assert leftovers(env) == []
+
+
+def test_ctrl_c_during_converse_exits_130_and_the_worker_lives_on(env: Env) -> None:
+    shim = launch(env, "c")
+    conv = popen("--worker", "c", "converse", "SLEEP:3 REPLY:late")
+    deadline = time.monotonic() + 15
+    while not events(shim, "user_prompt_submit"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    wait_blocked(conv)
+    conv.send_signal(signal.SIGINT)
+    assert conv.wait(10) == 130
+    assert subprocess.run([str(shim), "wait-for-turn", "30"], capture_output=True).returncode == 0
+    assert status(shim) == "idle"
+
+
+def test_tmux_server_killed_under_wait_for_turn(env: Env) -> None:
+    shim = launch(env, "k")
+    assert subprocess.run([str(shim), "send", "HANG"], capture_output=True).returncode == 0
+    waiter = popen("--worker", "k", "wait-for-turn", "60")
+    wait_blocked(waiter)
+    env.tmux("kill-server")
+    out, err = waiter.communicate(timeout=10)
+    # the worker gets SIGHUP and records session_end on its way out; whichever csd sees first,
+    # the session_end line (exit 0) or the process gone (exit 3), the wait ends at once
+    if waiter.returncode == 0:
+        assert json.loads(out)["event"] == "session_end"
+    else:
+        assert waiter.returncode == 3 and b"gone" in err
+    assert status(shim) == "gone"
+    # nothing lost from the events file: the hook recorded the session_end the worker sent on SIGHUP
+    names = [e["event"] for e in events(shim)]
+    assert names[:2] == ["session_start", "user_prompt_submit"]
+
+
+def test_tmux_server_killed_under_send(env: Env) -> None:
+    launch(env, "ks")
+    lock = env.wdir.lock_path(env.wdir.resolve("ks").session_id)
+    sender = popen("--worker", "ks", "send", "SWALLOW-ENTER x", env={"CSD_SUBMIT_RETRY_INTERVAL": "30", "CSD_SUBMIT_TIMEOUT": "60"})
+    wait_lock_held(lock, sender)
+    env.tmux("kill-server")
+    _, err = sender.communicate(timeout=10)
+    assert sender.returncode == 3 and b"while the prompt was being sent" in err, err
+    assert lock_is_free(lock)
+
+
+def test_events_file_deleted_mid_wait(env: Env) -> None:
+    shim = launch(env, "d")
+    assert subprocess.run([str(shim), "send", "HANG"], capture_output=True).returncode == 0
+    waiter = popen("--worker", "d", "wait-for-turn", "60")
+    wait_blocked(waiter)
+    env.wdir.events_path(env.wdir.resolve("d").session_id).unlink()
+    _, err = waiter.communicate(timeout=10)
+    assert waiter.returncode == 3 and b"was stopped" in err
+
+
+def test_events_file_truncated_mid_wait_then_a_stop_arrives(env: Env) -> None:
+    shim = launch(env, "t")
+    assert subprocess.run([str(shim), "send", "SLEEP:2 REPLY:after truncation"], capture_output=True).returncode == 0
+    waiter = popen("--worker", "t", "wait-for-turn", "60")
+    wait_blocked(waiter)
+    os.truncate(env.wdir.events_path(env.wdir.resolve("t").session_id), 0)
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, err
+    assert json.loads(out)["last_assistant_message"] == "after truncation"
+
+
+def test_workers_dir_removed_under_a_running_wait(env: Env) -> None:
+    shim = launch(env, "w")
+    assert subprocess.run([str(shim), "send", "HANG"], capture_output=True).returncode == 0
+    waiter = popen("--worker", "w", "wait-for-turn", "60")
+    wait_blocked(waiter)
+    shutil.rmtree(env.wdir.path)
+    _, err = waiter.communicate(timeout=10)
+    assert waiter.returncode == 3 and b"was stopped" in err
+
+
+def test_a_planted_shim_symlink_is_replaced_not_followed(env: Env, tmp_path: Path) -> None:
+    env.wdir.ensure()
+    target = tmp_path / "victim"
+    target.write_text("precious\n")
+    env.wdir.shim_path("pl").symlink_to(target)
+    launch(env, "pl")
+    assert target.read_text() == "precious\n"
+    assert not env.wdir.shim_path("pl").is_symlink()
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\nb", "$(touch /tmp/pwned)", "a;b", "\x1b[2J"])
+def test_hostile_names_are_refused(env: Env, name: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "csd", "launch", name, str(env.root)] if "\x00" not in name else
+                          [sys.executable, "-c", "import sys; from csd.cli import main; sys.exit(main(['launch', sys.argv[1].replace('@', chr(0)), sys.argv[2]]))", name.replace("\x00", "@"), str(env.root)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "invalid worker name" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert leftovers(env) == []
+
+
+def test_fifty_workers_launched_conversed_watched_and_stopped(env: Env) -> None:
+    """Load: 50 simulated workers through the Python API, conversed with concurrently, then stopped."""
+    from csd.supervisor import Supervisor
+
+    names = [f"load{i:02d}" for i in range(50)]
+
+    async def scenario() -> list[str]:
+        async with Supervisor() as sup:
+            gate = asyncio.Semaphore(8)
+
+            async def up(name: str) -> None:
+                async with gate:
+                    await sup.launch(name, str(env.root))
+
+            await asyncio.gather(*(up(n) for n in names))
+            replies = await asyncio.gather(*(sup.converse(n, f"REPLY:hi {n}") for n in names))
+            texts = [r.text() for r in replies]
+            async with asyncio.timeout(60):
+                done = await sup.wait_all(names)
+            assert len(done) == 50
+            listed = subprocess.run([sys.executable, "-m", "csd", "list"], capture_output=True, text=True).stdout
+            assert sum(1 for line in listed.splitlines() if line.startswith("idle")) == 50
+            await asyncio.gather(*(sup.stop(n) for n in names))
+            return texts
+
+    texts = asyncio.run(scenario())
+    assert texts == [f"hi {n}" for n in names]
+    assert leftovers(env) == []

@@ -1,0 +1,353 @@
+"""The live table: pure rendering of a snapshot, and ``csd watch`` following real workers event by event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from io import StringIO
+
+import pytest
+from rich.console import Console
+
+from csd.errors import CsdError
+from csd.render import (
+    COLUMNS,
+    REMOVED,
+    STATE_STYLES,
+    PlainRows,
+    WorkerRow,
+    format_duration,
+    render_table,
+    watch,
+)
+from csd.supervisor import Supervisor
+from conftest import Env
+
+
+WAIT = 15.0  # generous ceiling for one expected change on a loaded 2-core machine; never slept
+
+
+def capture_console() -> Console:
+    """A fixed-width capture console that still counts as a terminal, so watch draws its table."""
+    return Console(file=StringIO(), width=120, color_system=None, force_terminal=True)
+
+
+def text_of(console: Console) -> str:
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def row(rows: list[WorkerRow], name: str) -> WorkerRow | None:
+    return next((r for r in rows if r.name == name), None)
+
+
+class Redraws:
+    """The on_redraw hook: every redraw with its time, and a way to await one that matches."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, list[WorkerRow]]] = []
+        self._event = asyncio.Event()
+
+    def __call__(self, rows: list[WorkerRow]) -> None:
+        self.calls.append((time.monotonic(), rows))
+        self._event.set()
+
+    async def until(self, check: Callable[[list[WorkerRow]], bool], after: int = 0) -> tuple[float, list[WorkerRow]]:
+        """The first redraw from index ``after`` on whose rows satisfy ``check``."""
+        seen = after
+        async with asyncio.timeout(WAIT):
+            while True:
+                for t, rows in self.calls[seen:]:
+                    if check(rows):
+                        return t, rows
+                seen = len(self.calls)
+                self._event.clear()
+                await self._event.wait()
+
+
+def in_state(name: str, state: str, **fields: object) -> Callable[[list[WorkerRow]], bool]:
+    def check(rows: list[WorkerRow]) -> bool:
+        r = row(rows, name)
+        return r is not None and r.state == state and all(getattr(r, k) == v for k, v in fields.items())
+
+    return check
+
+
+def absent(name: str) -> Callable[[list[WorkerRow]], bool]:
+    return lambda rows: row(rows, name) is None
+
+
+async def stop_watch(task: asyncio.Task[int]) -> int:
+    """Ctrl-C, as an operator would press it; watch must return 0."""
+    os.kill(os.getpid(), signal.SIGINT)
+    async with asyncio.timeout(WAIT):
+        return await task
+
+
+@pytest.fixture
+async def watching(env: Env) -> AsyncIterator[tuple[asyncio.Task[int], Redraws, Console]]:
+    """``watch("")`` running on a capture console; cancelled at the end if a test did not stop it."""
+    console = capture_console()
+    redraws = Redraws()
+    task = asyncio.create_task(watch("", console, on_redraw=redraws))
+    await redraws.until(lambda rows: True)  # the first table is drawn once the dir is listed
+    try:
+        yield task, redraws, console
+    finally:
+        if not task.done():
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+def append_event(env: Env, sid: str, **event: object) -> None:
+    """What the hook does: one line appended with a single write."""
+    line = json.dumps({"ts": _now(), **event}) + "\n"
+    fd = os.open(env.wdir.events_path(sid), os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    from csd.workers import now_iso
+
+    return now_iso()
+
+
+# ---------------------------------------------------------------- pure rendering
+
+
+SNAPSHOT = [
+    WorkerRow("api", "working", 12.4, "Bash: pytest -q", 3, 0, "/src/api"),
+    WorkerRow("docs", "idle", 185, "stop (1 background running)", 7, 1, "/src/docs"),
+    WorkerRow("new", "launching", 0.5, "", 0, 0, "/src/new"),
+    WorkerRow("old", "gone", 7300, "session_end (other)", 1, 0, "/src/old"),
+]
+
+
+def test_table_of_a_fixed_snapshot() -> None:
+    """Every column of every row is shown, in order, with time in state made coarse."""
+    console = Console(file=StringIO(), width=120, color_system=None)
+    console.print(render_table(SNAPSHOT, as_of="12:00:00"))
+    lines = text_of(console).splitlines()
+    assert "csd workers (4)" in lines[0]
+    header = next(line for line in lines if "NAME" in line)
+    assert [c for c in COLUMNS if c in header] == list(COLUMNS)
+    assert header.index("NAME") < header.index("STATE") < header.index("LAST EVENT") < header.index("CWD")
+
+    def cells(name: str) -> list[str]:
+        line = next(line for line in lines if f" {name} " in line)
+        return [c.strip() for c in line.strip("│ ").split("│")]
+
+    assert cells("api") == ["api", "working", "12s", "Bash: pytest -q", "3", "", "/src/api"]
+    assert cells("docs") == ["docs", "idle", "3m", "stop (1 background running)", "7", "1", "/src/docs"]
+    assert cells("new") == ["new", "launching", "0s", "—", "0", "", "/src/new"]
+    assert cells("old") == ["old", "gone", "2h", "session_end (other)", "1", "", "/src/old"]
+    assert "as of 12:00:00; redrawn on each event" in lines[-1]
+
+
+def test_states_are_coloured() -> None:
+    table = render_table(SNAPSHOT)
+    styles = {str(cell): cell.style for cell in table.columns[1].cells}  # type: ignore[attr-defined]
+    assert styles == {"working": "yellow", "idle": "green", "launching": "cyan", "gone": "dim red"}
+    assert STATE_STYLES["terminated"] == "magenta"
+
+
+def test_empty_table_says_how_to_start() -> None:
+    console = Console(file=StringIO(), width=120, color_system=None)
+    console.print(render_table([]))
+    assert "no workers yet; start one with: csd launch NAME DIR" in text_of(console)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0, "0s"), (12.9, "12s"), (59, "59s"), (60, "1m"), (185, "3m"), (3600, "1h"), (90000, "1d"), (-3, "0s")]
+)
+def test_time_in_state(seconds: float, shown: str) -> None:
+    assert format_duration(seconds) == shown
+
+
+def test_plain_rows_print_one_line_per_change() -> None:
+    out = StringIO()
+    plain = PlainRows(out)
+    a = WorkerRow("a", "idle", 0, "session_start", 0, 0, "/")
+    plain([a])
+    plain([a])  # nothing changed: nothing printed
+    plain([WorkerRow("a", "working", 0, "prompt: hi", 0, 0, "/")])
+    plain([])
+    lines = [line.split("\t") for line in out.getvalue().splitlines()]
+    assert [fields[1:] for fields in lines] == [
+        ["a", "idle", "session_start"],
+        ["a", "working", "prompt: hi"],
+        ["a", REMOVED, ""],
+    ]
+    assert all(fields[0].endswith("Z") for fields in lines)
+
+
+# ---------------------------------------------------------------- csd watch, event-driven
+
+
+async def test_rows_appear_change_and_disappear(env: Env, watching: tuple[asyncio.Task[int], Redraws, Console]) -> None:
+    """A launched worker appears, shows its tool call while working, counts its turn, and vanishes when stopped."""
+    task, redraws, console = watching
+    async with Supervisor() as sup:
+        await sup.launch("alpha", str(env.root))
+        await redraws.until(in_state("alpha", "idle"))
+        await sup.send("alpha", "TOOL:Bash:echo from alpha\nSLEEP:1\nREPLY:ok")
+        _, rows = await redraws.until(in_state("alpha", "working", last_event="Bash: echo from alpha"))
+        assert row(rows, "alpha").cwd == str(env.root.resolve())  # type: ignore[union-attr]
+        await sup.wait_for_turn("alpha")
+        await redraws.until(in_state("alpha", "idle", turns=1, last_event="stop"))
+        await sup.stop("alpha")
+        await redraws.until(absent("alpha"))
+    assert await stop_watch(task) == 0
+    shown = text_of(console)
+    for piece in ("alpha", "working", "Bash: echo from alpha", "idle", "stop", "csd workers (0)"):
+        assert piece in shown
+
+
+async def test_event_redraws_within_100ms_and_quiet_redraws_nothing(
+    env: Env, watching: tuple[asyncio.Task[int], Redraws, Console]
+) -> None:
+    """An appended event is on screen within 100 ms; with nothing happening, nothing is redrawn."""
+    task, redraws, console = watching
+    meta = env.add_worker("beta", [{"event": "session_start", "source": "startup"}])
+    await redraws.until(in_state("beta", "idle"))
+
+    mark = len(redraws.calls)
+    t0 = time.monotonic()
+    append_event(env, meta.session_id, event="user_prompt_submit", prompt="run the tests", prompt_id="p1")
+    t1, _ = await redraws.until(in_state("beta", "working"), after=mark)
+    assert t1 - t0 < 0.1, f"event took {1000 * (t1 - t0):.0f} ms to reach the table"
+
+    count, drawn = len(redraws.calls), len(text_of(console))
+    await asyncio.sleep(0.5)  # the one sleep: absence of activity can only be shown by waiting
+    assert len(redraws.calls) == count and len(text_of(console)) == drawn, "redrawn while nothing happened"
+
+    append_event(env, meta.session_id, event="pre_tool_use", tool="Bash", tool_input={"command": "pytest -q"}, prompt_id="p1")
+    await redraws.until(in_state("beta", "working", last_event="Bash: pytest -q"), after=count)
+    append_event(env, meta.session_id, event="stop", prompt_id="p1")
+    await redraws.until(in_state("beta", "idle", turns=1), after=count)
+    assert await stop_watch(task) == 0
+
+
+async def test_turns_count_the_whole_log(env: Env, watching: tuple[asyncio.Task[int], Redraws, Console]) -> None:
+    """Turns done include those before the tail the state machine folds (it starts at the last anchor)."""
+    _, redraws, _ = watching
+    events: list[dict[str, object]] = [{"event": "session_start"}]
+    for i in range(3):
+        events += [{"event": "user_prompt_submit", "prompt_id": f"p{i}"}, {"event": "stop", "prompt_id": f"p{i}"}]
+    env.add_worker("gamma", events)
+    await redraws.until(in_state("gamma", "idle", turns=3, last_event="stop"))
+
+
+async def test_worker_killed_shows_gone(env: Env, watching: tuple[asyncio.Task[int], Redraws, Console]) -> None:
+    _, redraws, _ = watching
+    env.add_worker("delta", [{"event": "session_start"}])
+    await redraws.until(in_state("delta", "idle"))
+    env.tmux("kill-session", "-t", "=delta")
+    await redraws.until(in_state("delta", "gone"))
+
+
+async def test_meta_before_tmux_session_shows_launching(
+    env: Env, watching: tuple[asyncio.Task[int], Redraws, Console]
+) -> None:
+    """launch writes the meta before tmux starts: the row is launching, not gone, and follows the worker once it is up."""
+    _, redraws, _ = watching
+    from csd.workers import Meta, now_iso
+
+    sid = str(uuid.uuid4())
+    env.wdir.write_meta(Meta("eps", sid, str(env.root), now_iso()))
+    env.wdir.events_path(sid).touch()
+    await redraws.until(in_state("eps", "launching"))
+    env.session("eps")
+    append_event(env, sid, event="session_start", source="startup")
+    await redraws.until(in_state("eps", "idle"))
+    # and it is followed for real now: a death is noticed
+    env.tmux("kill-session", "-t", "=eps")
+    await redraws.until(in_state("eps", "gone"))
+
+
+async def test_pattern_filters_by_name(env: Env) -> None:
+    env.add_worker("api-1", [{"event": "session_start"}])
+    env.add_worker("web-1", [{"event": "session_start"}])
+    redraws = Redraws()
+    task = asyncio.create_task(watch("api", capture_console(), on_redraw=redraws))
+    _, rows = await redraws.until(lambda rows: bool(rows))
+    assert [r.name for r in rows] == ["api-1"]
+    assert await stop_watch(task) == 0
+
+
+async def test_missing_workers_dir_is_created(env: Env) -> None:
+    assert not env.wdir.path.exists()
+    redraws = Redraws()
+    task = asyncio.create_task(watch("", capture_console(), on_redraw=redraws))
+    _, rows = await redraws.until(lambda rows: True)
+    assert rows == [] and env.wdir.path.is_dir()
+    assert oct(env.wdir.path.stat().st_mode & 0o777) == "0o700"
+    assert await stop_watch(task) == 0
+
+
+async def test_unreadable_meta_is_skipped_with_a_warning(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    env.wdir.ensure()
+    (env.wdir.path / f"{uuid.uuid4()}.meta").write_text("{not json")
+    env.add_worker("zeta", [{"event": "session_start"}])
+    console = capture_console()
+    redraws = Redraws()
+    task = asyncio.create_task(watch("", console, on_redraw=redraws))
+    _, rows = await redraws.until(lambda rows: bool(rows))
+    assert [r.name for r in rows] == ["zeta"]
+    assert "skipping unreadable meta" in capsys.readouterr().err
+    # one appearing later is skipped too; the live table prints the warning above itself
+    (env.wdir.path / f"{uuid.uuid4()}.meta").write_text("[]")
+    env.add_worker("eta", [{"event": "session_start"}])
+    _, rows = await redraws.until(lambda rows: row(rows, "eta") is not None)
+    assert [r.name for r in rows] == ["eta", "zeta"]
+    assert "skipping unreadable meta" in text_of(console) + capsys.readouterr().err
+    assert await stop_watch(task) == 0
+
+
+async def test_workers_dir_removed_ends_watch_with_an_error(env: Env) -> None:
+    env.wdir.ensure()
+    redraws = Redraws()
+    task = asyncio.create_task(watch("", capture_console(), on_redraw=redraws))
+    await redraws.until(lambda rows: True)
+    shutil.rmtree(env.wdir.path)
+    with pytest.raises(CsdError, match="was removed"):
+        async with asyncio.timeout(WAIT):
+            await task
+
+
+async def test_cli_watch_without_a_terminal_prints_plain_rows(env: Env) -> None:
+    """``csd watch`` piped: one TSV line per change on stdout, nothing on stderr, Ctrl-C exits 0."""
+    meta = env.add_worker("theta", [{"event": "session_start", "source": "startup"}])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "csd", "watch", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(WAIT):
+            assert proc.stdout is not None
+            first = (await proc.stdout.readline()).decode().rstrip("\n").split("\t")
+            assert first[1:] == ["theta", "idle", "session_start (startup)"]
+            append_event(env, meta.session_id, event="user_prompt_submit", prompt="go", prompt_id="p1")
+            second = (await proc.stdout.readline()).decode().rstrip("\n").split("\t")
+            assert second[1:] == ["theta", "working", "prompt: go"]
+            env.wdir.remove_files(meta)
+            third = (await proc.stdout.readline()).decode().rstrip("\n").split("\t")
+            assert third[1:] == ["theta", REMOVED, ""]
+            proc.send_signal(signal.SIGINT)
+            out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert out == b"" and err == b""
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
