@@ -53,10 +53,14 @@ SIMWORKER = str(BIN / "csd-simworker")
 HOOK = str(REPO / "csd" / "hook.py")
 PLUGIN_HOOK = str(REPO / "hooks" / "csd-hook")
 V3_HOOK = str(BENCH / "v3_hook.sh")
+V3_STATUS = str(BENCH / "v3_status.sh")
+# `csd` with os._exit after main(): what the interpreter-finalization fix would give (--diagnose only)
+CSD_FAST_EXIT = [PY, "-c", "import os, sys; from csd.cli import main; c = main(); sys.stdout.flush(); sys.stderr.flush(); os._exit(c)"]
 PAYLOADS = BENCH / "payloads"
 TMUX = shutil.which("tmux") or "tmux"
 
 now = time.perf_counter  # one clock for every timestamp the bench takes
+LOAD_AT_START = os.getloadavg()[0]
 
 
 # ------------------------------------------------------------------------------------------- stats
@@ -350,7 +354,11 @@ class World:
                 subprocess.run([TMUX, "-S", self.socket, "kill-server"], capture_output=True, timeout=10)
             except Exception:
                 pass
-        # anything still running from this world (sleeps in panes, simulated workers, hooks) carries our marker
+        # anything still running from this world (sleeps in panes, simulated workers, hooks) carries our
+        # marker; kill-server's SIGHUP ends the panes' processes within moments, so give it that long first
+        deadline = time.monotonic() + 3
+        while self.world_pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
         leftovers = self.world_pids()
         for pid in leftovers:
             try:
@@ -452,6 +460,9 @@ def bench_hook(w: World, runs: int) -> list[Row]:
                 ms, cp = w.run([V3_HOOK], env, input=data)
                 row.samples.append(ms)
             rows.append(row)
+            for r in rows[:4]:
+                if (label == "managed") == r.name.startswith("hook: managed"):
+                    r.v3 = f"{row.median():.0f} ms (approx.)"
     # floors: what any hook pays to start a process
     for label, argv in (("floor: python -I -S -c pass", [PY, "-I", "-S", "-c", "pass"]), ("floor: /bin/true", ["/bin/true"])):
         row = Row(label, note="reference only")
@@ -484,23 +495,34 @@ def long_log(lines: int) -> bytes:
     return b"".join(body)
 
 
-def bench_status(w: World, runs: int) -> list[Row]:
+def bench_status(w: World, runs: int, diagnose: bool) -> list[Row]:
     wdir = w.wdir("status")
     w.add_worker(wdir, "st-short", [ev("session_start", source="startup"), ev("user_prompt_submit", prompt="hi"), ev("stop")])
     data = long_log(100_000)
     w.add_worker(wdir, "st-long", raw=data)
     env = w.env(wdir)
     rows = []
-    for name, note in (("st-short", "3-line log"), ("st-long", f"100 000-line log ({len(data) / 1e6:.0f} MB, ends idle)")):
+    v3_ok = bool(shutil.which("jq") and shutil.which("bash"))
+    for name, note in (("st-short", "3-line log"), ("st-long", f"100 000-line log, {len(data) / 1e6:.0f} MB, ends idle")):
         shim = wdir.write_shim(name)
-        row = Row(f"status via shim ({note})", budget=100, budget_text="≤ 100 ms")
-        for _ in range(runs):
-            ms, cp = w.run([str(shim), "status"], env)
-            if cp.returncode != 0 or cp.stdout.strip() != b"idle":
-                row.error = f"exit {cp.returncode}, out {cp.stdout!r}, err {cp.stderr.decode()[-200:]}"
-                break
-            row.samples.append(ms)
-        rows.append(row)
+        variants = [(f"status via shim ({note})", [str(shim), "status"])]
+        if v3_ok:
+            variants.append((f"status, bash v3 way (approximation, bash+jq+tmux) ({note})", [V3_STATUS, name]))
+        if diagnose:
+            variants.append((f"diagnose: status with os._exit after main ({note})", [*CSD_FAST_EXIT, "--worker", name, "status"]))
+        for label, argv in variants:
+            csd_row = label.startswith("status via")
+            row = Row(label, budget=100 if csd_row else None, budget_text="≤ 100 ms" if csd_row else "",
+                      note="" if csd_row else "reference only")
+            for _ in range(runs):
+                ms, cp = w.run(argv, env)
+                if cp.returncode != 0 or cp.stdout.strip() != b"idle":
+                    row.error = f"exit {cp.returncode}, out {cp.stdout!r}, err {cp.stderr.decode()[-200:]}"
+                    break
+                row.samples.append(ms)
+            rows.append(row)
+            if label.startswith("status, bash v3") and row.samples:
+                rows[-len(variants)].v3 = f"{row.median():.0f} ms (approx.)"
     row = Row("floor: csd --version (console script start-up)", note="reference only")
     for _ in range(runs):
         ms, _cp = w.run([CSD, "--version"], env)
@@ -545,24 +567,28 @@ def bench_list(w: World, runs: int) -> list[Row]:
     return rows
 
 
-def bench_wake(w: World, runs: int, backend: str = "") -> list[Row]:
+def bench_wake(w: World, runs: int, backend: str = "", fast_exit: bool = False) -> list[Row]:
     """wait-for-turn on a working worker; the bench appends `stop` with one write and times the exit."""
-    wdir = w.wdir(f"wake{backend}")
-    name = f"wake{backend}"
+    tag = backend + ("fx" if fast_exit else "")
+    wdir = w.wdir(f"wake{tag}")
+    name = f"wake{tag}"
     pid0 = str(uuid.uuid4())
     m = w.add_worker(wdir, name, [ev("session_start", source="startup"), ev("user_prompt_submit", prompt="go", prompt_id=pid0)])
     path = wdir.events_path(m.session_id)
     env = w.env(wdir, **({"CSD_WATCH_BACKEND": backend} if backend else {}))
-    exit_row = Row(f"wait-for-turn wake: stop appended → process exit{' (poll fallback)' if backend else ''}",
-                   budget=None if backend else 20, budget_text="— (fallback)" if backend else "≤ 20 ms")
-    line_row = Row(f"wait-for-turn wake: stop appended → line on stdout{' (poll fallback)' if backend else ''}", note="diagnostic")
+    suffix = " (poll fallback)" if backend else ""
+    prefix = "diagnose: os._exit after main, " if fast_exit else ""
+    main_row = not backend and not fast_exit
+    exit_row = Row(f"{prefix}wait-for-turn wake: stop appended → process exit{suffix}",
+                   budget=20 if main_row else None, budget_text="≤ 20 ms" if main_row else "")
+    line_row = Row(f"{prefix}wait-for-turn wake: stop appended → line on stdout{suffix}", note="diagnostic")
     prompt_id = pid0
     for i in range(runs):
         if i:
             prompt_id = str(uuid.uuid4())
             with open(path, "ab") as f:
                 f.write((json.dumps({"ts": "2026-11-25T00:00:02.000Z", **ev("user_prompt_submit", prompt="go", prompt_id=prompt_id)}) + "\n").encode())
-        proc = w.popen([CSD, "--worker", name, "wait-for-turn", "30"], env)
+        proc = w.popen([*(CSD_FAST_EXIT if fast_exit else [CSD]), "--worker", name, "wait-for-turn", "30"], env)
         try:
             wait_blocked(proc)
         except RuntimeError as exc:
@@ -582,8 +608,9 @@ def bench_wake(w: World, runs: int, backend: str = "") -> list[Row]:
         exit_row.samples.append((t_exit - t0) * 1000)
         if t_out is not None:
             line_row.samples.append((t_out - t0) * 1000)
-    exit_row.note = "blocked = holds inotify fd + liveness pidfd, no child, wchan do_epoll_wait, CPU settled"
-    return [exit_row, line_row]
+    if main_row:
+        exit_row.note = "waits until blocked: inotify fd + liveness pidfd held, no child, wchan do_epoll_wait, CPU settled"
+    return [exit_row, line_row] if not fast_exit else [exit_row]
 
 
 class Tail:
@@ -619,7 +646,7 @@ class Tail:
         self.ino.close()
 
 
-def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int, sleep: float) -> list[Row]:
+def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int, sleep: float, diagnose: bool = False) -> list[Row]:
     """Over a simulated worker: launch, send confirmation, wake after a real Stop hook, converse, stop."""
     wdir = w.wdir("sim")
     env = w.env(wdir)
@@ -632,7 +659,8 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
     conv = Row("converse overhead (wall − worker's ups→stop)", note="REPLY:x; turn measured by the bench's inotify")
     conv_pre = Row("converse: start → user_prompt_submit", note="diagnostic")
     conv_post = Row("converse: stop appended → exit", note="diagnostic")
-    rows = [launch, stop, send, send_wall, wake, conv, conv_pre, conv_post]
+    send_fx = Row("diagnose: os._exit after main, send: user_prompt_submit appended → send exits")
+    rows = [launch, stop, send, send_wall, wake, conv, conv_pre, conv_post] + ([send_fx] if diagnose else [])
 
     def do_launch(name: str) -> Path:
         ms, cp = w.run([CSD, "launch", name, str(w.proj)], env, timeout=60)
@@ -652,10 +680,13 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
     tail = Tail(wdir.events_path(m.session_id))
     extra = {tail.ino.fd: tail.on_ready}
     try:
-        for i in range(send_runs):
+        for i in range(send_runs * (2 if diagnose else 1)):
+            fast = i >= send_runs
+            row = send_fx if fast else send
             mark = len(tail.events)
             t0 = now()
-            p = w.popen([str(shim), "send", f"SLEEP:{sleep:g} hi {i}"], env)
+            cmd = [*CSD_FAST_EXIT, "--worker", "snd"] if fast else [str(shim)]
+            p = w.popen([*cmd, "send", f"SLEEP:{sleep:g} hi {i}"], env)
             t_exit, _ = wait_exit(p, 30, extra)
             _out, err = p.communicate()
             if p.returncode != 0:
@@ -663,10 +694,11 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
             t_ups = tail.first("user_prompt_submit", mark)
             if t_ups is None:  # inotify not handled before the exit in the same poll round: read it now
                 tail.on_ready(now())
-                send.error = "send exited before the bench saw user_prompt_submit"
+                row.error = "send exited before the bench saw user_prompt_submit"
                 break
-            send.samples.append((t_exit - t_ups) * 1000)
-            send_wall.samples.append((t_exit - t0) * 1000)
+            row.samples.append((t_exit - t_ups) * 1000)
+            if not fast:
+                send_wall.samples.append((t_exit - t0) * 1000)
             # wait for the turn to end with wait-for-turn; it doubles as a wake sample on a real Stop hook
             q = w.popen([str(shim), "wait-for-turn", "30"], env)
             t_blocked: float | None = None
@@ -679,7 +711,7 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
             if q.returncode != 0:
                 raise RuntimeError(f"wait-for-turn: exit {q.returncode}: {err.decode()[-300:]}")
             t_stop = tail.first("stop", mark)
-            if t_stop is not None and t_blocked is not None and t_blocked < t_stop:
+            if not fast and t_stop is not None and t_blocked is not None and t_blocked < t_stop:
                 wake.samples.append((t_wexit - t_stop) * 1000)
         for i in range(converse_runs):
             mark = len(tail.events)
@@ -784,12 +816,19 @@ def finish_idle(probes: list[IdleProbe], baseline: list[float], err: str, second
         p.join(seconds + 30)
     results = [p.result for p in probes]
     errors = [r.error for r in results if r.error] + ([err] if err else [])
-    scale = 60.0 / seconds
     base_med = statistics.median(baseline)
-    diff = Row(f"idle wait CPU beyond start-up, per 60 s{f' (measured over {seconds:g} s, ×{scale:g})' if scale != 1 else ''}",
-               budget=50, strict=True, budget_text="< 50 ms",
-               samples=[max(0.0, r.cpu_ms - base_med) * scale for r in results],
-               note=f"rusage of the {seconds:g} s wait (ends by its timeout) − median start-up run {base_med:.0f} ms (n={len(baseline)})")
+    # The difference is a constant (timeout path vs. immediate return) plus the idle rate × time; only
+    # the rate part scales, so a short wait is extended to 60 s with the in-flight rate.
+    def est60(r: IdleResult) -> float:
+        rate = r.inflight_ms / r.inflight_s if r.inflight_s > 0 else 0.0
+        return (r.cpu_ms - base_med) + rate * max(0.0, 60.0 - seconds)
+
+    short = seconds != 60
+    diff = Row(f"idle wait CPU beyond start-up, 60 s{f' (measured over {seconds:g} s, extended)' if short else ''}",
+               budget=50, strict=True, budget_text="< 50 ms", samples=[est60(r) for r in results],
+               note=f"rusage of the {seconds:g} s wait (ends by its timeout) − median start-up run {base_med:.0f} ms (n={len(baseline)})"
+               + (f"; + in-flight rate × {60 - seconds:g} s" if short else "")
+               + "; raw: " + ", ".join(f"{r.cpu_ms:.0f}" for r in results) + " ms")
     inflight = Row("idle wait CPU in flight (schedstat, blocked → end), per 60 s",
                    samples=[r.inflight_ms * 60.0 / r.inflight_s for r in results if r.inflight_s > 0],
                    budget=50, strict=True, budget_text="< 50 ms", note="direct: no start-up subtraction")
@@ -826,6 +865,7 @@ def machine() -> list[tuple[str, str]]:
         ("tmux", tmux_v),
         ("csd", f"{CSD_VERSION}, git {rev}"),
         ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        ("load average (1 min) at start / end", f"{LOAD_AT_START:.2f} / {os.getloadavg()[0]:.2f}"),
     ]
 
 
@@ -866,6 +906,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="Measure csd against the SPEC §4 budgets (see bench/README.md).")
     ap.add_argument("--quick", action="store_true", help="10 s idle wait instead of 60 s, fewer launch/converse runs (~1 min)")
     ap.add_argument("--out", default=str(BENCH / "results.md"), help="markdown file to write (default: bench/results.md)")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="add rows that run csd with os._exit after main (what skipping interpreter finalization gives)")
     args = ap.parse_args()
     if sys.platform != "linux":
         print("bench.py needs Linux (pidfd, inotify, /proc)", file=sys.stderr)
@@ -894,13 +936,15 @@ def main() -> int:
         log(f"world in {w.root}, tmux socket {w.socket}; idle waits: {idle_procs} × {idle_s:g} s in the background")
         probes, baseline, idle_err = start_idle(w, idle_s, idle_procs)
         section("hook", lambda: bench_hook(w, hook_runs))
-        section("status", lambda: bench_status(w, status_runs))
+        section("status", lambda: bench_status(w, status_runs, args.diagnose))
         section("list", lambda: bench_list(w, list_runs))
         section("wait-for-turn wake", lambda: bench_wake(w, wake_runs))
+        if args.diagnose:
+            section("wait-for-turn wake (os._exit wrapper)", lambda: bench_wake(w, wake_runs, fast_exit=True))
         if poll_runs:
             section("wait-for-turn wake (poll fallback)", lambda: bench_wake(w, poll_runs, backend="poll"))
         section("simulated worker: launch, send, converse, stop",
-                lambda: bench_sim(w, send_runs, converse_runs, lifecycle_runs, 0.5))
+                lambda: bench_sim(w, send_runs, converse_runs, lifecycle_runs, 0.5, args.diagnose))
         section("idle CPU and memory (waiting for the background waits)", lambda: finish_idle(probes, baseline, idle_err, idle_s))
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
@@ -909,7 +953,8 @@ def main() -> int:
     finally:
         if not leftovers:
             leftovers = w.close()
-    order = ["hook:", "hook,", "floor: python", "floor: /bin", "status", "floor: csd", "list", "wait-for-turn wake", "send",
+    order = ["hook:", "hook,", "floor: python", "floor: /bin", "status", "diagnose: status", "floor: csd", "list",
+             "wait-for-turn wake", "diagnose: os._exit after main, wait", "send",
              "idle", "wait-for-turn start-up", "memory", "converse", "launch", "stop"]
 
     def key(r: Row) -> int:
