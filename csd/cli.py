@@ -304,7 +304,7 @@ def cmd_read_turn(handle: str, args: argparse.Namespace) -> int:
     turn = last_turn(entries)
     if turn is None:
         raise CsdError(f"worker {m.tmux_name!r} has no turn in its transcript yet; run: {wdir.shim_path(m.tmux_name)} converse PROMPT")
-    print(turn_markdown(turn, full=args.full))
+    sys.stdout.write(turn_markdown(turn, full=args.full))
     return OK
 
 

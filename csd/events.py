@@ -114,8 +114,10 @@ def parse_line(text: str, line_no: int) -> Event:
     """Parse one line; raise BadLine when it is not a JSON object with a string ``event``."""
     try:
         obj = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise BadLine(line_no, f"not JSON ({exc.msg})", text) from None
+    except ValueError as exc:  # e.g. a lone surrogate
+        raise BadLine(line_no, f"not JSON ({exc})", text) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("event"), str):
         raise BadLine(line_no, "not an event object", text)
     ts = obj.get("ts")

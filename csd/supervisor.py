@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from csd import config, tmux
 from csd.errors import CsdError, NotRunning, UsageError
@@ -31,6 +31,9 @@ from csd.events import BadLine, Event, parse_line
 from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
 from csd.watch import DirWatcher
 from csd.workers import Meta, WorkersDir, now_iso
+
+if TYPE_CHECKING:
+    from csd.transcript import Transcript
 
 T = TypeVar("T")
 
@@ -330,7 +333,7 @@ class Supervisor:
         from csd.transcript import last_turn, turn_markdown
 
         meta = self.resolve(handle)
-        turn = last_turn(transcript_of(self.wdir, meta))  # type: ignore[arg-type]
+        turn = last_turn(transcript_of(self.wdir, meta))
         if turn is None:
             raise CsdError(f"worker {meta.tmux_name!r} has no turn in its transcript yet")
         return turn_markdown(turn, full)
@@ -495,16 +498,21 @@ class Reply:
     transcript: Path | None
 
     def text(self) -> str:
+        """The turn's final reply: the stop event's ``last_assistant_message`` (Claude Code's own
+        answer to that question), or the transcript's when the hook had to truncate it."""
         from csd.transcript import final_text, read_transcript, turn_for_prompt
 
+        last = self.stop.data.get("last_assistant_message")
+        last = last if isinstance(last, str) else None
+        truncated = last is not None and "…[truncated " in last[-40:]
+        if last is not None and not truncated:
+            return last
         if self.transcript is not None and self.prompt.prompt_id:
             turn = turn_for_prompt(read_transcript(self.transcript), self.prompt.prompt_id)
-            if turn is not None:
-                text = final_text(turn)
-                if text:
-                    return text
-        last = self.stop.data.get("last_assistant_message")
-        return last if isinstance(last, str) else ""
+            text = final_text(turn) if turn is not None else ""
+            if text and (last is None or text.startswith(last[: last.rfind("…[truncated ")])):
+                return text
+        return last or ""
 
     def markdown(self, full: bool = False) -> str:
         from csd.transcript import last_turn, read_transcript, turn_for_prompt, turn_markdown
@@ -545,7 +553,7 @@ def transcript_file(wdir: WorkersDir, meta: Meta, hint: Event | None = None) -> 
     return Path(candidates[0]) if candidates else None
 
 
-def transcript_of(wdir: WorkersDir, meta: Meta) -> object:
+def transcript_of(wdir: WorkersDir, meta: Meta) -> Transcript:
     from csd.transcript import read_transcript
 
     path = transcript_file(wdir, meta)
