@@ -7,18 +7,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-# Claude Code hook name -> csd event name (snake_case). The first five are the bash v3 vocabulary.
-HOOK_TO_EVENT: dict[str, str] = {
-    "SessionStart": "session_start",
-    "UserPromptSubmit": "user_prompt_submit",
-    "PreToolUse": "pre_tool_use",
-    "PostToolUse": "post_tool_use",
-    "Notification": "notification",
-    "Stop": "stop",
-    "SubagentStop": "subagent_stop",
-    "PreCompact": "pre_compact",
-    "SessionEnd": "session_end",
-}
+# Claude Code hook name -> csd event name lives in the hook (which must not import csd's package).
+from csd.hook import HOOK_TO_EVENT
+
 EVENT_NAMES: tuple[str, ...] = tuple(HOOK_TO_EVENT.values())
 TURN_ENDING = frozenset({"stop", "session_end"})
 SYNTHETIC_PROMPT_PREFIX = "<task-notification>"

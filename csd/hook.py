@@ -24,6 +24,7 @@ CAP = 2000  # longest string kept in an events line
 LINE_LIMIT = 64 << 10  # longest events line; beyond it the big fields are summarised
 DEFAULT_WORKERS_DIR = "/tmp/claude-workers"
 
+# Claude Code hook name -> csd event name (snake_case). The first five are the bash v3 vocabulary.
 HOOK_TO_EVENT = {
     "SessionStart": "session_start",
     "UserPromptSubmit": "user_prompt_submit",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from csd import __version__, config, tmux
 from csd.errors import OK, CsdError, UsageError
+from csd.hook import HOOK_TO_EVENT
 from csd.states import State
 from csd.supervisor import Supervisor, Tracked
 from csd.workers import Meta, WorkersDir, check_name, check_session_id, consent_path, has_consent, now_iso
@@ -33,8 +34,7 @@ PINNED_PROVIDER_VARS = (
 #: Never passed to a worker: tmux's own variables (a worker is not inside the controller's tmux) and
 #: the IDE port (a worker must not attach to the controller's IDE).
 DROPPED_VARS = frozenset({"TMUX", "TMUX_PANE", "CLAUDE_CODE_SSE_PORT", "COLUMNS", "LINES"})
-HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop",
-               "SubagentStop", "PreCompact", "SessionEnd")
+HOOK_EVENTS = tuple(HOOK_TO_EVENT)
 #: The TUI swallows an Enter that arrives in the first few hundred milliseconds after session_start
 #: and no event says when it is ready; launch returns this long after session_start.
 SETTLE_AFTER_START = 0.35
@@ -237,6 +237,7 @@ async def start_worker(
     argv = claude_argv(claude_bin, ["--resume", sid] if resume else ["--session-id", sid], extra)
     env = worker_env(wdir, meta)
     env_args = [a for k, v in sorted(env.items()) for a in ("-e", f"{k}={v}")]
+    argv = [*await _unset_leaked(env, socket), *argv]
     progress = Progress(name)
     created_session = False
     ok = False
@@ -281,6 +282,20 @@ async def start_worker(
             wdir.remove_files(meta)
     how = "respawned existing pane" if respawn else "opened new pane"
     return Launched(meta, shim, how, reproduce_line(list(invocation), real_cwd))
+
+
+#: Variables tmux sets in every pane itself: never unset.
+TMUX_OWN_VARS = frozenset({"TMUX", "TMUX_PANE"})
+
+
+async def _unset_leaked(env: dict[str, str], socket: str | None) -> list[str]:
+    """``env -u VAR ...`` for what the pane would otherwise inherit from the tmux server's global
+    environment (a copy of whichever process started the server) although the controller lacks it,
+    e.g. IS_SANDBOX or an API key of an earlier controller. Empty when there is no server yet."""
+    rc, out, _ = await tmux.run(["show-environment", "-g"], socket, check=False)
+    names = {line.split("=", 1)[0] for line in out.splitlines() if "=" in line} if rc == 0 else set()
+    leaked = sorted(n for n in names - set(env) - TMUX_OWN_VARS if n.isidentifier())
+    return ["env", *(a for n in leaked for a in ("-u", n))] if leaked else []
 
 
 async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progress: Progress) -> None:

@@ -481,7 +481,36 @@ class Supervisor:
             return None
 
         stop = await self.wait_until(ended)
-        return Reply(tr.meta, submitted, stop, transcript_file(self.wdir, tr.meta, submitted))
+        path = transcript_file(self.wdir, tr.meta, submitted)
+        if submitted.name == "user_prompt_submit":
+            await _transcript_caught_up(path, submitted.prompt_id, self._backend)
+        return Reply(tr.meta, submitted, stop, path)
+
+
+#: Claude Code runs the Stop hook before the turn's last lines reach its transcript (2.1.330: the
+#: tool result and final text land 30-70 ms after the stop event); converse waits this long at most.
+TRANSCRIPT_LAG_LIMIT = 2.0
+
+
+async def _transcript_caught_up(path: Path | None, prompt_id: str | None, backend: str | None) -> None:
+    """Until the transcript shows the end of the turn of ``prompt_id``: woken by the file's changes, bounded."""
+    from csd.transcript import read_transcript, turn_for_prompt
+
+    if path is None or not prompt_id:
+        return
+
+    def complete() -> bool:
+        turn = turn_for_prompt(read_transcript(path), prompt_id)
+        return turn is not None and turn.complete
+
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(TRANSCRIPT_LAG_LIMIT), DirWatcher(path.parent, backend=backend) as watcher:
+            changes = watcher.changes()  # before the first read: a line written after it is not missed
+            if complete():
+                return
+            async for change in changes:
+                if change.name == path.name and complete():
+                    return
 
 
 def _state_event(tr: Tracked) -> Event:
