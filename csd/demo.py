@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import os
 import shlex
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -14,12 +16,15 @@ import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 
 from csd.errors import FAILURE, OK, UsageError
 from csd.workers import CONSENT_FILE, Meta, WorkersDir, now_iso
+
+if TYPE_CHECKING:
+    from csd.supervisor import Supervisor
 
 T = TypeVar("T")
 
@@ -147,14 +152,15 @@ async def demo(workers: int = 3, table: bool = True) -> int:
             say.step(f"csd demo: {workers} simulated workers (no claude, no account, no network) in a sandbox")
             say.say(f"sandbox {sandbox.root}: its own HOME, workers dir and tmux server; your ~/.claude and tmux are untouched")
             say.say(f"tmux socket {sandbox.socket}")
+            say.say(f"simulated worker {sandbox.claude_bin}")
             say.say(f"watch it from another terminal: CSD_WORKERS_DIR={sandbox.workers} csd watch")
             await _loop(sandbox, say, workers, table)
-            problems = await _verify(sandbox, say)
+            problems = _verify(sandbox, say)
         finished = True
     finally:
         if not finished:
-            say.say("cleaning up after the failure: killing the sandbox's tmux server and removing the sandbox", style="yellow")
-        _cleanup(sandbox)
+            say.say("stopped early: cleaning up (the sandbox's tmux server, its workers, the sandbox itself)", style="yellow")
+        _cleanup(sandbox, say)
     if problems:
         say.step("csd demo: FAILED - something was left behind: " + "; ".join(problems))
         return FAILURE
@@ -179,7 +185,7 @@ async def _loop(sb: Sandbox, say: Narrator, n: int, table: bool) -> None:
             say.say(f"> {prompt}", style="cyan")
             say.say(f"< {reply.text()}", style="green")
 
-        say.step(f"[3/6] fan out: a prompt of a different length to each worker, then wait_any and wait_all")
+        say.step("[3/6] fan out: a prompt of a different length to each worker, then wait_any and wait_all")
         if table and say.console.is_terminal:
             await _with_live_table(sup, say.console, metas, _fan_out(sup, say, names))
         else:
@@ -197,7 +203,7 @@ async def _loop(sb: Sandbox, say: Narrator, n: int, table: bool) -> None:
         say.say(f"stopped {', '.join(names)} in {time.monotonic() - t0:.1f}s")
 
 
-async def _fan_out(sup: Any, say: Narrator, names: list[str]) -> None:
+async def _fan_out(sup: Supervisor, say: Narrator, names: list[str]) -> None:
     seconds = fan_out_seconds(len(names))
     prompts = [
         f"TOOL:Bash:echo {name} is working for {s:g}s\nSLEEP:{s:g}\nREPLY:{name} done after {s:g}s"
@@ -226,7 +232,7 @@ def _between(start: str, end: str) -> str:
     return f"{(b - a).total_seconds():.1f}s"
 
 
-async def _with_live_table(sup: Any, console: Console, metas: list[Meta], work: Coroutine[Any, Any, None]) -> None:
+async def _with_live_table(sup: Supervisor, console: Console, metas: list[Meta], work: Coroutine[Any, Any, None]) -> None:
     """Run ``work`` under the live table of the workers, redrawn on each of their events."""
     from csd.render import LiveRows, live_table
 
@@ -242,7 +248,7 @@ async def _with_live_table(sup: Any, console: Console, metas: list[Meta], work: 
                 drawer.cancel()
 
 
-async def _verify(sb: Sandbox, say: Narrator) -> list[str]:
+def _verify(sb: Sandbox, say: Narrator) -> list[str]:
     """Step 6: no tmux server, no processes, no files; returns what is left (empty when all is clean)."""
     say.step("[6/6] check that nothing is left behind")
     problems: list[str] = []
@@ -251,7 +257,7 @@ async def _verify(sb: Sandbox, say: Narrator) -> list[str]:
         problems.append(f"tmux sessions still running: {' '.join(out.split())}")
     elif rc == 0:
         _tmux(sb, "kill-server")  # a server told to outlive its sessions (exit-empty off) is ours to end
-    left = await _wait_exit(str(sb.root), EXIT_GRACE)
+    left = _wait_exit(sb, EXIT_GRACE)
     if left is None:
         say.say("(no /proc here: cannot list processes; the tmux server check stands in for it)")
     elif left:
@@ -282,21 +288,23 @@ def _tmux(sb: Sandbox, *args: str) -> tuple[int, str]:
     return proc.returncode, proc.stdout
 
 
-def _processes_mentioning(marker: str) -> list[int] | None:
-    """Processes (not this one) whose command line or environment names ``marker``; None without /proc.
+def _processes_of(sb: Sandbox) -> list[int] | None:
+    """The processes this run caused that are still there (not this one); None where there is no /proc.
 
-    The sandbox path is unique to this run and every process the demo caused carries it (tmux server:
-    the socket in its argv; workers, hooks and tools: CSD_WORKERS_DIR in their environment).
+    The sandbox path is unique to this run: the tmux server carries its socket in its command line, and
+    every worker, hook and tool inherits CSD_EVENTS_FILE in it. An operator's ``csd watch`` of the
+    sandbox (which the demo suggests) has neither, so it is neither reported nor killed.
     """
     if not os.path.isdir("/proc"):
         return None
-    needle = marker.encode()
+    in_cmdline = sb.socket.encode()
+    in_environ = f"CSD_EVENTS_FILE={sb.workers}/".encode()
     me = os.getpid()
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
-        for part in ("cmdline", "environ"):
+        for part, needle in (("cmdline", in_cmdline), ("environ", in_environ)):
             try:
                 with open(f"/proc/{entry.name}/{part}", "rb") as f:
                     if needle in f.read():
@@ -307,41 +315,51 @@ def _processes_mentioning(marker: str) -> list[int] | None:
     return found
 
 
-async def _wait_exit(marker: str, timeout: float) -> list[int] | None:
-    """The processes naming ``marker`` once those already exiting (a tmux server closing down) have done so.
+def _wait_exit(sb: Sandbox, timeout: float) -> list[int] | None:
+    """The sandbox's processes (see _processes_of) left once those already exiting have exited.
 
-    Each is given up to ``timeout``, woken by its pidfd (no polling); None where there is no /proc.
+    They get up to ``timeout`` in all, each exit waking us through its pidfd (no polling); None where
+    there is no /proc. Synchronous on purpose: cleanup after a Ctrl-C runs it while the task is cancelled.
     """
-    pids = _processes_mentioning(marker)
-    if not pids or not hasattr(os, "pidfd_open"):
-        return pids
-    loop = asyncio.get_running_loop()
-    fds: list[int] = []
-    waits: list[asyncio.Future[None]] = []
-    try:
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = _processes_of(sb)
+        left = deadline - time.monotonic()
+        if not pids or left <= 0 or not hasattr(os, "pidfd_open"):
+            return pids
+        poller = select.poll()
+        fds = []
         for pid in pids:
             try:
-                fd = os.pidfd_open(pid)
+                fds.append(os.pidfd_open(pid))
             except OSError:
                 continue  # already gone
-            fds.append(fd)
-            fut: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, lambda f=fut: None if f.done() else f.set_result(None))
-            waits.append(fut)
-        if waits:
-            await asyncio.wait(waits, timeout=timeout)
-    finally:
-        for fd in fds:
-            loop.remove_reader(fd)
-            os.close(fd)
-    # an exited process lingers as a zombie until reaped, but with no command line or environment left
-    return _processes_mentioning(marker)
+            poller.register(fds[-1], select.POLLIN)
+        if not fds:
+            continue  # all gone between the scan and the pidfds: the next scan says so
+        try:
+            waiting = len(fds)
+            while waiting and (left := deadline - time.monotonic()) > 0:
+                for fd, _ in poller.poll(left * 1000):
+                    poller.unregister(fd)
+                    waiting -= 1
+        finally:
+            for fd in fds:
+                os.close(fd)
+        # an exited process lingers as a zombie until reaped, with no command line or environment left;
+        # loop once more for any process started meanwhile (a hook fired by a worker on its way out)
 
 
-def _cleanup(sb: Sandbox) -> None:
-    """Leave nothing behind, whatever happened: end the sandbox's tmux server and remove the sandbox."""
+def _cleanup(sb: Sandbox, say: Narrator | None = None) -> None:
+    """Leave nothing behind, whatever happened: end the sandbox's tmux server and workers, remove the sandbox."""
     if os.path.exists(sb.socket):
-        _tmux(sb, "kill-server")
+        _tmux(sb, "kill-server")  # its panes' processes get SIGHUP and exit
+        for pid in _wait_exit(sb, EXIT_GRACE) or []:
+            # still running after the grace period, and ours: its environment names this run's sandbox
+            if say is not None:
+                say.say(f"killing process {pid}, still running after {EXIT_GRACE:g}s", style="yellow")
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sb.socket)
     shutil.rmtree(sb.root, ignore_errors=True)

@@ -80,22 +80,24 @@ def render_table(rows: Sequence[WorkerRow], as_of: str | None = None) -> Table:
         # The table is redrawn only when something happens, so "in state" is as of the last change.
         caption = f"as of {as_of}; redrawn on each event"
     table = Table(title=f"csd workers ({len(rows)})", caption=caption, caption_justify="left", expand=False)
+    # Only LAST EVENT and CWD may give up width on a narrow terminal (rich shrinks wrappable columns first);
+    # their cells still never wrap, they end in an ellipsis, so each worker stays on one line.
     table.add_column(COLUMNS[0], no_wrap=True, style="bold")
-    table.add_column(COLUMNS[1], no_wrap=True)
+    table.add_column(COLUMNS[1], no_wrap=True, min_width=len("terminated"))
     table.add_column(COLUMNS[2], justify="right", no_wrap=True)
-    table.add_column(COLUMNS[3], overflow="ellipsis", no_wrap=True, max_width=48)
+    table.add_column(COLUMNS[3], max_width=48)
     table.add_column(COLUMNS[4], justify="right", no_wrap=True)
     table.add_column(COLUMNS[5], justify="right", no_wrap=True)
-    table.add_column(COLUMNS[6], overflow="ellipsis", no_wrap=True)
+    table.add_column(COLUMNS[6])
     for r in rows:
         table.add_row(
             r.name,
             Text(r.state, style=STATE_STYLES.get(r.state, "")),
             format_duration(r.seconds),
-            r.last_event or "—",
+            Text(r.last_event or "—", no_wrap=True, overflow="ellipsis"),
             str(r.turns),
             str(r.bg_running) if r.bg_running else "",
-            r.cwd,
+            Text(r.cwd, no_wrap=True, overflow="ellipsis"),
         )
     return table
 
@@ -104,7 +106,8 @@ def plain_line(ts: str, row: WorkerRow | None, name: str) -> str:
     """One scriptable line ``<ts>\\t<name>\\t<state>\\t<last event>``; row None: the worker was removed."""
     if row is None:
         return f"{ts}\t{name}\t{REMOVED}\t"
-    return f"{ts}\t{row.name}\t{row.state}\t{row.last_event}"
+    # a summary quotes hook data (a notification's message, a tool name): keep it to one field of one line
+    return f"{ts}\t{row.name}\t{row.state}\t{' '.join(row.last_event.split())}"
 
 
 def _epoch(iso: str) -> float | None:
@@ -151,8 +154,10 @@ class LiveRows:
         if self.pattern not in meta.tmux_name:
             return
         entry = self._entries.get(meta.session_id)
-        if entry is not None and entry.tracked is not None:
-            return
+        if entry is not None:
+            entry.meta = meta  # rewritten (adopt): its log growing will bring the new session in
+            if entry.tracked is not None:
+                return
         clash = next((e for e in self._entries.values() if e.meta.tmux_name == meta.tmux_name and e.meta != meta), None)
         if clash is not None:
             _warn(f"csd: warning: two metas name worker {meta.tmux_name!r} ({clash.meta.session_id}, {meta.session_id}); showing the first")
@@ -187,17 +192,21 @@ class LiveRows:
             meta = _read_meta(self.sup.wdir.meta_path(sid))
             if meta is not None:
                 await self.add(meta)
-        elif name.endswith(EVENTS_SUFFIX):
+        elif name.endswith(EVENTS_SUFFIX) and change.kind is not ChangeKind.DELETED:
             entry = self._entries.get(name[: -len(EVENTS_SUFFIX)])
-            if entry is not None and entry.tracked is None and change.kind is not ChangeKind.DELETED:
-                # launch writes the meta before it starts tmux; the first event means the session is up
+            if entry is not None and (entry.tracked is None or entry.tracked.state == State.GONE):
+                # The log of a worker not known to be alive grew: launch writes the meta before it starts
+                # tmux, so the session may be up now. Check its liveness again.
                 await self._track(entry)
                 self._dirty.set()
 
     async def _track(self, entry: _Entry) -> None:
+        if entry.tracked is not None and any(t is entry.tracked for t in self.sup.tracked()):
+            self.sup.untrack(entry.meta.tmux_name)  # tracked afresh: liveness is checked once per track
         tr = await self.sup.track(entry.meta)
         if self._pending(entry, tr):
-            self.sup.untrack(entry.meta.tmux_name)  # tracked again, afresh, at the first event
+            self.sup.untrack(entry.meta.tmux_name)  # tracked again, afresh, at its next event
+            entry.tracked = None
             return
         entry.tracked = tr
         # Tracked folds only the tail of the log (from its last anchor); count the turns before it once.
@@ -209,15 +218,22 @@ class LiveRows:
         self._entered(entry, tr)
 
     def _pending(self, entry: _Entry, tr: Tracked) -> bool:
-        """Gone with an empty log and a fresh meta: launch has written the meta but not started tmux yet."""
-        if tr.state != State.GONE or tr.worker.last_event is not None or tr.line_count:
+        """Gone, but its log was empty when tracked and its meta is fresh: a launch not yet in tmux.
+
+        launch writes the meta and an empty log before it starts the tmux session, so a liveness check
+        in that window finds no session. (The tracker may have read a first event since: the log was
+        empty at tracking time when the first line it read itself is line 1.)
+        """
+        if tr.state != State.GONE:
+            return False
+        if tr.line_count and not (tr.events and tr.events[0].line_no == 1):
             return False
         started = _epoch(entry.meta.started_at)
         try:
             patience = config.seconds("CSD_LAUNCH_TIMEOUT")
         except CsdError:
             patience = 30.0
-        # an old meta with no events and no session (a leftover) is simply gone
+        # an old meta with an empty log and no session (a leftover) is simply gone
         return started is not None and self._clock() - started < patience + 5
 
     def _entered(self, entry: _Entry, tr: Tracked) -> None:

@@ -39,6 +39,8 @@ T = TypeVar("T")
 
 #: Liveness check period where the OS has no pidfd (macOS): one tmux call a second.
 LIVENESS_FALLBACK_INTERVAL = 1.0
+#: While a worker's launch is under way, how often to look for its tmux session.
+STARTING_CHECK_INTERVAL = 0.1
 #: Bracketed-paste markers: a prompt containing them could end the paste early and type keys.
 PASTE_MARKERS = ("\x1b[200~", "\x1b[201~")
 
@@ -252,6 +254,11 @@ class Supervisor:
 
     async def _watch_liveness(self, tr: Tracked) -> None:
         pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket or None)
+        if pane is None and self._starting(tr):
+            # launch writes the meta and events file just before it creates the tmux session
+            assert self._tg is not None
+            tr.tasks.append(self._tg.create_task(self._await_session(tr)))
+            return
         if pane is None or not pane.alive:
             self._died(tr)
             return
@@ -277,6 +284,28 @@ class Supervisor:
             return
         assert self._tg is not None
         tr.tasks.append(self._tg.create_task(self._poll_liveness(tr)))
+
+    def _starting(self, tr: Tracked) -> bool:
+        """A worker whose launch is under way: no event yet and a meta younger than the launch timeout."""
+        if tr.line_count or tr.state != State.LAUNCHING:
+            return False
+        try:
+            age = time.time() - self.wdir.meta_path(tr.meta.session_id).stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return age < config.seconds("CSD_LAUNCH_TIMEOUT")
+
+    async def _await_session(self, tr: Tracked) -> None:
+        """Until the launching worker's tmux session exists (then watch it), or its launch has failed.
+
+        tmux has no event for a session being created, so this checks every STARTING_CHECK_INTERVAL,
+        and only while a launch is under way.
+        """
+        while self._starting(tr):
+            await asyncio.sleep(STARTING_CHECK_INTERVAL)
+            if await tmux.pane_of(tr.name, tr.meta.tmux_socket or None) is not None:
+                break
+        await self._watch_liveness(tr)
 
     async def _poll_liveness(self, tr: Tracked) -> None:
         while tr.state != State.GONE:
@@ -357,7 +386,7 @@ class Supervisor:
             raise NotRunning(f"worker {tr.name!r} is gone: its process ended without session_end (last event: {last})")
         if w.state in BUSY:
             return None
-        if settled and w.state == State.IDLE and w.bg_running:
+        if settled and w.state == State.IDLE and not w.settled:
             return None
         ev = w.turn_end or w.state_event
         if after_line is not None:

@@ -16,6 +16,7 @@ from io import StringIO
 
 import pytest
 from rich.console import Console
+from rich.text import Text
 
 from csd.errors import CsdError
 from csd.render import (
@@ -105,6 +106,8 @@ async def watching(env: Env) -> AsyncIterator[tuple[asyncio.Task[int], Redraws, 
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+        elif not task.cancelled():
+            task.exception()  # retrieved: a failure there is reported by the test itself
 
 
 def append_event(env: Env, sid: str, **event: object) -> None:
@@ -157,7 +160,7 @@ def test_table_of_a_fixed_snapshot() -> None:
 
 def test_states_are_coloured() -> None:
     table = render_table(SNAPSHOT)
-    styles = {str(cell): cell.style for cell in table.columns[1].cells}  # type: ignore[attr-defined]
+    styles = {str(cell): cell.style for cell in table.columns[1].cells if isinstance(cell, Text)}
     assert styles == {"working": "yellow", "idle": "green", "launching": "cyan", "gone": "dim red"}
     assert STATE_STYLES["terminated"] == "magenta"
 
@@ -351,3 +354,18 @@ async def test_cli_watch_without_a_terminal_prints_plain_rows(env: Env) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_watch_on_the_polling_fallback(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where inotify is missing (macOS) the watcher polls; the table follows launches, events and stops the same way."""
+    monkeypatch.setenv("CSD_WATCH_BACKEND", "poll")
+    redraws = Redraws()
+    task = asyncio.create_task(watch("", capture_console(), on_redraw=redraws))
+    await redraws.until(lambda rows: True)
+    meta = env.add_worker("iota", [{"event": "session_start"}])
+    await redraws.until(in_state("iota", "idle"))
+    append_event(env, meta.session_id, event="user_prompt_submit", prompt="go", prompt_id="p1")
+    await redraws.until(in_state("iota", "working"))
+    env.wdir.remove_files(meta)
+    await redraws.until(absent("iota"))
+    assert await stop_watch(task) == 0
