@@ -29,7 +29,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -54,8 +55,35 @@ HOOK = str(REPO / "csd" / "hook.py")
 PLUGIN_HOOK = str(REPO / "hooks" / "csd-hook")
 V3_HOOK = str(BENCH / "v3_hook.sh")
 V3_STATUS = str(BENCH / "v3_status.sh")
-# `csd` with os._exit after main(): what the interpreter-finalization fix would give (--diagnose only)
-CSD_FAST_EXIT = [PY, "-c", "import os, sys; from csd.cli import main; c = main(); sys.stdout.flush(); sys.stderr.flush(); os._exit(c)"]
+# --diagnose only: `csd` with the two exit-path fixes the README suggests, simulated from outside csd:
+# closing the inotify instance becomes rm_watch (the kernel releases the fd at exit), and the process
+# ends with os._exit after flushing (no interpreter finalization).
+_FAST_EXIT_CODE = """
+import os, sys
+try:
+    import inotify_simple
+    _add = inotify_simple.INotify.add_watch
+    def add_watch(self, path, mask):
+        wd = _add(self, path, mask)
+        self.__dict__.setdefault("_bench_wds", []).append(wd)
+        return wd
+    def close(self):
+        for wd in self.__dict__.get("_bench_wds", []):
+            try:
+                self.rm_watch(wd)
+            except OSError:
+                pass
+    inotify_simple.INotify.add_watch, inotify_simple.INotify.close = add_watch, close
+except ImportError:
+    pass
+from csd.cli import main
+c = main()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(c)
+"""
+CSD_FAST_EXIT = [PY, "-c", _FAST_EXIT_CODE]
+FAST_LABEL = "diagnose: exit-path fixes simulated"
 PAYLOADS = BENCH / "payloads"
 TMUX = shutil.which("tmux") or "tmux"
 
@@ -119,7 +147,7 @@ class Inotify:
     """A bare inotify fd on one file (IN_MODIFY), through libc: the bench's own append detector."""
 
     def __init__(self, path: Path) -> None:
-        self.fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        self.fd: int = int(_libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC))
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         if _libc.inotify_add_watch(self.fd, os.fsencode(str(path)), IN_MODIFY) < 0:
@@ -139,7 +167,7 @@ class Inotify:
 
 
 def fds_of(pid: int) -> list[str]:
-    out = []
+    out: list[str] = []
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -195,14 +223,14 @@ def exited(pid: int) -> bool:
     return not stat or stat[stat.rfind(")") + 2] in "ZX"
 
 
-def looks_blocked(pid: int) -> bool:
+def looks_blocked(pid: int, inotify: bool = True) -> bool:
     """The csd process holds its inotify fd and its liveness pidfd, has no child, and sleeps in epoll_wait.
 
     The pidfd is opened after the tail is read and tmux answered, right before the final wait, so
     all four together mean it is parked in its wait (checked twice by the callers).
     """
     fds = fds_of(pid)
-    if "anon_inode:inotify" not in fds or "anon_inode:[pidfd]" not in fds:
+    if (inotify and "anon_inode:inotify" not in fds) or "anon_inode:[pidfd]" not in fds:
         return False
     if has_children(pid):
         return False
@@ -212,7 +240,8 @@ def looks_blocked(pid: int) -> bool:
     return True  # no wchan here: the callers also wait for the CPU time to settle
 
 
-def wait_blocked(proc: subprocess.Popen[bytes], timeout: float = 15.0, on_tick: Callable[[], None] | None = None) -> float:
+def wait_blocked(proc: subprocess.Popen[bytes], timeout: float = 15.0, on_tick: Callable[[], None] | None = None,
+                 inotify: bool = True) -> float:
     """Until ``proc`` is parked in its wait (``looks_blocked`` on two checks 5 ms apart, CPU unchanged)."""
     deadline = now() + timeout
     streak, last_cpu = 0, -2
@@ -220,7 +249,7 @@ def wait_blocked(proc: subprocess.Popen[bytes], timeout: float = 15.0, on_tick: 
         if exited(proc.pid):  # never reap here: callers time the exit on a pidfd or reap with wait4
             raise RuntimeError(f"process {proc.pid} exited before it blocked in its wait")
         cpu = cpu_ticks(proc.pid)
-        if looks_blocked(proc.pid) and cpu == last_cpu:
+        if looks_blocked(proc.pid, inotify) and cpu == last_cpu:
             streak += 1
             if streak >= 2:
                 return now()
@@ -233,7 +262,7 @@ def wait_blocked(proc: subprocess.Popen[bytes], timeout: float = 15.0, on_tick: 
     raise RuntimeError("the csd process never blocked in its wait")
 
 
-def wait_exit(proc: subprocess.Popen[bytes], timeout: float, extra: dict[int, Callable[[float], None]] | None = None,
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float, extra: Mapping[int, Callable[[float], None]] | None = None,
               watch_stdout: bool = False) -> tuple[float, float | None]:
     """Block on the process's pidfd (and ``extra`` fds) and return (exit time, first stdout byte time)."""
     pidfd = os.pidfd_open(proc.pid)
@@ -404,7 +433,8 @@ def ev(name: str, **kw: Any) -> dict[str, Any]:
 
 
 def payload(name: str) -> dict[str, Any]:
-    return json.loads((PAYLOADS / name).read_text())
+    data: dict[str, Any] = json.loads((PAYLOADS / name).read_text())
+    return data
 
 
 def log(msg: str) -> None:
@@ -509,7 +539,7 @@ def bench_status(w: World, runs: int, diagnose: bool) -> list[Row]:
         if v3_ok:
             variants.append((f"status, bash v3 way (approximation, bash+jq+tmux) ({note})", [V3_STATUS, name]))
         if diagnose:
-            variants.append((f"diagnose: status with os._exit after main ({note})", [*CSD_FAST_EXIT, "--worker", name, "status"]))
+            variants.append((f"{FAST_LABEL}, status ({note})", [*CSD_FAST_EXIT, "--worker", name, "status"]))
         for label, argv in variants:
             csd_row = label.startswith("status via")
             row = Row(label, budget=100 if csd_row else None, budget_text="≤ 100 ms" if csd_row else "",
@@ -579,7 +609,7 @@ def bench_wake(w: World, runs: int, backend: str = "", fast_exit: bool = False) 
     path = wdir.events_path(m.session_id)
     env = w.env(wdir, **({"CSD_WATCH_BACKEND": backend} if backend else {}))
     suffix = " (poll fallback)" if backend else ""
-    prefix = "diagnose: os._exit after main, " if fast_exit else ""
+    prefix = f"{FAST_LABEL}, " if fast_exit else ""
     main_row = not backend and not fast_exit
     exit_row = Row(f"{prefix}wait-for-turn wake: stop appended → process exit{suffix}",
                    budget=20 if main_row else None, budget_text="≤ 20 ms" if main_row else "")
@@ -592,7 +622,7 @@ def bench_wake(w: World, runs: int, backend: str = "", fast_exit: bool = False) 
                 f.write((json.dumps({"ts": "2026-11-25T00:00:02.000Z", **ev("user_prompt_submit", prompt="go", prompt_id=prompt_id)}) + "\n").encode())
         proc = w.popen([*(CSD_FAST_EXIT if fast_exit else [CSD]), "--worker", name, "wait-for-turn", "30"], env)
         try:
-            wait_blocked(proc)
+            wait_blocked(proc, inotify=backend != "poll")
         except RuntimeError as exc:
             exit_row.error = str(exc)
             break
@@ -661,7 +691,7 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
     conv = Row("converse overhead (wall − worker's ups→stop)", note="REPLY:x; turn measured by the bench's inotify")
     conv_pre = Row("converse: start → user_prompt_submit", note="diagnostic")
     conv_post = Row("converse: stop appended → exit", note="diagnostic")
-    send_fx = Row("diagnose: os._exit after main, send: user_prompt_submit appended → send exits")
+    send_fx = Row(f"{FAST_LABEL}, send: user_prompt_submit appended → send exits")
     rows = [launch, stop, send, send_wall, wake, conv, conv_pre, conv_post] + ([send_fx] if diagnose else [])
 
     def do_launch(name: str) -> Path:
@@ -779,7 +809,11 @@ class IdleProbe(threading.Thread):
             r.inflight_ms, r.inflight_s = (c1 - c0) / 1e6, t1 - t0
         except Exception as exc:  # noqa: BLE001
             r.error = str(exc)
-        _, st, ru = os.wait4(pid, 0)
+        try:
+            _, st, ru = os.wait4(pid, 0)
+        except ChildProcessError:  # reaped by the cleanup of an interrupted run
+            r.error = r.error or "reaped elsewhere"
+            return
         self.proc.returncode = os.waitstatus_to_exitcode(st)
         r.cpu_ms = (ru.ru_utime + ru.ru_stime) * 1000
         r.maxrss_kb = ru.ru_maxrss
@@ -804,9 +838,13 @@ def start_idle(w: World, seconds: float, procs: int) -> tuple[list[IdleProbe], l
     wdir = w.wdir("idle")  # its own dir: nothing else the bench does wakes these waits
     w.add_worker(wdir, "idle", [ev("session_start", source="startup"), ev("user_prompt_submit", prompt="x")])
     probes = []
-    for _ in range(procs):
+    for _ in range(procs):  # one at a time, each parked before the next starts, so start-ups do not compete
         t = now()
         p = w.popen([CSD, "--worker", "idle", "wait-for-turn", f"{seconds:g}"], w.env(wdir))
+        try:
+            wait_blocked(p)
+        except RuntimeError as exc:
+            err = err or f"idle wait: {exc}"
         probe = IdleProbe(p, seconds, t)
         probe.start()
         probes.append(probe)
@@ -878,10 +916,16 @@ V3_REFS = {
 }
 
 
-def table(rows: list[Row], quick: bool, elapsed: float, leftovers: list[str]) -> str:
+def table(rows: list[Row], flags: str, elapsed: float, leftovers: list[str]) -> str:
     out = ["# csd benchmark results", ""]
-    out.append(f"`python bench/bench.py{' --quick' if quick else ''}` — {elapsed:.0f} s. Times in ms (wall, per call) unless stated; "
+    out.append(f"`python bench/bench.py{flags}` — {elapsed:.0f} s. Times in ms (wall, per call) unless stated; "
                "the budget applies to the median.")
+    load = max(LOAD_AT_START, os.getloadavg()[0])
+    cores = len(os.sched_getaffinity(0))
+    if load > 0.5 * cores:
+        out.append("")
+        out.append(f"Note: the load average reached {load:.1f} on {cores} cores: other processes competed for the CPUs, "
+                   "so latencies (p90 most) are inflated; rerun on a quiet machine for reference figures.")
     out.append("")
     out += ["| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in machine()]
     out.append("")
@@ -909,14 +953,14 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="10 s idle wait instead of 60 s, fewer launch/converse runs (~1 min)")
     ap.add_argument("--out", default=str(BENCH / "results.md"), help="markdown file to write (default: bench/results.md)")
     ap.add_argument("--diagnose", action="store_true",
-                    help="add rows that run csd with os._exit after main (what skipping interpreter finalization gives)")
+                    help="add rows that run csd with the suggested exit-path fixes simulated (see README)")
     args = ap.parse_args()
     if sys.platform != "linux":
         print("bench.py needs Linux (pidfd, inotify, /proc)", file=sys.stderr)
         return 2
     q = args.quick
     hook_runs, status_runs, list_runs, wake_runs, send_runs = (50, 30, 20, 20, 20) if q else (100, 50, 30, 40, 30)
-    converse_runs, lifecycle_runs, idle_s, idle_procs, poll_runs = (5, 3, 10.0, 2, 0) if q else (10, 5, 60.0, 3, 10)
+    converse_runs, lifecycle_runs, idle_s, idle_procs, poll_runs = (5, 3, 10.0, 3, 0) if q else (10, 5, 60.0, 5, 10)
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -955,15 +999,16 @@ def main() -> int:
     finally:
         if not leftovers:
             leftovers = w.close()
-    order = ["hook:", "hook,", "floor: python", "floor: /bin", "status", "diagnose: status", "floor: csd", "list",
-             "wait-for-turn wake", "diagnose: os._exit after main, wait", "send",
+    order = ["hook:", "hook,", "floor: python", "floor: /bin", "status", f"{FAST_LABEL}, status", "floor: csd", "list",
+             "wait-for-turn wake", f"{FAST_LABEL}, wait", "send", f"{FAST_LABEL}, send",
              "idle", "wait-for-turn start-up", "memory", "converse", "launch", "stop"]
 
     def key(r: Row) -> int:
         return next((i for i, p in enumerate(order) if r.name.startswith(p)), len(order))
 
     rows.sort(key=key)
-    text = table(rows, q, now() - t_begin, leftovers)
+    flags = (" --quick" if q else "") + (" --diagnose" if args.diagnose else "")
+    text = table(rows, flags, now() - t_begin, leftovers)
     print(text)
     if args.out:
         Path(args.out).write_text(text)

@@ -81,6 +81,10 @@ class Worker:
     def __init__(self, initial: State = State.LAUNCHING) -> None:
         self.prompt_id: str | None = None  # prompt of the turn now running (or last run)
         self.bg_running = 0  # background tasks running at the last stop
+        # background agents launched (post_tool_use: isAsync + agentId) whose <task-notification> prompt has
+        # not arrived yet: Claude Code can end the turn with an empty background_tasks when the agent finished
+        # first, and only then start the notification's turn
+        self.bg_pending: set[str] = set()
         self.turns = 0  # turns ended by a stop
         self.last_event: Event | None = None
         self.turn_end: Event | None = None  # the last stop/session_end that ended a turn
@@ -122,6 +126,13 @@ class Worker:
         if name == "user_prompt_submit":
             self.prompt_id = event.prompt_id
             self.turn_start = event
+            prompt = event.data.get("prompt")
+            if self.bg_pending and isinstance(prompt, str) and prompt.startswith("<task-notification>"):
+                self.bg_pending = {a for a in self.bg_pending if f"<task-id>{a}</task-id>" not in prompt}
+        elif name == "post_tool_use":
+            response = event.data.get("tool_response")
+            if isinstance(response, dict) and response.get("isAsync") is True and isinstance(response.get("agentId"), str):
+                self.bg_pending.add(response["agentId"])
         before = self.state
         if name in TRIGGERS:
             self.trigger(name, event=event)  # type: ignore[attr-defined]
@@ -139,6 +150,7 @@ class Worker:
         elif name == "session_start" and event.source != "compact":
             # a new or resumed session has no background work of this process running
             self.bg_running = 0
+            self.bg_pending = set()
 
     def lose(self) -> None:
         """Liveness says the process or session is gone."""
@@ -146,7 +158,7 @@ class Worker:
 
     @property
     def settled(self) -> bool:
-        return self.state == State.IDLE and self.bg_running == 0
+        return self.state == State.IDLE and self.bg_running == 0 and not self.bg_pending
 
 
 TRIGGERS = frozenset(row.event for row in TRANSITIONS if row.event != DIED)

@@ -2,64 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from csd.workers import CONSENT_FILE, Meta, WorkersDir
-
-SIMWORKER = str(Path(sys.executable).parent / "csd-simworker")
-
-
-@dataclass
-class Env:
-    """One test's private world: workers dir, HOME, and tmux socket (all under tmp_path)."""
-
-    root: Path
-    wdir: WorkersDir
-    home: Path
-    socket: str
-
-    def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True, check=check)
-
-    def session(self, name: str, *cmd: str) -> None:
-        """A real tmux session running ``cmd`` (default: a long sleep) on the private server."""
-        self.tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "30", *(["--", *cmd] if cmd else ["--", "sleep", "100000"]))
-
-    def add_worker(self, name: str, events: list[dict] | None = None, live: bool = True, sid: str | None = None,
-                   meta_extra: dict | None = None, raw_lines: list[str] | None = None) -> Meta:
-        """A worker made of a meta, an events file and (when live) a real tmux session."""
-        sid = sid or str(uuid.uuid4())
-        meta = {"tmux_name": name, "session_id": sid, "cwd": str(self.root), "started_at": "2026-11-25T00:00:00Z"}
-        meta.update(meta_extra or {})
-        self.wdir.ensure()
-        self.wdir.meta_path(sid).write_text(json.dumps(meta))
-        lines = [json.dumps({"ts": "2026-11-25T00:00:01Z", **e}) for e in (events or [])] + (raw_lines or [])
-        self.wdir.events_path(sid).write_text("".join(line + "\n" for line in lines))
-        if live:
-            self.session(name)
-        return self.wdir.read_meta(sid)
-
-
-def _kill_server(socket: str) -> None:
-    try:
-        subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True, timeout=10)
-    except Exception:
-        pass
-    try:
-        os.unlink(socket)
-    except OSError:
-        pass
+from csd.workers import CONSENT_FILE, WorkersDir
+from support import SIMWORKER, Env, kill_server
 
 
 @pytest.fixture
@@ -85,24 +36,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     try:
         yield e
     finally:
-        _kill_server(socket)
+        kill_server(socket)
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
-def wait_file(path: Path, predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    """Wait for a file written by another process to satisfy ``predicate(text)``.
-
-    Only for files no csd API watches for us (a test's own log); short polls against a deadline.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            text = ""
-        result = predicate(text)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting on {path}: {text[-2000:]!r}")
-        time.sleep(0.02)

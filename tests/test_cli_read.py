@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env
+from support import Env
 from csd.cli import help_text, main
 from csd.events import EVENT_NAMES
 from csd.states import STATES

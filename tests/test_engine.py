@@ -12,50 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env
+from support import Env, csd, events, launch, popen, status, wait_blocked
 from csd.cli import main
 from csd.transcript import read_transcript, turns
-
-
-def csd(*argv: str, input: bytes | None = None, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "csd", *argv], input=input, capture_output=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
-def popen(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "csd", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
-
-
-def launch(env: Env, name: str, *claude_args: str) -> Path:
-    proc = csd("launch", name, str(env.root), *(["--", *claude_args] if claude_args else []))
-    assert proc.returncode == 0, proc.stderr.decode()
-    return Path(proc.stdout.decode().strip())
-
-
-def status(shim: Path) -> str:
-    return subprocess.run([str(shim), "status"], capture_output=True, text=True).stdout.strip()
-
-
-def events(shim: Path, type_: str | None = None) -> list[dict]:
-    out = subprocess.run([str(shim), "read-events", *(["--type", type_] if type_ else [])], capture_output=True, text=True).stdout
-    return [json.loads(line) for line in out.splitlines()]
-
-
-def wait_blocked(proc: subprocess.Popen[bytes]) -> None:
-    """Until the csd process is tracking its worker: it holds a pidfd on the worker's process, which it
-    opens after its watch is set up (both backends). Read from /proc."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        fds = Path(f"/proc/{proc.pid}/fd")
-        try:
-            if any("pidfd" in os.readlink(fd) for fd in fds.iterdir()):
-                return
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-        time.sleep(0.01)
-    raise AssertionError("the csd process never set up its watch")
 
 
 @pytest.fixture(params=["inotify", "poll"])

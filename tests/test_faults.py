@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env
-from test_engine import csd as csd_bytes
-from test_engine import events, launch, popen, status, wait_blocked
-from test_lifecycle import leftovers
+from support import Env, events, launch, leftovers, popen, status, wait_blocked
 
 
 def lock_is_free(path: Path) -> bool:

@@ -13,20 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Env
+from support import Env, leftovers
 
 
 def csd(*argv: str, env: dict[str, str] | None = None, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "csd", *argv], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, input=input.decode() if input else None)
-
-
-def leftovers(env: Env) -> list[str]:
-    """Everything a failed launch could leave: tmux sessions, metas, events files, shims, locks."""
-    sessions = env.tmux("list-sessions", "-F", "#{session_name}", check=False).stdout.split()
-    files = sorted(p.name for p in env.wdir.path.iterdir() if p.is_file()) if env.wdir.path.exists() else []
-    shims = sorted(p.name for p in env.wdir.bin.iterdir()) if env.wdir.bin.exists() else []
-    return sessions + files + shims
 
 
 def test_launch_converse_stop_through_the_printed_shim(env: Env) -> None:

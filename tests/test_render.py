@@ -30,7 +30,7 @@ from csd.render import (
     watch,
 )
 from csd.supervisor import Supervisor
-from conftest import Env
+from support import Env
 
 
 WAIT = 15.0  # generous ceiling for one expected change on a loaded 2-core machine; never slept

@@ -1,0 +1,126 @@
+"""Helpers shared by the tests: a private world (workers dir, HOME, tmux socket) and csd run as a controller would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from csd.workers import Meta, WorkersDir
+
+SIMWORKER = str(Path(sys.executable).parent / "csd-simworker")
+
+
+@dataclass
+class Env:
+    """One test's private world: workers dir, HOME, and tmux socket (all under tmp_path)."""
+
+    root: Path
+    wdir: WorkersDir
+    home: Path
+    socket: str
+
+    def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True, check=check)
+
+    def session(self, name: str, *cmd: str) -> None:
+        """A real tmux session running ``cmd`` (default: a long sleep) on the private server."""
+        self.tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "30", *(["--", *cmd] if cmd else ["--", "sleep", "100000"]))
+
+    def add_worker(self, name: str, events: list[dict] | None = None, live: bool = True, sid: str | None = None,
+                   meta_extra: dict | None = None, raw_lines: list[str] | None = None) -> Meta:
+        """A worker made of a meta, an events file and (when live) a real tmux session."""
+        sid = sid or str(uuid.uuid4())
+        meta = {"tmux_name": name, "session_id": sid, "cwd": str(self.root), "started_at": "2026-11-25T00:00:00Z"}
+        meta.update(meta_extra or {})
+        self.wdir.ensure()
+        self.wdir.meta_path(sid).write_text(json.dumps(meta))
+        lines = [json.dumps({"ts": "2026-11-25T00:00:01Z", **e}) for e in (events or [])] + (raw_lines or [])
+        self.wdir.events_path(sid).write_text("".join(line + "\n" for line in lines))
+        if live:
+            self.session(name)
+        return self.wdir.read_meta(sid)
+
+
+def kill_server(socket: str) -> None:
+    try:
+        subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True, timeout=10)
+    except Exception:
+        pass
+    try:
+        os.unlink(socket)
+    except OSError:
+        pass
+
+
+def csd(*argv: str, input: bytes | None = None, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "csd", *argv], input=input, capture_output=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def popen(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "csd", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
+
+
+def launch(env: Env, name: str, *claude_args: str) -> Path:
+    proc = csd("launch", name, str(env.root), *(["--", *claude_args] if claude_args else []))
+    assert proc.returncode == 0, proc.stderr.decode()
+    return Path(proc.stdout.decode().strip())
+
+
+def status(shim: Path) -> str:
+    return subprocess.run([str(shim), "status"], capture_output=True, text=True).stdout.strip()
+
+
+def events(shim: Path, type_: str | None = None) -> list[dict]:
+    out = subprocess.run([str(shim), "read-events", *(["--type", type_] if type_ else [])], capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def wait_blocked(proc: subprocess.Popen[bytes]) -> None:
+    """Until the csd process is tracking its worker: it holds a pidfd on the worker's process, which it
+    opens after its watch is set up (both backends). Read from /proc."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        fds = Path(f"/proc/{proc.pid}/fd")
+        try:
+            if any("pidfd" in os.readlink(fd) for fd in fds.iterdir()):
+                return
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError("the csd process never set up its watch")
+
+
+def leftovers(env: Env) -> list[str]:
+    """Everything a failed launch could leave: tmux sessions, metas, events files, shims, locks."""
+    sessions = env.tmux("list-sessions", "-F", "#{session_name}", check=False).stdout.split()
+    files = sorted(p.name for p in env.wdir.path.iterdir() if p.is_file()) if env.wdir.path.exists() else []
+    shims = sorted(p.name for p in env.wdir.bin.iterdir()) if env.wdir.bin.exists() else []
+    return sessions + files + shims
+
+
+def wait_file(path: Path, predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    """Wait for a file written by another process to satisfy ``predicate(text)``.
+
+    Only for files no csd API watches for us (a test's own log); short polls against a deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            text = ""
+        result = predicate(text)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting on {path}: {text[-2000:]!r}")
+        time.sleep(0.02)
