@@ -109,3 +109,36 @@ def test_gone_is_final() -> None:
     w = fold(seq("session_start"), alive=False)
     w.feed(ev("session_start", 5))
     assert w.state == State.GONE
+
+
+AGENT = ("post_tool_use", {"tool": "Agent", "tool_response": {"isAsync": True, "status": "async_launched", "agentId": "a1"}})
+NOTE = ("user_prompt_submit", {"prompt": "<task-notification>\n<task-id>a1</task-id>\n<status>completed</status>", "prompt_id": "p2"})
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        # (a) the agent is still running when the turn ends
+        [AGENT, "subagent_stop", ("stop", {"bg_running": 1}), NOTE, "stop"],
+        # (b) the agent finished first: the stop lists no background task, yet its report comes later
+        [AGENT, "subagent_stop", ("stop", {"bg_running": 0}), NOTE, "stop"],
+    ],
+    ids=["running-at-stop", "finished-before-stop"],
+)
+def test_settled_only_after_the_background_agent_reported(order: list) -> None:
+    """Orders seen from the real Claude Code: settled must not come before the task-notification turn."""
+    w = fold(seq("session_start", ("user_prompt_submit", {"prompt_id": "p1"}), *order[:3]))
+    assert w.state == "idle" and not w.settled
+    w.feed(ev(NOTE[0], 20, **NOTE[1]))
+    assert w.state == "working" and not w.settled
+    w.feed(ev("stop", 21))
+    assert w.settled
+
+
+def test_a_report_absorbed_into_the_running_turn_settles_with_its_one_stop() -> None:
+    """(c) the notification arrives while the launching turn still runs: one stop ends both."""
+    w = fold(seq("session_start", ("user_prompt_submit", {"prompt_id": "p1"}), AGENT, "subagent_stop",
+                 ("user_prompt_submit", {**NOTE[1], "prompt_id": "p1"})))
+    assert w.state == "working"
+    w.feed(ev("stop", 9))
+    assert w.settled
