@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, TextIO
 from rich.table import Table
 from rich.text import Text
 
-from csd import config
 from csd.errors import OK, CsdError
 from csd.states import State, fold
 from csd.workers import Meta, iter_events, now_iso
@@ -123,7 +122,7 @@ def _epoch(iso: str) -> float | None:
 @dataclass
 class _Entry:
     meta: Meta
-    tracked: Tracked | None  # None while pending: the meta exists but its tmux session does not yet
+    tracked: Tracked | None  # None until first tracked
     state: str
     since: float  # wall-clock time the row entered `state`
     turns_offset: int = 0  # turns before the tracked tail began (Tracked folds only the log's tail)
@@ -150,13 +149,13 @@ class LiveRows:
     # -- membership
 
     async def add(self, meta: Meta) -> None:
-        """Show a worker (idempotent); a meta whose tmux session is not up yet shows as launching."""
+        """Show a worker (idempotent); a rewritten meta (adopt) of a gone worker is tracked afresh."""
         if self.pattern not in meta.tmux_name:
             return
         entry = self._entries.get(meta.session_id)
         if entry is not None:
-            entry.meta = meta  # rewritten (adopt): its log growing will bring the new session in
-            if entry.tracked is not None:
+            entry.meta = meta
+            if entry.tracked is not None and entry.tracked.state != State.GONE:
                 return
         clash = next((e for e in self._entries.values() if e.meta.tmux_name == meta.tmux_name and e.meta != meta), None)
         if clash is not None:
@@ -195,19 +194,15 @@ class LiveRows:
         elif name.endswith(EVENTS_SUFFIX) and change.kind is not ChangeKind.DELETED:
             entry = self._entries.get(name[: -len(EVENTS_SUFFIX)])
             if entry is not None and (entry.tracked is None or entry.tracked.state == State.GONE):
-                # The log of a worker not known to be alive grew: launch writes the meta before it starts
-                # tmux, so the session may be up now. Check its liveness again.
+                # The log of a worker seen gone grew: adopt respawned it in place. Check its liveness again.
                 await self._track(entry)
                 self._dirty.set()
 
     async def _track(self, entry: _Entry) -> None:
         if entry.tracked is not None and any(t is entry.tracked for t in self.sup.tracked()):
             self.sup.untrack(entry.meta.tmux_name)  # tracked afresh: liveness is checked once per track
+        # A launch still on its way into tmux reads as launching: the supervisor waits for its session.
         tr = await self.sup.track(entry.meta)
-        if self._pending(entry, tr):
-            self.sup.untrack(entry.meta.tmux_name)  # tracked again, afresh, at its next event
-            entry.tracked = None
-            return
         entry.tracked = tr
         # Tracked folds only the tail of the log (from its last anchor); count the turns before it once.
         # Lines after tr.line_count are still on their way to the tracker, which will count them itself.
@@ -216,25 +211,6 @@ class LiveRows:
         total = fold(ev for ev in iter_events(path) if ev.line_no <= upto).turns
         entry.turns_offset = max(0, total - tr.worker.turns)
         self._entered(entry, tr)
-
-    def _pending(self, entry: _Entry, tr: Tracked) -> bool:
-        """Gone, but its log was empty when tracked and its meta is fresh: a launch not yet in tmux.
-
-        launch writes the meta and an empty log before it starts the tmux session, so a liveness check
-        in that window finds no session. (The tracker may have read a first event since: the log was
-        empty at tracking time when the first line it read itself is line 1.)
-        """
-        if tr.state != State.GONE:
-            return False
-        if tr.line_count and not (tr.events and tr.events[0].line_no == 1):
-            return False
-        started = _epoch(entry.meta.started_at)
-        try:
-            patience = config.seconds("CSD_LAUNCH_TIMEOUT")
-        except CsdError:
-            patience = 30.0
-        # an old meta with an empty log and no session (a leftover) is simply gone
-        return started is not None and self._clock() - started < patience + 5
 
     def _entered(self, entry: _Entry, tr: Tracked) -> None:
         """Date the row's state from the log: when its state event was written (launching: the meta's start)."""
