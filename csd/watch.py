@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -353,6 +354,7 @@ class DirWatcher:
         self._followers: dict[str, set[Follower]] = {}
         self._streams: set[ChangeStream] = set()
         self._names: set[str] = set()  # inotify only: what a rescan compares against
+        self._wd: int | None = None
 
     async def __aenter__(self) -> DirWatcher:
         if self._entered:
@@ -448,6 +450,11 @@ class DirWatcher:
             try:
                 assert self._loop is not None
                 self._loop.remove_reader(ino.fileno())
+                # Removing the watch first keeps close() cheap: closing an instance that still holds a
+                # watch can wait milliseconds for the kernel to retire it (measured in bench/).
+                with contextlib.suppress(OSError):
+                    if self._wd is not None:
+                        ino.rm_watch(self._wd)
             finally:
                 ino.close()
         for followers in self._followers.values():
@@ -465,7 +472,7 @@ class DirWatcher:
         try:
             # Watch first, list second: a file created in between is then both listed and reported,
             # never neither.
-            ino.add_watch(self.directory, _DIR_MASK)
+            self._wd = ino.add_watch(self.directory, _DIR_MASK)
             self._names = set(scan_directory(self.directory))
             assert self._loop is not None
             self._loop.add_reader(ino.fileno(), self._on_readable)

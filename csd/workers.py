@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
 import shlex
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,8 @@ CONSENT_FILE = ".claude/.claude-session-driver-consent"
 
 
 def now_iso() -> str:
+    from datetime import datetime, timezone
+
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -178,6 +177,8 @@ class WorkersDir:
             if m.tmux_name == handle or m.session_id == handle.lower():
                 return m
         names = [m.tmux_name for m in metas]
+        import difflib  # only on this error path: it costs a status call several milliseconds
+
         close = difflib.get_close_matches(handle, names, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         known = f" Known workers: {', '.join(names)}." if names else " There are no workers; start one with: csd launch NAME DIR"
@@ -192,8 +193,10 @@ class WorkersDir:
         _unlink(shim)
 
     # -- events
-    def read_tail(self, sid: str, on_bad: Callable[[BadLine], None] | None = None, min_line: int | None = None) -> Tail:
-        return read_tail(self.events_path(sid), on_bad, min_line)
+    def read_tail(
+        self, sid: str, on_bad: Callable[[BadLine], None] | None = None, min_line: int | None = None, count_lines: bool = True
+    ) -> Tail:
+        return read_tail(self.events_path(sid), on_bad, min_line, count_lines)
 
     # -- shims
     def write_shim(self, name: str) -> Path:
@@ -221,6 +224,7 @@ def _check_private_dir(d: Path) -> None:
 
 
 def _atomic_write(path: Path, text: str, mode: int) -> Path:
+    import tempfile
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -252,44 +256,95 @@ def entry_point() -> list[str]:
 _BLOCK = 1 << 16
 
 
-def read_tail(path: Path, on_bad: Callable[[BadLine], None] | None = None, min_line: int | None = None) -> Tail:
-    """Events from the last anchor event to the end of the file, read backwards block by block.
+def read_tail(
+    path: Path, on_bad: Callable[[BadLine], None] | None = None, min_line: int | None = None, count_lines: bool = True
+) -> Tail:
+    """Events from the last anchor event to the end of the file, read backwards from its end.
 
     The state depends only on the events since the last anchor (``states.ANCHORS``), so a long log
-    costs one backward scan of its tail plus one newline count, never a replay of every line.
-    A missing file is an empty tail. A half-written last line (no newline yet) is not counted.
-    With ``min_line`` the tail reaches back at least to that line (``--after-line`` needs it).
+    costs a read of its tail, never a replay of every line. A missing file is an empty tail. A
+    half-written last line (no newline yet) is not counted. With ``min_line`` the tail reaches back
+    at least to that line (``--after-line`` needs it). Line numbers need a newline count of the whole
+    file; without ``count_lines`` (plain ``status``, ``list``) it is skipped: line numbers are then 0
+    and ``line_count`` is -1.
     """
+    if min_line is not None:
+        return _full_tail(path, on_bad, min_line)  # --after-line, for bash v3 callers: a forward read
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return Tail([], 0)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read()
-    end = data.rfind(b"\n") + 1  # complete lines only
-    line_count = data.count(b"\n", 0, end)
-    collected: list[tuple[int, bytes]] = []
-    pos = end
-    line_no = line_count
-    while pos > 0:
-        start = data.rfind(b"\n", 0, pos - 1) + 1
-        raw = data[start : pos - 1]
-        collected.append((line_no, raw))
-        if (min_line is None or line_no <= min_line) and _is_anchor(raw):
-            break
-        pos = start
-        line_no -= 1
+    try:
+        size = os.fstat(fd).st_size
+        window = _BLOCK
+        while True:
+            start = max(0, size - window)
+            data = os.pread(fd, size - start, start)
+            found, collected = _scan_back(data, start == 0)
+            if found or start == 0:
+                break
+            window *= 4
+        if count_lines:
+            line_count = _count_newlines(fd, start) + data.count(b"\n", 0, data.rfind(b"\n") + 1)
+        else:
+            line_count = -1
+    finally:
+        os.close(fd)
     events = []
-    for no, raw in reversed(collected):
+    first_no = line_count - len(collected) + 1 if line_count >= 0 else 0
+    for i, raw in enumerate(reversed(collected)):
         text = raw.decode("utf-8", "replace")
         if not text.strip():
             continue
         try:
-            events.append(parse_line(text, no))
+            events.append(parse_line(text, first_no + i if line_count >= 0 else 0))
         except BadLine as bad:
             if on_bad:
                 on_bad(bad)
     return Tail(events, line_count)
+
+
+def _scan_back(data: bytes, at_file_start: bool) -> tuple[bool, list[bytes]]:
+    """Complete lines of ``data`` from the end back to the last anchor: (anchor found, lines newest first)."""
+    end = data.rfind(b"\n") + 1
+    collected: list[bytes] = []
+    pos = end
+    while pos > 0:
+        nl = data.rfind(b"\n", 0, pos - 1)
+        if nl < 0 and not at_file_start:
+            break  # the window starts mid-line: that line is not whole here
+        raw = data[nl + 1 : pos - 1]
+        collected.append(raw)
+        if _is_anchor(raw):
+            return True, collected
+        pos = nl + 1
+    return False, collected
+
+
+def _count_newlines(fd: int, end: int) -> int:
+    count, pos = 0, 0
+    while pos < end:
+        chunk = os.pread(fd, min(1 << 20, end - pos), pos)
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        pos += len(chunk)
+    return count
+
+
+def _full_tail(path: Path, on_bad: Callable[[BadLine], None] | None, min_line: int) -> Tail:
+    """The tail from the last anchor at or before ``min_line``, by a forward read of the whole file."""
+    events = list(iter_events(path, on_bad))
+    anchor = 0
+    for i, ev in enumerate(events):
+        if ev.line_no <= min_line and _is_anchor(ev.raw.encode()):
+            anchor = i
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = b""
+    return Tail(events[anchor:], data.count(b"\n", 0, data.rfind(b"\n") + 1))
 
 
 def _is_anchor(raw: bytes) -> bool:

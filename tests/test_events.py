@@ -79,3 +79,21 @@ def test_status_fold_of_a_100k_line_log_is_fast_and_exact(tmp_path: Path) -> Non
     assert state == "working"  # line 100000 is post_tool_use of the last turn
     assert len(tail.events) <= 4
     assert elapsed < 1.0, elapsed
+
+
+def test_tail_without_line_numbers_reads_only_the_end(tmp_path: Path) -> None:
+    """Plain status needs no line numbers: the tail is read from the end without counting the file."""
+    p = tmp_path / "e.jsonl"
+    p.write_text("\n".join(V3_LINES * 3) + "\n")
+    tail = read_tail(p, count_lines=False)
+    assert tail.line_count == -1 and [e.name for e in tail.events] == ["user_prompt_submit", "pre_tool_use", "stop"]
+    assert all(e.line_no == 0 for e in tail.events)
+    counted = read_tail(p)
+    assert [e.line_no for e in counted.events] == [10, 11, 12] and counted.line_count == 12
+
+
+def test_tail_for_after_line_reaches_back_to_that_line(tmp_path: Path) -> None:
+    p = tmp_path / "e.jsonl"
+    p.write_text("\n".join(V3_LINES * 3) + "\n")
+    tail = read_tail(p, min_line=3)
+    assert tail.events[0].line_no == 2 and tail.line_count == 12
