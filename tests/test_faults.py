@@ -62,7 +62,8 @@ def test_signal_during_launch_leaves_no_half_made_worker(env: Env, sig: int, cod
     assert leftovers(env) == []
 
 
-def test_ctrl_c_during_converse_exits_130_and_the_worker_lives_on(env: Env) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_converse_exits_and_the_worker_lives_on(env: Env, sig: int, code: int) -> None:
     shim = launch(env, "c")
     conv = popen("--worker", "c", "converse", "SLEEP:3 REPLY:late")
     deadline = time.monotonic() + 15
@@ -70,8 +71,8 @@ def test_ctrl_c_during_converse_exits_130_and_the_worker_lives_on(env: Env) -> N
         assert time.monotonic() < deadline
         time.sleep(0.01)
     wait_blocked(conv)
-    conv.send_signal(signal.SIGINT)
-    assert conv.wait(10) == 130
+    conv.send_signal(sig)
+    assert conv.wait(10) == code
     assert subprocess.run([str(shim), "wait-for-turn", "30"], capture_output=True).returncode == 0
     assert status(shim) == "idle"
 
@@ -104,6 +105,23 @@ def test_tmux_server_killed_under_send(env: Env) -> None:
     _, err = sender.communicate(timeout=10)
     assert sender.returncode == 3 and b"while the prompt was being sent" in err, err
     assert lock_is_free(lock)
+
+
+def test_tmux_server_killed_under_watch(env: Env) -> None:
+    """The live table shows the worker gone, keeps running, and still exits 0 on Ctrl-C."""
+    launch(env, "kw")
+    watcher = popen("watch")
+    assert watcher.stdout is not None
+    first = watcher.stdout.readline().decode()
+    assert "\tkw\tidle" in first
+    env.tmux("kill-server")
+    seen = [first]
+    while "\tkw\tgone" not in seen[-1]:
+        line = watcher.stdout.readline().decode()
+        assert line, watcher.communicate(timeout=5)
+        seen.append(line)
+    watcher.send_signal(signal.SIGINT)
+    assert watcher.wait(10) == 0
 
 
 def test_events_file_deleted_mid_wait(env: Env) -> None:
@@ -147,6 +165,16 @@ def test_a_planted_shim_symlink_is_replaced_not_followed(env: Env, tmp_path: Pat
     assert not env.wdir.shim_path("pl").is_symlink()
 
 
+def test_a_bin_dir_planted_by_another_user_is_refused(env: Env) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown a dir to another user")
+    env.wdir.ensure()
+    os.chown(env.wdir.bin, 65534, 65534)
+    proc = subprocess.run([sys.executable, "-m", "csd", "launch", "x", str(env.root)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "owned by uid 65534" in proc.stderr and str(env.wdir.bin) in proc.stderr
+    assert env.tmux("list-sessions", check=False).returncode != 0  # nothing started
+
+
 @pytest.mark.parametrize("name", ["a\x00b", "a\nb", "$(touch /tmp/pwned)", "a;b", "\x1b[2J"])
 def test_hostile_names_are_refused(env: Env, name: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "csd", "launch", name, str(env.root)] if "\x00" not in name else
@@ -162,6 +190,8 @@ def test_fifty_workers_launched_conversed_watched_and_stopped(env: Env) -> None:
     from csd.supervisor import Supervisor
 
     names = [f"load{i:02d}" for i in range(50)]
+
+    watcher = popen("watch")  # the live table, in its plain form (stdout is not a terminal)
 
     async def scenario() -> list[str]:
         async with Supervisor() as sup:
@@ -182,6 +212,15 @@ def test_fifty_workers_launched_conversed_watched_and_stopped(env: Env) -> None:
             await asyncio.gather(*(sup.stop(n) for n in names))
             return texts
 
-    texts = asyncio.run(scenario())
+    try:
+        texts = asyncio.run(scenario())
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=30)
     assert texts == [f"hi {n}" for n in names]
     assert leftovers(env) == []
+    assert watcher.returncode == 0, err
+    rows = [line.split("\t") for line in out.decode().splitlines()]
+    for n in names:
+        states = [r[2] for r in rows if r[1] == n]
+        assert "idle" in states and states[-1] == "removed", (n, states)
