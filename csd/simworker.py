@@ -1,4 +1,27 @@
-"""A simulated Claude Code worker: a terminal program that, seen from csd, behaves like the Claude Code TUI without spending tokens."""
+"""A simulated Claude Code worker: a terminal program that, seen from csd, behaves like the Claude Code TUI without spending tokens.
+
+It imitates Claude Code 2.1.330 as observed in tmux (shared/claude-code/FACTS.md, tests/e2e/FINDINGS.md):
+
+* the command line (``--session-id``, ``--resume``, ``--continue``, ``--settings``, ``--plugin-dir``,
+  ``--dangerously-skip-permissions`` refused as root without ``IS_SANDBOX=1``; unknown options ignored);
+* the start-up (about 0.5 s to SessionStart by default), the workspace-trust dialog (forced, or decided by
+  ``~/.claude.json`` like the real one, which records the acceptance there) and the bypass-permissions dialog;
+* hooks with Claude Code's payloads: SessionStart (``resume`` carries ``context_tokens`` & co. and no
+  ``model``; ``clear`` has no ``model``), UserPromptSubmit (at submit time, even while busy), PreToolUse,
+  SubagentStart, PostToolUse, PostToolBatch, Stop (``last_assistant_message``, ``background_tasks``),
+  SubagentStop, Notification (idle_prompt), PreCompact, PostCompact and SessionEnd;
+* background agents (``TOOL:Agent:<json>``, ``BG:<s>``): Stop with the agent running, then SubagentStop, a
+  synthetic ``<task-notification>`` turn and a second Stop; ``BG:0`` gives the quick order (SubagentStop
+  before the first Stop, which then lists no background task);
+* the transcript, in Claude Code's format and timing: the user prompt and tool_use lines are on disk before
+  their hooks, but the last tool result, the final assistant text and ``stop_hook_summary`` land about 50 ms
+  after the Stop hooks returned;
+* the screen: header, ``❯`` + NBSP input line, ``esc to interrupt`` in the footer while busy, queued prompts,
+  and the exact dialog texts.
+
+Prompts are scripted with directives and timings tuned with environment variables (both listed in ``HELP``,
+which `--help` prints). Standard library only.
+"""
 
 from __future__ import annotations
 
@@ -34,10 +57,19 @@ ENV_TRUST = "CSD_SIM_TRUST_DIALOG"
 ENV_DELAY = "CSD_SIM_STARTUP_DELAY"
 ENV_EXIT_AT_START = "CSD_SIM_EXIT_AT_START"
 ENV_NOT_READY = "CSD_SIM_NOT_READY_SECONDS"
+ENV_TURN = "CSD_SIM_TURN_SECONDS"
+ENV_AGENT = "CSD_SIM_AGENT_SECONDS"
+ENV_LAG = "CSD_SIM_TRANSCRIPT_LAG_SECONDS"
+
+# Defaults of the timings above, close to the real 2.1.330 against a local mock API (FACTS §4 "Timings").
+DEFAULT_STARTUP_DELAY_S = 0.4  # + interpreter start: SessionStart (or the trust dialog) ~0.5 s after spawn
+DEFAULT_TURN_S = 0.1  # "model" time per response: a plain turn's UserPromptSubmit -> Stop is ~0.1-0.2 s
+DEFAULT_AGENT_S = 1.0  # how long a TOOL:Agent sub-agent works, unless its prompt says SLEEP:<s>
+DEFAULT_TRANSCRIPT_LAG_S = 0.05  # the turn's last lines reach the transcript this long after the Stop hooks
 
 HOOK_EVENTS = (
-    "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification",
-    "Stop", "SubagentStop", "PreCompact", "SessionEnd",
+    "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolBatch", "Notification",
+    "Stop", "SubagentStart", "SubagentStop", "PreCompact", "PostCompact", "SessionEnd",
 )
 
 # Boolean flags of the real CLI: they never take a value, so a word after them is the positional prompt.
@@ -72,20 +104,34 @@ Options:
 Directives in a prompt (anywhere, combined, applied in order):
   REPLY:<text>            reply with <text> (rest of line); default reply is "ECHO: <prompt>"
   TOOL:Bash:<cmd>         run <cmd> with sh -c as a Bash tool call; reply "DONE: <stdout[:200]>"
+  TOOL:Agent:<json>       a background Agent, like the real one ({{"description", "prompt", "subagent_type"}};
+                          run_in_background is ignored, as 2.1.330 does): PreToolUse, SubagentStart,
+                          PostToolUse {{isAsync, status: "async_launched", agentId, outputFile, ...}},
+                          PostToolBatch, Stop with background_tasks running; after the sub-agent's time
+                          (SLEEP:<s> in its prompt, else {ENV_AGENT}): SubagentStop, a synthetic
+                          <task-notification> UserPromptSubmit and a second Stop
   TOOL:<Name>:<json>      a tool call with that input; result "ok"
   SLEEP:<seconds>         the turn takes that long (Esc interrupts)
-  BG:<seconds>            a background Agent; after <seconds>: SubagentStop, <task-notification> turn, Stop
+  BG:<seconds>            a background Agent working <seconds>; BG:0 finishes at once: SubagentStop, then
+                          Stop with background_tasks [], then the <task-notification> turn and its Stop
   CRASH                   kill -9 itself mid-turn          HANG   the turn never ends
   SWALLOW-ENTER           the first Enter on this text is ignored
 
 Slash commands: /exit (/quit), /clear, /compact [instructions].
 
 Environment:
-  {ENV_IDLE}=<s>     idle_prompt Notification this long after a turn ends (default 60)
-  {ENV_TRUST}=1      show the workspace-trust dialog first
-  {ENV_DELAY}=<s>    delay start-up (before any dialog and SessionStart)
-  {ENV_EXIT_AT_START}=<code>  print a line and exit with <code> before SessionStart
-  {ENV_NOT_READY}=<s>  Enter is swallowed this long after SessionStart (default 0.4)
+  {ENV_IDLE}=<s>            idle_prompt Notification this long after a turn ends (default 60)
+  {ENV_TRUST}=1              always show the workspace-trust dialog first
+  {ENV_TRUST}=auto           show it unless ~/.claude.json trusts the cwd or a parent, like the real
+                                      CLI (unset or 0: never); "Yes" records projects[cwd].hasTrustDialogAccepted
+  {ENV_DELAY}=<s>           delay start-up, before any dialog and SessionStart (default {DEFAULT_STARTUP_DELAY_S:g})
+  {ENV_EXIT_AT_START}=<code>        print a line and exit with <code> before SessionStart
+  {ENV_NOT_READY}=<s>       Enter is swallowed this long after SessionStart (default 0.4)
+  {ENV_TURN}=<s>            model time per response (default {DEFAULT_TURN_S:g}; 0 for fast tests)
+  {ENV_AGENT}=<s>           how long a TOOL:Agent sub-agent works (default {DEFAULT_AGENT_S:g})
+  {ENV_LAG}=<s>  the turn's last transcript lines land this long after the Stop hooks
+                                      (default {DEFAULT_TRANSCRIPT_LAG_S:g})
+  CLAUDE_CODE_TMPDIR=<dir>            agents' output files go to <dir>/claude-<uid>/... (default /tmp)
 """
 
 
@@ -146,6 +192,101 @@ def claude_config_dir(env: Mapping[str, str]) -> Path:
 
 def transcript_path_for(env: Mapping[str, str], cwd: str, session_id: str) -> Path:
     return claude_config_dir(env) / "projects" / encode_project_dir(cwd) / f"{session_id}.jsonl"
+
+
+def global_config_path(env: Mapping[str, str]) -> Path:
+    """Claude Code's global config file: $CLAUDE_CONFIG_DIR/.claude.json, else $HOME/.claude.json."""
+    base = env.get("CLAUDE_CONFIG_DIR") or env.get("HOME") or os.path.expanduser("~")
+    return Path(base) / ".claude.json"
+
+
+def workspace_trusted(env: Mapping[str, str], cwd: str) -> bool:
+    """True when ~/.claude.json has projects[cwd or a parent].hasTrustDialogAccepted, as the real CLI checks."""
+    try:
+        config = json.loads(global_config_path(env).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    projects = config.get("projects") if isinstance(config, dict) else None
+    if not isinstance(projects, dict):
+        return False
+    here = Path(cwd)
+    for folder in (here, *here.parents):
+        entry = projects.get(str(folder))
+        if isinstance(entry, dict) and entry.get("hasTrustDialogAccepted") is True:
+            return True
+    return False
+
+
+# What the real CLI puts in a project entry it creates when the trust dialog is accepted.
+_PROJECT_DEFAULTS: dict[str, Any] = {
+    "allowedTools": [], "mcpContextUris": [], "mcpServers": {}, "enabledMcpjsonServers": [],
+    "disabledMcpjsonServers": [], "hasClaudeMdExternalIncludesApproved": False,
+    "hasClaudeMdExternalIncludesWarningShown": False,
+}
+
+
+def record_trust(env: Mapping[str, str], cwd: str) -> bool:
+    """Set projects[cwd].hasTrustDialogAccepted in ~/.claude.json: merged, written atomically (temp + rename).
+
+    A file that is there but not a JSON object is left alone (False): never clobber the user's config.
+    """
+    path = global_config_path(env)
+    config: Any = {}
+    mode = 0o600
+    try:
+        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        text = None
+    except OSError:
+        return False
+    if text is not None and text.strip():
+        try:
+            config = json.loads(text)
+        except ValueError:
+            return False
+    if not isinstance(config, dict):
+        return False
+    projects = config.setdefault("projects", {})
+    if not isinstance(projects, dict):
+        return False
+    entry = projects.setdefault(cwd, {})
+    if not isinstance(entry, dict):
+        entry = projects[cwd] = {}
+    for key, value in _PROJECT_DEFAULTS.items():
+        entry.setdefault(key, value)
+    entry["hasTrustDialogAccepted"] = True
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        return False
+    return True
+
+
+def task_output_path(env: Mapping[str, str], cwd: str, session_id: str, agent_id: str) -> Path:
+    """Where Claude Code puts a background agent's output file (a link to the sub-agent's transcript)."""
+    base = env.get("CLAUDE_CODE_TMPDIR") or "/tmp"
+    return (Path(base) / f"claude-{os.getuid()}" / encode_project_dir(cwd) / session_id / "tasks"
+            / f"{agent_id}.output")
+
+
+def model_display_name(model: str) -> str:
+    """claude-opus-5-5 -> Opus 5.5 (the header's style); other names as they are."""
+    m = re.fullmatch(r"claude-([a-z]+)-(\d+)(?:-(\d{1,2}))?(?:-\d{8})?", model)
+    if m is None:
+        return model
+    return m.group(1).capitalize() + " " + m.group(2) + (f".{m.group(3)}" if m.group(3) else "")
 
 
 def is_uuid(text: str) -> bool:
@@ -484,6 +625,7 @@ class Transcript:
         self.parent_uuid: str | None = None
         self.message_count = 0
         self._fd: int | None = None
+        self._held: list[dict[str, Any]] | None = None
 
     def load_existing(self) -> list[dict[str, Any]]:
         """Read a transcript being resumed: continue its uuid chain; return its conversation lines."""
@@ -504,11 +646,29 @@ class Transcript:
         return lines
 
     def close(self) -> None:
+        try:
+            self.release()
+        except OSError:
+            pass
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
+    def hold(self) -> None:
+        """From now on keep lines in memory (in order, uuid chain already set) until release()."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Write the held lines; later lines go straight to disk again."""
+        held, self._held = self._held, None
+        for obj in held or ():
+            self.write(obj)
+
     def write(self, obj: dict[str, Any]) -> None:
+        if self._held is not None:
+            self._held.append(obj)
+            return
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not self.path.exists()
@@ -719,11 +879,33 @@ class Item:
     ups_task: asyncio.Task[None] | None = None
     user_line_written: bool = False
     bg: BgTask | None = None
+    stopped: bool = False  # its Stop hooks have run: Esc no longer interrupts it
+
+
+# The tool result the real Agent tool returns when it launches a background agent (2.1.330, verbatim).
+AGENT_LAUNCHED_TEXT = (
+    "Async agent launched successfully. (This tool result is internal metadata — never quote or paste any part "
+    "of it, including the agentId below, into a user-facing reply.)\n"
+    "agentId: {agent_id} (internal ID - do not mention to user. Use SendMessage with to: '{agent_id}', "
+    "summary: '<5-10 word recap>' to continue this agent.)\n"
+    "The agent is working in the background. You will be notified automatically when it completes. You know "
+    "nothing about its results until that notification arrives — do not report, assume, or predict them; "
+    "continue other work or respond to the user in the meantime.\n"
+    "Do not duplicate this agent's work — avoid working with the same files or topics it is using.\n"
+    "output_file: {output_file}\n"
+    "Do NOT Read or tail this file via the shell tool — it is the full subagent JSONL transcript and reading it "
+    "will overflow your context. If the user asks for progress, say the agent is still running; you'll get a "
+    "completion notification."
+)
+TASK_NOTIFICATION_NOTE = (
+    "A task-notification fires each time this agent stops with no live background children of its own. The user "
+    "can send it another message and resume it, so the same task-id may notify more than once."
+)
 
 
 @dataclass
 class BgTask:
-    """A background Agent launched by BG:<seconds>."""
+    """A background Agent, launched by TOOL:Agent:<json> or BG:<seconds>."""
 
     agent_id: str
     tool_use_id: str
@@ -731,12 +913,15 @@ class BgTask:
     description: str
     prompt: str
     seconds: float
-    output_file: str
+    transcript_path: str  # <session>/subagents/agent-<id>.jsonl
+    output_file: str  # <tmp>/claude-<uid>/<enc cwd>/<session>/tasks/<id>.output, a link to transcript_path
+    result: str
+    agent_type: str = "general-purpose"
     status: str = "running"
 
     def as_payload(self) -> dict[str, str]:
         return {"id": self.agent_id, "type": "subagent", "status": self.status,
-                "description": self.description, "agent_type": "general-purpose"}
+                "description": self.description, "agent_type": self.agent_type}
 
 
 @dataclass
@@ -776,8 +961,12 @@ class SimWorker:
         self.skip_bypass_dialog = skip_bypass_dialog
         self.idle_s = _env_float(env, ENV_IDLE, 60.0)
         self.not_ready_s = _env_float(env, ENV_NOT_READY, 0.4)
-        self.startup_delay = _env_float(env, ENV_DELAY, 0.0)
-        self.trust_dialog = env.get(ENV_TRUST, "") not in ("", "0")
+        self.startup_delay = _env_float(env, ENV_DELAY, DEFAULT_STARTUP_DELAY_S)
+        self.turn_s = max(_env_float(env, ENV_TURN, DEFAULT_TURN_S), 0.0)
+        self.agent_s = max(_env_float(env, ENV_AGENT, DEFAULT_AGENT_S), 0.0)
+        self.lag_s = max(_env_float(env, ENV_LAG, DEFAULT_TRANSCRIPT_LAG_S), 0.0)
+        trust = env.get(ENV_TRUST, "").strip().lower()
+        self.trust_mode = "auto" if trust == "auto" else ("never" if trust in ("", "0", "no", "false") else "always")
 
         self.session_id = session_id
         self.transcript = self._new_transcript(session_id)
@@ -904,9 +1093,12 @@ class SimWorker:
     async def startup(self) -> None:
         if self.startup_delay > 0:
             await asyncio.sleep(self.startup_delay)
-        if self.trust_dialog and not await self.ask(TRUST_DIALOG, TRUST_CHOICES, " "):
-            self.finish(1)
-            return
+        if self.trust_mode == "always" or (self.trust_mode == "auto" and not workspace_trusted(self.env, self.cwd)):
+            if not await self.ask(TRUST_DIALOG, TRUST_CHOICES, " "):
+                self.finish(1)
+                return
+            # Like the real CLI, which remembers the answer for this directory (always: also when forced).
+            record_trust(self.env, self.cwd)
         if self.opts.skip_permissions and not self.skip_bypass_dialog:
             if not await self.ask(BYPASS_DIALOG, BYPASS_CHOICES, "  "):
                 self.finish(1)
@@ -1063,7 +1255,7 @@ class SimWorker:
 
     def interrupt(self) -> None:
         item = self.current
-        if item is None or not self.turn_running() or item.kind not in ("prompt", "synthetic"):
+        if item is None or not self.turn_running() or item.kind not in ("prompt", "synthetic") or item.stopped:
             return
         assert self.turn_task is not None
         self.turn_task.cancel()
@@ -1116,7 +1308,19 @@ class SimWorker:
         else:
             await self.do_turn(item)
 
+    async def think(self) -> None:
+        """The model's time for one response (the real CLI waits for the API here)."""
+        if self.turn_s > 0:
+            await asyncio.sleep(self.turn_s)
+
     async def do_turn(self, item: Item) -> None:
+        try:
+            await self._do_turn(item)
+        finally:
+            # Whatever happened (Esc, exit), held transcript lines are not lost.
+            self.transcript.release()
+
+    async def _do_turn(self, item: Item) -> None:
         synthetic = item.kind == "synthetic"
         self.add_history("❯ ", item.text if not synthetic else item.text.split("\n")[0] + " …")
         if synthetic:
@@ -1136,16 +1340,20 @@ class SimWorker:
 
         final: str | None = None
         if synthetic and item.bg is not None:
-            final = f'Agent "{item.bg.description}" finished: Background work finished after {item.bg.seconds:g}s.'
+            final = f'ECHO: task-notification: Agent "{item.bg.description}" finished'
         for d in ([] if synthetic else parse_directives(item.text)):
             if d.kind == "reply":
                 final = d.arg
             elif d.kind == "sleep":
+                self.transcript.release()  # a new response is being awaited: earlier lines are on disk by now
                 await asyncio.sleep(d.seconds)
             elif d.kind == "hang":
+                self.transcript.release()
                 await asyncio.Event().wait()
             elif d.kind == "crash":
                 os.kill(os.getpid(), signal.SIGKILL)
+            elif d.kind == "tool" and d.name == "Agent":
+                final = "DONE: " + (await self.agent_tool_call(item, d.arg))[:200]
             elif d.kind == "tool":
                 final = "DONE: " + (await self.tool_call(item, d.name, d.arg))[:200]
             elif d.kind == "bg":
@@ -1153,6 +1361,10 @@ class SimWorker:
         if final is None:
             final = f"ECHO: {item.text}"
 
+        await self.think()
+        # Observed with 2.1.330: the Stop hooks run before the turn's last tool result, its final text and
+        # stop_hook_summary reach the transcript (30-70 ms later); a reader woken by Stop may not see them yet.
+        self.transcript.hold()
         self.transcript.assistant(_short_id("msg_sim"), _short_id("req_sim"), {"type": "text", "text": final},
                                   0, "end_turn")
         self.add_history("● ", final)
@@ -1161,12 +1373,15 @@ class SimWorker:
             **self.common(item.prompt_id), "permission_mode": self.permission_mode,
             "effort": {"level": "medium"}, "hook_event_name": "Stop", "stop_hook_active": False,
             "last_assistant_message": final, "background_tasks": self.running_tasks(), "session_crons": []})
-        # As in the real CLI these two are written after the Stop hooks ran: a reader woken by Stop may not see them.
+        item.stopped = True
+        stop_ms = int((time.monotonic() - stop_started) * 1000)
+        self.redraw()
+        if self.lag_s > 0:
+            await asyncio.sleep(self.lag_s)
         stop_commands = select_hooks(self.hooks, "Stop", None)
         self.transcript.system(
             "stop_hook_summary", hookCount=len(stop_commands),
-            hookInfos=[{"command": c.command, "durationMs": int((time.monotonic() - stop_started) * 1000)}
-                       for c in stop_commands],
+            hookInfos=[{"command": c.command, "durationMs": stop_ms} for c in stop_commands],
             hookErrors=[], preventedContinuation=False, stopReason="", hasOutput=False, level="suggestion")
         extra: dict[str, Any] = {}
         if self.bg_running:
@@ -1174,10 +1389,11 @@ class SimWorker:
         duration = time.monotonic() - self.turn_started
         self.transcript.system("turn_duration", durationMs=int(duration * 1000),
                                messageCount=self.transcript.message_count, **extra, isMeta=False)
+        self.transcript.release()
         self.history += [f"✻ Worked for {int(duration)}s", ""]
 
     async def tool_call(self, item: Item, name: str, arg: str) -> str:
-        """One scripted tool call: assistant lines, PreToolUse, the tool, result line, PostToolUse."""
+        """One scripted tool call: assistant lines, PreToolUse, the tool, result line, PostToolUse, PostToolBatch."""
         if name == "Bash":
             tool_input: Any = {"command": arg, "description": "simulated tool call"}
         else:
@@ -1186,7 +1402,7 @@ class SimWorker:
             except ValueError:
                 tool_input = {"input": arg}
         tool_use_id = _short_id("toolu_sim")
-        use_uuid = self.assistant_tool_use(name, tool_input, tool_use_id)
+        use_uuid = await self.assistant_tool_use(name, tool_input, tool_use_id)
         tool_fields = {**self.common(item.prompt_id), "permission_mode": self.permission_mode,
                        "effort": {"level": "medium"}}
         await self.fire("PreToolUse", {**tool_fields, "hook_event_name": "PreToolUse", "tool_name": name,
@@ -1211,15 +1427,29 @@ class SimWorker:
         await self.fire("PostToolUse", {**tool_fields, "hook_event_name": "PostToolUse", "tool_name": name,
                                         "tool_input": tool_input, "tool_response": response,
                                         "tool_use_id": tool_use_id, "duration_ms": duration_ms}, name)
+        await self.fire_post_tool_batch(tool_fields, [{"tool_name": name, "tool_input": tool_input,
+                                                       "tool_use_id": tool_use_id, "tool_response": content}])
         return output
 
-    def assistant_tool_use(self, name: str, tool_input: Any, tool_use_id: str) -> str:
-        """The two assistant lines of a tool-calling response (text block, tool_use block)."""
+    async def fire_post_tool_batch(self, tool_fields: dict[str, Any], calls: list[dict[str, Any]]) -> None:
+        """PostToolBatch: after the PostToolUse hooks of one assistant message's tool calls (2.1.330)."""
+        await self.fire("PostToolBatch", {**tool_fields, "hook_event_name": "PostToolBatch", "tool_calls": calls})
+
+    async def assistant_tool_use(self, name: str, tool_input: Any, tool_use_id: str) -> str:
+        """The two assistant lines of a tool-calling response (text block, tool_use block).
+
+        They are on disk before PreToolUse fires; the tool result that follows is held (written with the next
+        response's lines, or after the Stop hooks), as the real CLI's transcript lags behind its hooks.
+        """
+        self.transcript.release()
+        await self.think()
         msg_id, req_id = _short_id("msg_sim"), _short_id("req_sim")
         self.transcript.assistant(msg_id, req_id, {"type": "text", "text": f"Calling {name}."}, 0, "tool_use")
         self.add_history("● ", f"Calling {name}.")
-        return self.transcript.assistant(msg_id, req_id, {"type": "tool_use", "id": tool_use_id, "name": name,
-                                                          "input": tool_input}, 1, "tool_use")
+        use_uuid = self.transcript.assistant(msg_id, req_id, {"type": "tool_use", "id": tool_use_id, "name": name,
+                                                              "input": tool_input}, 1, "tool_use")
+        self.transcript.hold()
+        return use_uuid
 
     async def run_bash(self, command: str) -> tuple[str, str, bool, int]:
         env = {**self.env, "CLAUDECODE": "1"}
@@ -1247,36 +1477,66 @@ class SimWorker:
         return (out.decode("utf-8", "replace").rstrip("\n"), err.decode("utf-8", "replace").rstrip("\n"),
                 interrupted, proc.returncode if proc.returncode is not None else -1)
 
+    async def agent_tool_call(self, item: Item, arg: str) -> str:
+        """TOOL:Agent:<json>: the real Agent tool, which 2.1.330 always runs in the background."""
+        try:
+            raw = json.loads(arg) if arg else {}
+        except ValueError:
+            raw = {"prompt": arg}
+        if not isinstance(raw, dict):
+            raw = {"prompt": str(raw)}
+        prompt = str(raw.get("prompt", ""))
+        m = re.search(r"(?<![\w-])SLEEP:(\d+(?:\.\d+)?)", prompt)
+        seconds = float(m.group(1)) if m else self.agent_s
+        return await self.launch_agent(item, raw, seconds, f"ECHO: {prompt}")
+
     async def launch_bg(self, item: Item, seconds: float) -> str:
-        """An Agent tool call that runs in the background, as Claude Code's Agent does by default."""
+        """BG:<seconds>: a background Agent working that long (0: done before the turn's Stop)."""
+        tool_input = {"description": f"simulated background agent ({seconds:g}s)",
+                      "prompt": f"Work in the background for {seconds:g}s.", "subagent_type": "general-purpose"}
+        return await self.launch_agent(item, tool_input, seconds, f"Background work finished after {seconds:g}s.")
+
+    async def launch_agent(self, item: Item, tool_input: dict[str, Any], seconds: float, result: str) -> str:
+        """An Agent tool call that runs in the background, in the order 2.1.330 fires its hooks."""
         agent_id = "a" + uuid.uuid4().hex[:16]
-        description = f"simulated background agent ({seconds:g}s)"
-        tool_input = {"description": description, "prompt": f"Work in the background for {seconds:g}s.",
-                      "subagent_type": "general-purpose"}
+        description = str(tool_input.get("description") or "agent")
+        agent_type = str(tool_input.get("subagent_type") or "general-purpose")
+        # The hooks get the input without run_in_background (PostToolBatch and the transcript keep it).
+        hook_input = {k: v for k, v in tool_input.items() if k != "run_in_background"}
         tool_use_id = _short_id("toolu_sim")
-        use_uuid = self.assistant_tool_use("Agent", tool_input, tool_use_id)
+        use_uuid = await self.assistant_tool_use("Agent", tool_input, tool_use_id)
         tool_fields = {**self.common(item.prompt_id), "permission_mode": self.permission_mode,
                        "effort": {"level": "medium"}}
         await self.fire("PreToolUse", {**tool_fields, "hook_event_name": "PreToolUse", "tool_name": "Agent",
-                                       "tool_input": tool_input, "tool_use_id": tool_use_id}, "Agent")
+                                       "tool_input": hook_input, "tool_use_id": tool_use_id}, "Agent")
         started = time.monotonic()
-        task = BgTask(agent_id, tool_use_id, item.prompt_id, description, tool_input["prompt"], seconds,
-                      str(self.subagent_path(agent_id)))
+        task = BgTask(agent_id, tool_use_id, item.prompt_id, description, str(tool_input.get("prompt", "")),
+                      seconds, str(self.subagent_path(agent_id)),
+                      str(task_output_path(self.env, self.cwd, self.session_id, agent_id)), result, agent_type)
         self.bg_running[agent_id] = task
+        self.start_subagent_transcript(task)
+        await self.fire("SubagentStart", {**self.common(item.prompt_id), "agent_id": agent_id,
+                                          "agent_type": agent_type, "hook_event_name": "SubagentStart"}, agent_type)
         response = {"isAsync": True, "status": "async_launched", "agentId": agent_id, "description": description,
                     "resolvedModel": self.model, "prompt": task.prompt, "outputFile": task.output_file,
                     "canReadOutputFile": True, "canContinueAgent": True}
-        text = (f"Async agent launched successfully.\nagentId: {agent_id} (internal ID)\n"
-                "The agent is working in the background. You will be notified automatically when it completes.")
-        self.transcript.tool_result(item.prompt_id, tool_use_id, [{"type": "text", "text": text}], False,
-                                    response, use_uuid)
+        text = AGENT_LAUNCHED_TEXT.format(agent_id=agent_id, output_file=task.output_file)
+        content = [{"type": "text", "text": text}]
+        self.transcript.tool_result(item.prompt_id, tool_use_id, content, False, response, use_uuid)
         self.add_history("● ", f"Agent({description})", gap=False)
-        self.add_history("  ⎿  ", "Backgrounded agent")
+        self.add_history("  ⎿  ", "Backgrounded agent (↓ to manage · ctrl+o to expand)")
         await self.fire("PostToolUse", {**tool_fields, "hook_event_name": "PostToolUse", "tool_name": "Agent",
-                                        "tool_input": tool_input, "tool_response": response,
+                                        "tool_input": hook_input, "tool_response": response,
                                         "tool_use_id": tool_use_id,
                                         "duration_ms": int((time.monotonic() - started) * 1000)}, "Agent")
-        self.spawn(self.finish_bg(task))
+        await self.fire_post_tool_batch(tool_fields, [{"tool_name": "Agent", "tool_input": tool_input,
+                                                       "tool_use_id": tool_use_id, "tool_response": content}])
+        if seconds <= 0:
+            # A sub-agent that answers at once: its SubagentStop comes before this turn's Stop, which then lists
+            # no background task, and its <task-notification> turn follows that Stop.
+            await self.finish_bg(task)
+        else:
+            self.spawn(self.finish_bg(task))
         return text
 
     def subagent_path(self, agent_id: str) -> Path:
@@ -1286,19 +1546,22 @@ class SimWorker:
         return [t.as_payload() for t in self.bg_running.values()]
 
     async def finish_bg(self, task: BgTask) -> None:
-        await asyncio.sleep(task.seconds)
+        started = time.monotonic()
+        if task.seconds > 0:
+            await asyncio.sleep(task.seconds)
         if self.exiting:
             return
-        result = f"Background work finished after {task.seconds:g}s."
-        self.write_subagent_transcript(task, result)
+        self.finish_subagent_transcript(task)
+        # Observed: the finishing agent is still listed as running in its own SubagentStop.
         await self.fire("SubagentStop", {
             **self.common(task.prompt_id), "permission_mode": self.permission_mode, "agent_id": task.agent_id,
-            "agent_type": "general-purpose", "effort": {"level": "medium"}, "hook_event_name": "SubagentStop",
-            "stop_hook_active": False, "agent_transcript_path": task.output_file,
-            "last_assistant_message": result, "background_tasks": self.running_tasks(), "session_crons": []},
-            "general-purpose")
+            "agent_type": task.agent_type, "effort": {"level": "medium"}, "hook_event_name": "SubagentStop",
+            "stop_hook_active": False, "agent_transcript_path": task.transcript_path,
+            "last_assistant_message": task.result, "background_tasks": self.running_tasks(), "session_crons": []},
+            task.agent_type)
         task.status = "completed"
         self.bg_running.pop(task.agent_id, None)
+        duration_ms = int((time.monotonic() - started) * 1000)
         notification = (
             "<task-notification>\n"
             f"<task-id>{task.agent_id}</task-id>\n"
@@ -1306,36 +1569,60 @@ class SimWorker:
             f"<output-file>{task.output_file}</output-file>\n"
             "<status>completed</status>\n"
             f'<summary>Agent "{task.description}" finished</summary>\n'
-            f"<result>{result}</result>\n"
-            f"<usage><subagent_tokens>0</subagent_tokens><tool_uses>0</tool_uses>"
-            f"<duration_ms>{int(task.seconds * 1000)}</duration_ms></usage>\n"
+            f"<note>{TASK_NOTIFICATION_NOTE}</note>\n"
+            f"<result>{task.result}</result>\n"
+            f"<usage><subagent_tokens>2132</subagent_tokens><tool_uses>0</tool_uses>"
+            f"<duration_ms>{duration_ms}</duration_ms></usage>\n"
             "</task-notification>")
         self.transcript.write({"type": "queue-operation", "operation": "enqueue", "timestamp": now_iso(),
                                "sessionId": self.session_id, "content": notification})
         self.cancel_idle()
+        self.add_history("● ", f'Agent "{task.description}" finished · {int(task.seconds)}s')
         self.queue.append(Item("synthetic", notification, str(uuid.uuid4()), bg=task))
         self.kick()
         self.redraw()
 
-    def write_subagent_transcript(self, task: BgTask, result: str) -> None:
-        path = Path(task.output_file)
+    def _subagent_line(self, task: BgTask, parent: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return {"parentUuid": parent, "isSidechain": True, "agentId": task.agent_id, **body,
+                "uuid": str(uuid.uuid4()), "timestamp": now_iso(), "userType": "external", "entrypoint": "cli",
+                "cwd": self.cwd, "sessionId": self.session_id, "version": SIM_CLAUDE_VERSION}
+
+    def start_subagent_transcript(self, task: BgTask) -> None:
+        """The sub-agent's transcript (its prompt), its meta file, and the output file linking to it."""
+        path = Path(task.transcript_path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            user_uuid, asst_uuid = str(uuid.uuid4()), str(uuid.uuid4())
-            common = {"isSidechain": True, "agentId": task.agent_id, "sessionId": self.session_id,
-                      "cwd": self.cwd, "version": SIM_CLAUDE_VERSION, "userType": "external", "entrypoint": "cli"}
-            lines = [
-                {"parentUuid": None, **common, "type": "user", "message": {"role": "user", "content": task.prompt},
-                 "uuid": user_uuid, "timestamp": now_iso()},
-                {"parentUuid": user_uuid, **common, "type": "assistant", "message": {
-                    "id": _short_id("msg_sim"), "type": "message", "role": "assistant", "model": self.model,
-                    "content": [{"type": "text", "text": result}], "stop_reason": "end_turn",
-                    "stop_sequence": None}, "uuid": asst_uuid, "timestamp": now_iso()},
-            ]
-            path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+            line = self._subagent_line(task, None, {"type": "user",
+                                                    "message": {"role": "user", "content": task.prompt}})
+            path.write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
             path.with_name(path.stem + ".meta.json").write_text(
-                json.dumps({"agentType": "general-purpose", "description": task.description}), encoding="utf-8")
+                json.dumps({"agentType": task.agent_type, "description": task.description}), encoding="utf-8")
         except OSError:
+            return
+        output = Path(task.output_file)
+        base = Path(self.env.get("CLAUDE_CODE_TMPDIR") or "/tmp")
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            folder = base
+            for part in output.parent.relative_to(base).parts:  # claude-<uid>/... private, like the real CLI's
+                folder = folder / part
+                folder.mkdir(mode=0o700, exist_ok=True)
+            output.symlink_to(path)
+        except (OSError, ValueError):
+            pass
+
+    def finish_subagent_transcript(self, task: BgTask) -> None:
+        path = Path(task.transcript_path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            parent = json.loads(lines[-1]).get("uuid") if lines else None
+            line = self._subagent_line(task, parent, {"type": "assistant", "message": {
+                "id": _short_id("msg_sim"), "type": "message", "role": "assistant", "model": self.model,
+                "content": [{"type": "text", "text": task.result}], "stop_reason": "end_turn",
+                "stop_sequence": None}})
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        except (OSError, ValueError, AttributeError):
             pass
 
     async def do_compact(self, item: Item) -> None:
@@ -1343,7 +1630,7 @@ class SimWorker:
         await self.fire("PreCompact", {**self.common(item.prompt_id), "hook_event_name": "PreCompact",
                                        "trigger": "manual", "custom_instructions": item.text or None}, "manual")
         agent_id = "a" + uuid.uuid4().hex[:16]
-        summary = "ECHO: Summary of the conversation so far (simulated compaction)."
+        summary = "<summary>\nSummary of the conversation so far (simulated compaction).\n</summary>"
         await self.fire("SubagentStop", {
             **self.common(item.prompt_id), "permission_mode": self.permission_mode, "agent_id": agent_id,
             "agent_type": "", "effort": {"level": "medium"}, "hook_event_name": "SubagentStop",
@@ -1365,6 +1652,8 @@ class SimWorker:
                         "            <command-message>compact</command-message>\n"
                         f"            <command-args>{item.text}</command-args>"}})
         await self.fire_session_start("compact", item.prompt_id)
+        await self.fire("PostCompact", {**self.common(item.prompt_id), "hook_event_name": "PostCompact",
+                                        "trigger": "manual", "compact_summary": summary}, "manual")
         self.history = ["✻ Conversation compacted (ctrl+o for history)", ""]
 
     async def do_clear(self, item: Item) -> None:
@@ -1380,8 +1669,46 @@ class SimWorker:
                         "clear")
 
     async def fire_session_start(self, source: str, prompt_id: str | None = None) -> None:
-        await self.fire("SessionStart", {**self.common(prompt_id), "hook_event_name": "SessionStart",
-                                         "source": source, "model": self.model}, source)
+        payload: dict[str, Any] = {**self.common(prompt_id), "hook_event_name": "SessionStart", "source": source}
+        if source == "resume":
+            # Observed with 2.1.330: a resumed session reports its context and cache state instead of the model.
+            payload.update(self.resume_fields())
+        else:
+            payload["model"] = self.model
+        await self.fire("SessionStart", payload, source)
+
+    def resume_fields(self) -> dict[str, Any]:
+        """Plausible values for SessionStart(resume), derived from the resumed transcript."""
+        chars = 0
+        last_response: float | None = None
+        try:
+            raw = self.transcript.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            raw = []
+        for text in raw:
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(obj, dict):
+                continue
+            if isinstance(obj.get("message"), dict):
+                chars += len(json.dumps(obj["message"].get("content"), ensure_ascii=False))
+            if obj.get("type") == "assistant" and isinstance(obj.get("timestamp"), str):
+                try:
+                    last_response = datetime.fromisoformat(obj["timestamp"].replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    pass
+        if last_response is None:
+            try:
+                last_response = self.transcript.path.stat().st_mtime
+            except OSError:
+                last_response = time.time()
+        since = max(int(time.time() - last_response), 0)
+        tokens = 3600 + chars // 4  # the system prompt and tools, plus the conversation
+        return {"seconds_since_last_response": since, "context_tokens": tokens,
+                "prompt_cache_likely_expired": since >= 300,
+                "estimated_cache_write_usd": round(tokens * 5e-6, 4)}
 
     # ---- idle notification
 
@@ -1478,7 +1805,10 @@ class SimWorker:
 
     def header(self) -> list[str]:
         return ["", f" ▐▛███▜▌   Claude Code v{SIM_CLAUDE_VERSION} (simulated)",
-                f"▝▜█████▛▘  {self.model} · csd simulated worker", f"  ▘▘ ▝▝    {self.cwd}", ""]
+                f"▝▜█████▛▘  {model_display_name(self.model)} · API Usage Billing", f"  ▘▘ ▝▝    {self.cwd}", ""]
+
+    def busy(self) -> bool:
+        return self.current is not None and not self.current.stopped
 
     def redraw(self) -> None:
         width, height = self.term.size()
@@ -1488,21 +1818,31 @@ class SimWorker:
         if self.mode != "main":
             return
         bottom: list[str] = []
+        queued = False
         for item in self.queue:
             if item.kind in ("prompt", "compact", "clear"):
+                queued = True
                 shown = item.text if item.kind == "prompt" else f"/{item.kind} {item.text}".rstrip()
-                bottom += _wrap_rows(shown, width, "❯ ", "  ", 2) + ["  ⎿  Queued", ""]
-        if self.current is not None:
-            bottom += ["✻ Working… (esc to interrupt)", ""]
+                bottom += _wrap_rows(shown, width, "❯ ", "  ", 2) + ["  ⎿  Queued · ctrl+x ctrl+s to send now", ""]
+        busy = self.busy()
+        if busy:
+            bottom += ["✻ Working…", ""]
+        elif self.bg_running:
+            n = len(self.bg_running)
+            bottom += [f"✻ Waiting for {n} background agent{'s' if n != 1 else ''} to finish", ""]
         rule = "─" * width
-        box_rows = _wrap_rows(self.box, width, "❯ ", "  ", 8)
+        # The real input line is ❯ + a no-break space (U+00A0); an empty box with queued prompts shows a hint.
+        shown_box = self.box if self.box or not queued else "Press up to edit queued messages"
+        box_rows = _wrap_rows(shown_box, width, "❯\u00a0", "  ", 8)
         bottom += [rule, *box_rows, rule]
         if self.permission_mode == "bypassPermissions":
             footer = "  ⏵⏵ bypass permissions on (shift+tab to cycle)"
         else:
             footer = "  ? for shortcuts"
-        if self.current is not None:
+        if busy:
             footer += " · esc to interrupt"
+        if self.bg_running:
+            footer += " · /tasks to see subagents"
         bottom.append(footer)
         if self.notice:
             bottom.append(f"  {self.notice}")
@@ -1511,7 +1851,8 @@ class SimWorker:
         rows = [r[:width] for r in (top + bottom)][-height:]
         # The cursor sits after the last input row, which is followed by a rule, the footer and the notice.
         cursor_row = max(len(rows) - 3 - (1 if self.notice else 0), 0)
-        self.term.draw(rows, (cursor_row, min(len(rows[cursor_row]), width - 1)))
+        cursor_col = len(rows[cursor_row]) if shown_box == self.box else 2  # at the start of a hint
+        self.term.draw(rows, (cursor_row, min(cursor_col, width - 1)))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import pytest
 
 from csd import simworker
-from csd.simworker import Key, KeyParser, encode_project_dir, parse_directives
+from csd.simworker import (Key, KeyParser, encode_project_dir, model_display_name, parse_directives, record_trust,
+                           workspace_trusted)
 
 SIM_SCRIPT = Path(sys.executable).with_name("csd-simworker")
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -41,6 +42,11 @@ os.write(fd, (json.dumps(rec) + "\\n").encode())
 
 
 T = TypeVar("T")
+
+# The events csd's own plugin registers; the newer ones (SubagentStart, PostToolBatch, PostCompact) fire only
+# when a hook asks for them, so a test opts in with settings(events=simworker.HOOK_EVENTS).
+CSD_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop",
+              "SubagentStop", "PreCompact", "SessionEnd")
 
 
 def wait_until(what: str | Callable[[], str], check: Callable[[], T | None], timeout: float = 10.0,
@@ -70,6 +76,7 @@ class SimHarness:
         self.home.mkdir()
         self.proj.mkdir()
         self.proj = self.proj.resolve()
+        self.tmpdir = tmp / "cctmp"  # CLAUDE_CODE_TMPDIR: agents' output files
         self.hook_script = tmp / "loghook.py"
         self.hook_script.write_text(HOOK_SOURCE)
         conf = tmp / "tmux.conf"
@@ -80,9 +87,9 @@ class SimHarness:
     def hook_command(self, tag: str) -> str:
         return f"{sys.executable} -I -S {self.hook_script} {tag} {self.log}"
 
-    def settings(self, tag: str = "settings", **extra: Any) -> str:
+    def settings(self, tag: str = "settings", events: tuple[str, ...] = CSD_EVENTS, **extra: Any) -> str:
         hooks = {event: [{"matcher": "*", "hooks": [{"type": "command", "command": self.hook_command(tag)}]}]
-                 for event in simworker.HOOK_EVENTS}
+                 for event in events}
         return json.dumps({"skipDangerousModePermissionPrompt": True, "hooks": hooks, **extra})
 
     def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -90,12 +97,14 @@ class SimHarness:
                               capture_output=True, text=True, check=check, timeout=10)
 
     def start(self, *args: str, name: str = "w", env: dict[str, str] | None = None,
-              settings: bool = True, skip_permissions: bool = True) -> None:
+              settings: bool = True, skip_permissions: bool = True, events: tuple[str, ...] = CSD_EVENTS) -> None:
+        # Fast by default: no start-up delay and no model time (tests of the real timings set them back).
         full_env = {"HOME": str(self.home), "IS_SANDBOX": "1", "TERM": "xterm-256color",
-                    "CSD_SIM_NOT_READY_SECONDS": "0", **(env or {})}
+                    "CSD_SIM_NOT_READY_SECONDS": "0", "CSD_SIM_STARTUP_DELAY": "0", "CSD_SIM_TURN_SECONDS": "0",
+                    "CLAUDE_CODE_TMPDIR": str(self.tmpdir), **(env or {})}
         argv = [str(SIM_SCRIPT)]
         if settings:
-            argv += ["--settings", self.settings()]
+            argv += ["--settings", self.settings(events=events)]
         if skip_permissions:
             argv += ["--dangerously-skip-permissions"]
         argv += ["--disallowed-tools", "AskUserQuestion", *args]
@@ -239,6 +248,43 @@ def test_version_and_help_from_both_entry_points() -> None:
         assert out.returncode == 0 and out.stdout == f"{simworker.SIM_CLAUDE_VERSION} (Claude Code simulated)\n"
     out = subprocess.run([str(SIM_SCRIPT), "--help"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0 and "TOOL:Bash:<cmd>" in out.stdout and "CSD_SIM_IDLE_SECONDS" in out.stdout
+    for new in ("TOOL:Agent:<json>", "BG:0", "CSD_SIM_TRUST_DIALOG=auto", "CSD_SIM_TURN_SECONDS",
+                "CSD_SIM_AGENT_SECONDS", "CSD_SIM_TRANSCRIPT_LAG_SECONDS", "CLAUDE_CODE_TMPDIR"):
+        assert new in out.stdout
+
+
+def test_workspace_trust_is_read_like_claude_code_and_recorded_atomically_by_merging(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path)}
+    config = tmp_path / ".claude.json"
+    assert not workspace_trusted(env, "/srv/proj/sub")  # no file
+    config.write_text(json.dumps({"hasCompletedOnboarding": True, "userID": "u1",
+                                  "projects": {"/srv": {"hasTrustDialogAccepted": True},
+                                               "/other": {"hasTrustDialogAccepted": False}}}))
+    assert workspace_trusted(env, "/srv/proj/sub") and workspace_trusted(env, "/srv")  # a parent covers it
+    assert not workspace_trusted(env, "/other/x") and not workspace_trusted(env, "/srvx")
+    os.chmod(config, 0o640)
+    assert record_trust(env, "/other/x")
+    data = json.loads(config.read_text())
+    assert (data["hasCompletedOnboarding"], data["userID"]) == (True, "u1")  # merged, not clobbered
+    assert data["projects"]["/srv"] == {"hasTrustDialogAccepted": True}
+    assert data["projects"]["/other/x"]["hasTrustDialogAccepted"] is True
+    assert data["projects"]["/other/x"]["allowedTools"] == []
+    assert workspace_trusted(env, "/other/x")
+    assert (config.stat().st_mode & 0o777) == 0o640 and sorted(p.name for p in tmp_path.iterdir()) == [".claude.json"]
+    # A missing file is created; an unreadable one is left alone.
+    fresh = tmp_path / "fresh"
+    assert record_trust({"HOME": str(fresh)}, "/p") and workspace_trusted({"HOME": str(fresh)}, "/p")
+    config.write_text("{not json")
+    assert not record_trust(env, "/p") and config.read_text() == "{not json"
+    # CLAUDE_CONFIG_DIR moves the file, as in Claude Code.
+    moved = {"HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path / "cfg")}
+    assert record_trust(moved, "/q") and (tmp_path / "cfg" / ".claude.json").exists()
+
+
+def test_model_display_name_like_the_header() -> None:
+    assert model_display_name("claude-opus-5-5") == "Opus 5.5"
+    assert model_display_name("claude-sonnet-4-5-20250929") == "Sonnet 4.5"
+    assert model_display_name("my-model") == "my-model"
 
 
 def test_session_id_in_use_is_refused(tmp_path: Path) -> None:
@@ -302,10 +348,13 @@ def test_pasted_prompt_gets_echo_reply_transcript_and_idle_notification(sim: Sim
     assert (note["notification_type"], note["message"]) == ("idle_prompt", "Claude is waiting for your input")
     assert sim.names() == ["SessionStart", "UserPromptSubmit", "Stop", "Notification"]
 
-    # The final assistant line was on disk when the Stop hook ran.
-    stop_rec = next(r for r in sim.records() if r["input"]["hook_event_name"] == "Stop")
-    assert stop_rec["tail"]["type"] == "assistant"
-    assert stop_rec["tail"]["message"]["content"] == [{"type": "text", "text": stop["last_assistant_message"]}]
+    # Like the real CLI, the Stop hook runs before the final assistant line reaches the transcript: the user
+    # line was on disk when the hooks ran, the answer and stop_hook_summary land ~50 ms later.
+    recs = {r["input"]["hook_event_name"]: r for r in sim.records()}
+    assert recs["UserPromptSubmit"]["tail"]["promptId"] == ups["prompt_id"]
+    assert recs["Stop"]["tail"]["type"] == "user" and recs["Stop"]["tail"]["promptId"] == ups["prompt_id"]
+    tail_kinds = [(x["type"], x.get("subtype")) for x in sim.transcript(sid)][-3:]
+    assert tail_kinds == [("assistant", None), ("system", "stop_hook_summary"), ("system", "turn_duration")]
 
     lines = [x for x in sim.transcript(sid) if "uuid" in x]
     user, assistant = lines[0], lines[1]
@@ -330,7 +379,14 @@ def test_tool_bash_runs_the_command_between_pre_and_post_tool_use(sim: SimHarnes
     assert post["tool_response"] == {"stdout": f"tool-ok\n{sim.proj}", "stderr": "", "interrupted": False,
                                      "isImage": False, "noOutputExpected": False}
     assert stop["last_assistant_message"] == f"DONE: tool-ok\n{sim.proj}"
-    lines = sim.transcript(sid)
+    # The tool_use line is on disk before PreToolUse; the tool result and the final text land after the Stop
+    # hooks ran, as with the real CLI.
+    recs = {r["input"]["hook_event_name"]: r for r in sim.records()}
+    for event in ("PreToolUse", "PostToolUse", "Stop"):
+        tail = recs[event]["tail"]
+        assert tail["type"] == "assistant" and tail["message"]["content"][0]["id"] == pre["tool_use_id"], event
+    lines = wait_until("the turn's last lines in the transcript",
+                       lambda: [x for x in sim.transcript(sid) if x.get("subtype") == "turn_duration"] and sim.transcript(sid))
     tool_use = [x for x in lines if x.get("type") == "assistant" and x["message"]["content"][0]["type"] == "tool_use"]
     assert tool_use[0]["message"]["content"][0]["id"] == pre["tool_use_id"]
     result = [x for x in lines if x.get("toolUseResult")]
@@ -355,8 +411,10 @@ def test_background_agent_brings_a_task_notification_turn_and_a_second_stop(sim:
     assert first["prompt_id"] == ups["prompt_id"]
     sub = sim.events("SubagentStop")[0]
     assert (sub["agent_type"], sub["agent_id"]) == ("general-purpose", running[0]["id"])
+    assert sub["background_tasks"] == running  # still "running" in its own SubagentStop, as observed
     synthetic = sim.events("UserPromptSubmit")[1]
     assert synthetic["prompt"].startswith("<task-notification>")
+    assert f"<task-id>{sub['agent_id']}</task-id>" in synthetic["prompt"]
     assert second["background_tasks"] == [] and second["prompt_id"] == synthetic["prompt_id"]
     line = next(x for x in sim.transcript(sid) if x.get("promptId") == synthetic["prompt_id"] and x.get("origin"))
     assert (line["origin"]["kind"], line["promptSource"]) == ("task-notification", "system")
@@ -497,6 +555,9 @@ def test_trust_dialog_down_enter_proceeds(sim: SimHarness) -> None:
     sim.wait_screen(" ❯ Yes, I trust this folder", every=lambda: sim.keys("Down"))
     sim.keys("Enter")
     assert sim.wait_event("SessionStart")["source"] == "startup"
+    # Like the real CLI, "Yes" is remembered for the cwd in ~/.claude.json (created here).
+    config = json.loads((sim.home / ".claude.json").read_text())
+    assert config["projects"][str(sim.proj)]["hasTrustDialogAccepted"] is True
 
 
 @needs_tmux
@@ -524,6 +585,14 @@ def test_resume_continues_the_transcript_with_a_resume_session_start(sim: SimHar
     sim.start("--resume", sid, name="second")
     start = sim.wait_event("SessionStart", 2)
     assert (start["source"], start["session_id"]) == ("resume", sid) and "prompt_id" not in start
+    # Observed with 2.1.330: no model, but the resumed context's size and cache state.
+    assert "model" not in start
+    assert list(start)[-5:] == ["source", "seconds_since_last_response", "context_tokens",
+                                "prompt_cache_likely_expired", "estimated_cache_write_usd"]
+    assert isinstance(start["seconds_since_last_response"], int) and 0 <= start["seconds_since_last_response"] < 60
+    assert isinstance(start["context_tokens"], int) and start["context_tokens"] > 1000
+    assert start["prompt_cache_likely_expired"] is False
+    assert start["estimated_cache_write_usd"] == round(start["context_tokens"] * 5e-6, 4)
     ups = sim.submit("second prompt", name="second")
     sim.wait_event("Stop", 2)
     line = next(x for x in sim.transcript(sid) if x.get("promptId") == ups["prompt_id"] and x["type"] == "user")
@@ -549,3 +618,163 @@ def test_settings_file_and_plugin_dir_hooks_both_fire(sim: SimHarness) -> None:
     assert by_tag["plugin"]["env"]["CLAUDE_PLUGIN_ROOT"] == str(plugin)
     assert by_tag["settings"]["env"]["CLAUDE_PLUGIN_ROOT"] is None
     assert by_tag["plugin"]["input"] == by_tag["settings"]["input"]
+
+
+def agent_prompt(**fields: Any) -> str:
+    return "TOOL:Agent:" + json.dumps({"description": "probe", "prompt": "sub task hello",
+                                       "subagent_type": "general-purpose", **fields})
+
+
+@needs_tmux
+def test_tool_agent_runs_in_the_background_with_the_real_payloads(sim: SimHarness) -> None:
+    """TOOL:Agent like 2.1.330: background even with run_in_background false; SubagentStart/PostToolBatch fire."""
+    sid = str(uuid.uuid4())
+    started(sim, "--session-id", sid, events=simworker.HOOK_EVENTS)
+    ups = sim.submit(agent_prompt(prompt="SLEEP:0.5 sub task hello", run_in_background=False))
+    sim.wait_event("Stop", 2)
+    assert sim.names() == ["SessionStart", "UserPromptSubmit", "PreToolUse", "SubagentStart", "PostToolUse",
+                           "PostToolBatch", "Stop", "SubagentStop", "UserPromptSubmit", "Stop"]
+    pre, post, batch = sim.events("PreToolUse")[0], sim.events("PostToolUse")[0], sim.events("PostToolBatch")[0]
+    # The hooks see the input without run_in_background; PostToolBatch keeps the model's input.
+    assert pre["tool_input"] == {"description": "probe", "prompt": "SLEEP:0.5 sub task hello",
+                                 "subagent_type": "general-purpose"}
+    assert post["tool_input"] == pre["tool_input"]
+    resp = post["tool_response"]
+    agent_id = resp["agentId"]
+    output_file = sim.tmpdir / f"claude-{os.getuid()}" / encode_project_dir(str(sim.proj)) / sid / "tasks" / f"{agent_id}.output"
+    assert resp == {"isAsync": True, "status": "async_launched", "agentId": agent_id, "description": "probe",
+                    "resolvedModel": "claude-opus-5-5", "prompt": "SLEEP:0.5 sub task hello",
+                    "outputFile": str(output_file), "canReadOutputFile": True, "canContinueAgent": True}
+    assert agent_id.startswith("a") and len(agent_id) == 17
+    start = sim.events("SubagentStart")[0]
+    assert start == {"session_id": sid, "transcript_path": pre["transcript_path"], "cwd": str(sim.proj),
+                     "prompt_id": ups["prompt_id"], "agent_id": agent_id, "agent_type": "general-purpose",
+                     "hook_event_name": "SubagentStart"}
+    [call] = batch["tool_calls"]
+    assert (call["tool_name"], call["tool_use_id"], call["tool_input"]["run_in_background"]) == ("Agent", pre["tool_use_id"], False)
+    assert call["tool_response"][0]["type"] == "text" and f"agentId: {agent_id}" in call["tool_response"][0]["text"]
+
+    first, second = sim.events("Stop")
+    assert first["last_assistant_message"].startswith("DONE: Async agent launched successfully.")
+    assert [t["id"] for t in first["background_tasks"]] == [agent_id]
+    sub = sim.events("SubagentStop")[0]
+    subagent_path = Path(pre["transcript_path"]).parent / sid / "subagents" / f"agent-{agent_id}.jsonl"
+    assert (sub["agent_id"], sub["agent_transcript_path"]) == (agent_id, str(subagent_path))
+    assert sub["prompt_id"] == ups["prompt_id"] and sub["last_assistant_message"] == "ECHO: SLEEP:0.5 sub task hello"
+    assert sub["background_tasks"] == [{"id": agent_id, "type": "subagent", "status": "running",
+                                        "description": "probe", "agent_type": "general-purpose"}]
+    note = sim.events("UserPromptSubmit")[1]["prompt"]
+    assert note.startswith("<task-notification>\n") and note.endswith("\n</task-notification>")
+    for part in (f"<task-id>{agent_id}</task-id>", f"<tool-use-id>{pre['tool_use_id']}</tool-use-id>",
+                 f"<output-file>{output_file}</output-file>", "<status>completed</status>",
+                 '<summary>Agent "probe" finished</summary>', f"<note>{simworker.TASK_NOTIFICATION_NOTE}</note>",
+                 "<result>ECHO: SLEEP:0.5 sub task hello</result>", "<usage><subagent_tokens>"):
+        assert part in note
+    assert second["background_tasks"] == []
+    # The output file links to the sub-agent's transcript, which holds its prompt and answer.
+    assert output_file.is_symlink() and output_file.resolve() == subagent_path.resolve()
+    sub_lines = [json.loads(x) for x in output_file.read_text().splitlines()]
+    assert [x["type"] for x in sub_lines] == ["user", "assistant"] and all(x["isSidechain"] for x in sub_lines)
+    assert subagent_path.with_name(f"agent-{agent_id}.meta.json").exists()
+
+
+@needs_tmux
+def test_bg_zero_finishes_before_the_turns_stop(sim: SimHarness) -> None:
+    """The quick order: SubagentStop, then a Stop with no background task, then the notification's turn."""
+    started(sim)
+    ups = sim.submit("BG:0 quick agent")
+    sim.wait_event("Stop", 2)
+    assert sim.names() == ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "SubagentStop",
+                           "Stop", "UserPromptSubmit", "Stop"]
+    sub = sim.events("SubagentStop")[0]
+    assert [t["status"] for t in sub["background_tasks"]] == ["running"]
+    first, second = sim.events("Stop")
+    assert first["prompt_id"] == ups["prompt_id"] and first["background_tasks"] == []
+    note = sim.events("UserPromptSubmit")[1]
+    assert f"<task-id>{sub['agent_id']}</task-id>" in note["prompt"] and second["prompt_id"] == note["prompt_id"]
+
+
+@needs_tmux
+def test_post_tool_batch_and_post_compact_fire_when_configured(sim: SimHarness) -> None:
+    started(sim, events=simworker.HOOK_EVENTS)
+    sim.submit("TOOL:Bash:echo batch-ok")
+    sim.wait_event("Stop")
+    assert sim.names() == ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolBatch", "Stop"]
+    pre, batch = sim.events("PreToolUse")[0], sim.events("PostToolBatch")[0]
+    assert (batch["prompt_id"], batch["permission_mode"], batch["effort"]) == (pre["prompt_id"], "bypassPermissions", {"level": "medium"})
+    assert batch["tool_calls"] == [{"tool_name": "Bash", "tool_input": pre["tool_input"],
+                                    "tool_use_id": pre["tool_use_id"], "tool_response": "batch-ok"}]
+    sim.paste("/compact keep it short")
+    sim.keys("Enter")
+    post = sim.wait_event("PostCompact")
+    assert sim.names()[-4:] == ["PreCompact", "SubagentStop", "SessionStart", "PostCompact"]
+    assert post["trigger"] == "manual" and post["compact_summary"].startswith("<summary>")
+    assert sim.events("PreCompact")[0]["custom_instructions"] == "keep it short"
+
+
+@needs_tmux
+def test_trust_dialog_auto_follows_claude_json_like_the_real_cli(sim: SimHarness) -> None:
+    auto = {"CSD_SIM_TRUST_DIALOG": "auto"}
+    config = sim.home / ".claude.json"
+    config.write_text(json.dumps({"hasCompletedOnboarding": True, "projects": {"/elsewhere": {"hasTrustDialogAccepted": True}}}))
+    sim.start(env=auto, name="first")
+    sim.wait_screen(" ❯ Yes, I trust this folder", name="first", every=lambda: sim.keys("Down", name="first"))
+    assert sim.records() == []  # no hook while the dialog is up
+    sim.keys("Enter", name="first")
+    sim.wait_event("SessionStart")
+    data = json.loads(config.read_text())
+    assert data["hasCompletedOnboarding"] is True and data["projects"]["/elsewhere"] == {"hasTrustDialogAccepted": True}
+    assert data["projects"][str(sim.proj)]["hasTrustDialogAccepted"] is True
+    assert not list(sim.home.glob(".claude.json.*"))  # the temp file was renamed into place
+
+    # Trusted now: the next start goes straight to SessionStart; so does a subdirectory of a trusted dir.
+    sim.start(env=auto, name="second")
+    sim.wait_event("SessionStart", 2)
+    assert "Accessing workspace:" not in sim.screen("second")
+    sub = sim.proj / "sub"
+    sub.mkdir()
+    sim.tmux("new-session", "-d", "-s", "third", "-x", "160", "-y", "50", "-c", str(sub), "--", "env",
+             f"HOME={sim.home}", "IS_SANDBOX=1", "CSD_SIM_STARTUP_DELAY=0", "CSD_SIM_TRUST_DIALOG=auto",
+             str(SIM_SCRIPT), "--settings", sim.settings(), "--dangerously-skip-permissions")
+    assert sim.wait_event("SessionStart", 3)["cwd"] == str(sub)
+
+
+@needs_tmux
+def test_screen_input_line_busy_footer_header_and_queue(sim: SimHarness) -> None:
+    started(sim)
+    screen = sim.screen()
+    assert "Claude Code v2.1.330" in screen and "Opus 5.5 · API Usage Billing" in screen
+    assert sim.input_line() == "❯\u00a0"  # the real input line: ❯ and a no-break space
+    assert "esc to interrupt" not in screen
+    sim.submit("SLEEP:30 busy")
+    sim.submit("queued while busy")
+    screen = sim.wait_screen("esc to interrupt")
+    footer = [r for r in screen.splitlines() if "bypass permissions on" in r][0]
+    assert "esc to interrupt" in footer
+    assert "Queued · ctrl+x ctrl+s to send now" in screen
+    assert sim.input_line() == "❯\u00a0Press up to edit queued messages"
+    sim.paste("typed")
+    wait_until("typed text in the box", lambda: sim.input_line() == "❯\u00a0typed")
+    sim.keys("Escape")  # interrupts the turn (the queued prompt then runs)
+    sim.wait_event("Stop")
+    wait_until("an idle footer", lambda: "esc to interrupt" not in sim.screen())
+
+
+@needs_tmux
+def test_default_timings_are_close_to_the_real_ones(sim: SimHarness) -> None:
+    """Without the harness' fast settings: SessionStart ~0.5 s after spawn, a plain turn takes ~0.1-0.3 s."""
+    defaults = {"CSD_SIM_STARTUP_DELAY": "", "CSD_SIM_TURN_SECONDS": "", "CSD_SIM_TRUST_DIALOG": "1"}
+    spawned = time.time()
+    sim.start(env=defaults)
+    sim.wait_screen("Yes, I trust this folder")
+    shown = time.time() - spawned
+    assert 0.4 <= shown < 2.0, shown  # the real dialog appears 0.45-0.9 s after spawn
+    sim.wait_screen(" ❯ Yes, I trust this folder", every=lambda: sim.keys("Down"))
+    sim.keys("Enter")
+    sim.wait_event("SessionStart")
+    ups = sim.submit("plain prompt")
+    sim.wait_event("Stop")
+    recs = {r["input"]["hook_event_name"]: r for r in sim.records()}
+    took = recs["Stop"]["ts"] - recs["UserPromptSubmit"]["ts"]
+    assert 0.1 <= took < 1.0, took  # the default model time (0.1 s) plus the hooks
+    assert recs["Stop"]["input"]["prompt_id"] == ups["prompt_id"]
