@@ -35,7 +35,7 @@ MAX_SOCKET_PATH = 100
 EXIT_GRACE = 5.0
 #: Variables the demo replaces while it runs (csd reads its configuration from the environment).
 #: CLAUDE_CONFIG_DIR is removed so transcripts land in the sandbox HOME, not the user's config dir.
-SANDBOX_VARS = ("HOME", "CSD_WORKERS_DIR", "CSD_TMUX_SOCKET", "CSD_CLAUDE_BIN", "IS_SANDBOX", "CLAUDE_CONFIG_DIR")
+SANDBOX_VARS = ("HOME", "CSD_WORKERS_DIR", "CSD_TMUX_SOCKET", "CSD_CLAUDE_BIN", "IS_SANDBOX", "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_TMPDIR")
 
 
 @dataclass
@@ -73,6 +73,8 @@ class Sandbox:
             # the simulated worker, like claude, refuses --dangerously-skip-permissions as root without it
             "IS_SANDBOX": "1",
             "CLAUDE_CONFIG_DIR": None,
+            # background-task output goes here, inside the sandbox, not /tmp/claude-<uid>
+            "CLAUDE_CODE_TMPDIR": str(self.root / "cctmp"),
         }
         self.saved = {k: os.environ.get(k) for k in SANDBOX_VARS}
         try:

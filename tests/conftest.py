@@ -30,6 +30,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.setenv("CSD_CLAUDE_BIN", SIMWORKER)
     monkeypatch.setenv("IS_SANDBOX", "1")
     monkeypatch.setenv("CSD_SIM_IDLE_SECONDS", "3600")
+    # where Claude Code (and the simulated worker) put background task output: inside the test's dir
+    monkeypatch.setenv("CLAUDE_CODE_TMPDIR", str(root / "cctmp"))
     for var in ("TMUX", "TMUX_PANE", "CSD_WATCH_BACKEND", "CSD_CONVERSE_DIAG_FILE"):
         monkeypatch.delenv(var, raising=False)
     e = Env(root, WorkersDir(wdir_path), home, socket)
