@@ -120,6 +120,9 @@ async def _converse(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: str, 
             await write_diagnostic(wdir, meta, diag)
             err(f"csd-diagnostic: {diag}")
         raise CsdError(msg) from None
+    if args.with_turn or reply.needs_transcript:
+        # Claude Code writes a turn's last transcript lines after its Stop hook: wait for them
+        await reply.wait_transcript()
     out(reply.markdown() if args.with_turn else reply.text())
     return OK
 

@@ -510,10 +510,7 @@ class Supervisor:
             return None
 
         stop = await self.wait_until(ended)
-        path = transcript_file(self.wdir, tr.meta, submitted)
-        if submitted.name == "user_prompt_submit":
-            await _transcript_caught_up(path, submitted.prompt_id, self._backend)
-        return Reply(tr.meta, submitted, stop, path)
+        return Reply(tr.meta, submitted, stop, transcript_file(self.wdir, tr.meta, submitted), self._backend)
 
 
 #: Claude Code runs the Stop hook before the turn's last lines reach its transcript (2.1.330: the
@@ -554,6 +551,20 @@ class Reply:
     prompt: Event
     stop: Event
     transcript: Path | None
+    backend: str | None = None
+
+    @property
+    def needs_transcript(self) -> bool:
+        """The stop event does not carry the whole reply (absent, or truncated by the hook)."""
+        last = self.stop.data.get("last_assistant_message")
+        return not isinstance(last, str) or "…[truncated " in last[-40:]
+
+    async def wait_transcript(self) -> Reply:
+        """Until the transcript holds this whole turn (bounded by TRANSCRIPT_LAG_LIMIT); call before
+        ``markdown()``, or before ``text()`` when ``needs_transcript``."""
+        if self.prompt.name == "user_prompt_submit":
+            await _transcript_caught_up(self.transcript, self.prompt.prompt_id, self.backend)
+        return self
 
     def text(self) -> str:
         """The turn's final reply: the stop event's ``last_assistant_message`` (Claude Code's own
@@ -562,9 +573,8 @@ class Reply:
 
         last = self.stop.data.get("last_assistant_message")
         last = last if isinstance(last, str) else None
-        truncated = last is not None and "…[truncated " in last[-40:]
-        if last is not None and not truncated:
-            return last
+        if not self.needs_transcript:
+            return last or ""
         if self.transcript is not None and self.prompt.prompt_id:
             turn = turn_for_prompt(read_transcript(self.transcript), self.prompt.prompt_id)
             text = final_text(turn) if turn is not None else ""
