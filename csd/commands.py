@@ -59,7 +59,7 @@ async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, re
             meta = wdir.resolve(handle)
         except UnknownWorker as exc:
             # stop is idempotent: a worker already stopped is not an error, but a likely typo is
-            if "did you mean" in str(exc):
+            if exc.suggestions:
                 raise
             err(f"csd: no worker {handle!r} in {wdir.path}: already stopped, nothing to do")
             return OK

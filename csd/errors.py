@@ -23,3 +23,7 @@ class NotRunning(CsdError):
 
 class UnknownWorker(CsdError):
     exit_code = FAILURE
+
+    def __init__(self, message: str, suggestions: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.suggestions = suggestions  # known names close to the unknown one (a likely typo)

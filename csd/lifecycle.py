@@ -150,21 +150,25 @@ def _check_consent() -> None:
         raise CsdError(f"no consent recorded at {consent_path()}; run once: csd grant-consent")
 
 
-async def _check_free(wdir: WorkersDir, name: str, socket: str | None) -> None:
-    """No live worker and no tmux session may have the name; a gone worker's files are cleared."""
+async def _check_free(wdir: WorkersDir, name: str, socket: str | None, adopting: bool) -> bool:
+    """No live worker may have the name (a gone one's files are cleared). Returns whether a tmux session
+    of that name exists: launch refuses it; adopt respawns its pane in place (tmux-resurrect restores
+    sessions by name, with a shell in them)."""
     for m in wdir.metas():
         if m.tmux_name != name:
             continue
         pane = await tmux.pane_of(name, m.tmux_socket or None)
-        if pane is not None:
+        if pane is not None and pane.alive:
             raise CsdError(
                 f"a worker named {name!r} already exists (session {m.session_id}); "
                 f"stop it first: {wdir.shim_path(name)} stop"
             )
         print(f"csd: note: clearing the files of gone worker {name!r} ({m.session_id})", file=sys.stderr)
         wdir.remove_files(m)
-    if await tmux.has_session(name, socket):
+    exists = await tmux.has_session(name, socket)
+    if exists and not adopting:
         raise CsdError(f"a tmux session named {name!r} already exists (not a csd worker); pick another name")
+    return exists
 
 
 async def launch(name: str, cwd: str, extra: list[str], invocation: list[str]) -> int:
@@ -213,16 +217,7 @@ async def start_worker(
     wdir = (wdir or WorkersDir()).ensure()
     socket = config.get("CSD_TMUX_SOCKET") or None
     timeout = config.seconds("CSD_LAUNCH_TIMEOUT")
-    await _check_free(wdir, name, socket) if resume is None else None
-    respawn = False
-    if resume is not None:
-        for m in wdir.metas():
-            if m.tmux_name == name and await tmux.pane_of(name, m.tmux_socket or None) is not None and m.session_id != resume:
-                raise CsdError(f"a worker named {name!r} already exists (session {m.session_id}); stop it first: {wdir.shim_path(name)} stop")
-        pane = await tmux.pane_of(name, socket)
-        if pane is not None and pane.alive and any(m.tmux_name == name for m in wdir.metas()):
-            raise CsdError(f"worker {name!r} is running; nothing to adopt (check it with: {wdir.shim_path(name)} status)")
-        respawn = await tmux.has_session(name, socket)
+    respawn = await _check_free(wdir, name, socket, adopting=resume is not None)
     sid = resume or str(uuid.uuid4())
     meta = Meta(
         tmux_name=name,

@@ -182,7 +182,7 @@ class WorkersDir:
         close = difflib.get_close_matches(handle, names, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         known = f" Known workers: {', '.join(names)}." if names else " There are no workers; start one with: csd launch NAME DIR"
-        raise UnknownWorker(f"unknown worker {handle!r} in {self.path}{hint}{known}")
+        raise UnknownWorker(f"unknown worker {handle!r} in {self.path}{hint}{known}", tuple(close))
 
     def remove_files(self, meta: Meta) -> None:
         """Remove everything csd made for a worker (idempotent)."""

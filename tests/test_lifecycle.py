@@ -192,3 +192,15 @@ def test_each_event_is_recorded_once_when_the_plugin_is_also_loaded(env: Env) ->
     assert subprocess.run([shim, "converse", "TOOL:Bash:echo once"], capture_output=True).returncode == 0
     names = [json.loads(x)["event"] for x in subprocess.run([shim, "read-events"], capture_output=True, text=True).stdout.splitlines()]
     assert names == ["session_start", "user_prompt_submit", "pre_tool_use", "post_tool_use", "stop"]
+
+
+def test_adopt_refuses_a_live_worker_of_that_name_and_clears_a_gone_one(env: Env) -> None:
+    shim = csd("launch", "ad2", str(env.root)).stdout.strip()
+    sid = env.wdir.resolve("ad2").session_id
+    proc = csd("adopt", "ad2", str(env.root), sid)
+    assert proc.returncode == 1 and "already exists" in proc.stderr
+    assert subprocess.run([shim, "converse", "CRASH"], capture_output=True).returncode == 3  # now gone, files stay
+    proc = csd("adopt", "ad2", str(env.root), sid)
+    assert proc.returncode == 0, proc.stderr
+    assert "clearing the files of gone worker 'ad2'" in proc.stderr
+    assert [m.session_id for m in env.wdir.metas()] == [sid]
