@@ -143,7 +143,6 @@ class LiveRows:
         self._entries: dict[str, _Entry] = {}  # by session id
         self._dirty = asyncio.Event()
         self._dirty.set()  # the first table is drawn even when there is no worker yet
-        self._closed = False
         sup.add_listener(self._on_event)
 
     # -- membership
@@ -228,8 +227,6 @@ class LiveRows:
         entry.state, entry.since = state, min(when, now) if when is not None else now
 
     def _on_event(self, tr: Tracked, event: Event | None) -> None:
-        if self._closed:
-            return
         entry = self._entries.get(tr.meta.session_id)
         if entry is None or entry.tracked is not tr:
             return
@@ -260,7 +257,7 @@ class LiveRows:
                 await self._dirty.wait()
                 self._draw(draw)
         finally:
-            self._closed = True
+            self.sup.remove_listener(self._on_event)
             if self._dirty.is_set():
                 self._draw(draw)  # a change that landed just before the end is still shown
 

@@ -141,7 +141,6 @@ class Supervisor:
         self._tg: asyncio.TaskGroup | None = None
         self._tracked: dict[str, Tracked] = {}
         self._changed = asyncio.Event()
-        self._version = 0
         self._listeners: list[Callable[[Tracked, Event | None], None]] = []
 
     # ------------------------------------------------------------ lifecycle of the supervisor
@@ -174,6 +173,10 @@ class Supervisor:
     def add_listener(self, fn: Callable[[Tracked, Event | None], None]) -> None:
         """Call ``fn(tracked, event)`` after each event (event None: a liveness or tracking change)."""
         self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[Tracked, Event | None], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
 
     # ------------------------------------------------------------ tracking
 
@@ -236,7 +239,6 @@ class Supervisor:
             self._notify(tr, None)
 
     def _notify(self, tr: Tracked, event: Event | None) -> None:
-        self._version += 1
         self._changed.set()
         self._changed = asyncio.Event()
         for fn in self._listeners:
