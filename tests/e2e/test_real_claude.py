@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -220,6 +221,18 @@ def test_root_without_is_sandbox_fails_fast_and_says_why(real) -> None:
     assert elapsed < 10, elapsed  # well under CSD_LAUNCH_TIMEOUT (30 s)
     assert leftovers(real, "noroot") == []
     assert real.shim("b", "status").stdout == "idle\n"
+
+
+def test_plugin_and_settings_hooks_record_each_event_once(real) -> None:
+    """The real Claude Code runs a plugin's hooks and --settings hooks both: each event must land once."""
+    repo = Path(__file__).resolve().parents[2]
+    # csd on PATH, as an installed csd is, so the plugin route could find csd's interpreter and record
+    env = {**real.env, "PATH": f"{Path(sys.executable).parent}:{real.env['PATH']}"}
+    real.started("p", real.csd("launch", "p", str(real.proj), "--", "--plugin-dir", str(repo), env=env))
+    conv = real.shim("p", "converse", "TOOL:Bash:echo once", "60")
+    assert conv.returncode == 0, conv.stderr
+    names = [e["event"] for e in real.events("p")]
+    assert names == ["session_start", "user_prompt_submit", "pre_tool_use", "post_tool_use", "stop"], names
 
 
 def test_stopping_every_worker_leaves_nothing(real) -> None:
