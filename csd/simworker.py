@@ -44,6 +44,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from csd.transcript import encode_cwd  # pure and standard-library only, like this program
+
 # The Claude Code release whose behaviour (FACTS.md) this program imitates; it is what `--version` and the
 # transcript's `version` field report, so version-sniffing controllers see a plausible value.
 SIM_CLAUDE_VERSION = "2.1.330"
@@ -148,40 +150,9 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _java_hash_base36(text: str) -> str:
-    """base36(abs(Java-style 32-bit hash over UTF-16 units)), as Claude Code suffixes long project dirs."""
-    h = 0
-    for unit in _utf16_units(text):
-        h = (h * 31 + unit) & 0xFFFFFFFF
-    if h >= 0x80000000:
-        h -= 0x100000000
-    n = abs(h)
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if n == 0:
-            return out
-
-
-def _utf16_units(text: str) -> list[int]:
-    data = text.encode("utf-16-le", "surrogatepass")
-    return [int.from_bytes(data[i:i + 2], "little") for i in range(0, len(data), 2)]
-
-
 def encode_project_dir(cwd: str) -> str:
-    """Claude Code's `cwd.replace(/[^a-zA-Z0-9]/g, "-")`, one dash per UTF-16 unit, long names hashed."""
-    out = []
-    for ch in cwd:
-        if ch.isascii() and ch.isalnum():
-            out.append(ch)
-        else:
-            out.append("-" * (2 if ord(ch) > 0xFFFF else 1))
-    enc = "".join(out)
-    if len(enc) > 200:
-        enc = enc[:200] + "-" + _java_hash_base36(cwd)
-    return enc
+    """Claude Code's project directory name for ``cwd`` (the one rule, in csd.transcript)."""
+    return encode_cwd(cwd)
 
 
 def claude_config_dir(env: Mapping[str, str]) -> Path:

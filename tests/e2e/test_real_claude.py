@@ -18,23 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support import wait_blocked  # tests/support.py
 
 AGENT_PROMPT = 'TOOL:Agent:{"description":"probe","prompt":"sub task hello","subagent_type":"general-purpose"}'
-
-
-def wait_blocked(proc) -> None:
-    """Until the csd process is tracking its worker: it holds a pidfd on the worker's process, which it
-    opens after its watch is set up. Read from /proc (as tests/test_engine.py does)."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            if any("pidfd" in os.readlink(fd) for fd in Path(f"/proc/{proc.pid}/fd").iterdir()):
-                return
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-        time.sleep(0.01)
-    raise AssertionError("the csd process never set up its watch")
 
 
 def leftovers(real, name: str) -> list[str]:
