@@ -20,7 +20,7 @@ It imitates Claude Code 2.1.330 as observed in tmux (shared/claude-code/FACTS.md
   and the exact dialog texts.
 
 Prompts are scripted with directives and timings tuned with environment variables (both listed in ``HELP``,
-which `--help` prints). Standard library only.
+which `--help` prints). Standard library only (plus csd.transcript, which is too).
 """
 
 from __future__ import annotations
