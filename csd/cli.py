@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from csd import __version__, config
 from csd.errors import FAILURE, INTERRUPTED, NOT_RUNNING, OK, USAGE, CsdError, NotRunning, UsageError
 from csd.events import EVENT_NAMES, BadLine, Event
-from csd.states import STATES, State
+from csd.states import STATES, State, Worker
 from csd.workers import Meta, WorkersDir
 
 class Terminated(CsdError):
@@ -219,10 +219,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return OK
 
 
-def _status_json(wdir: WorkersDir, m: Meta, w: object) -> dict[str, object]:
-    from csd.states import Worker
-
-    assert isinstance(w, Worker)
+def _status_json(wdir: WorkersDir, m: Meta, w: Worker) -> dict[str, object]:
     last = w.last_event
     return {
         "name": m.tmux_name,
