@@ -33,8 +33,7 @@ PINNED_PROVIDER_VARS = (
 )
 #: Never passed to a worker: tmux's own variables (a worker is not inside the controller's tmux) and
 #: the IDE port (a worker must not attach to the controller's IDE).
-#: TERM is set by tmux itself (its default-terminal) whatever is passed; the controller's terminal
-#: program (e.g. an IDE's) is not the worker's.
+#: TERM and TERM_PROGRAM are the pane's (tmux sets them); the controller's (e.g. an IDE's) are not the worker's.
 DROPPED_VARS = frozenset({"TMUX", "TMUX_PANE", "CLAUDE_CODE_SSE_PORT", "COLUMNS", "LINES", "TERM_PROGRAM", "TERM_PROGRAM_VERSION"})
 HOOK_EVENTS = tuple(HOOK_TO_EVENT)
 #: The TUI swallows an Enter that arrives in the first few hundred milliseconds after session_start
