@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -395,8 +396,7 @@ class Supervisor:
             candidates = [e for e in (w.turn_end, w.state_event) if e is not None and e.line_no > after_line]
             ev = candidates[0] if candidates else None
         if ev is None and after_line is None:
-            # idle with an empty tail window: nothing to print but the state itself
-            return Event(0, str(w.state), now_iso(), {"event": str(w.state)}, f'{{"event": "{w.state}"}}')
+            return _state_event(tr)  # idle with an empty tail window: nothing to print but the state itself
         return ev
 
     async def wait_any(self, handles: Iterable[str], settled: bool = False) -> tuple[str, Event]:
@@ -408,7 +408,7 @@ class Supervisor:
                 try:
                     ev = self._turn_over(tr, None, settled)
                 except NotRunning:
-                    return tr.name, tr.worker.last_event or _state_event(tr)
+                    return tr.name, _state_event(tr)  # gone: no line ended its turn
                 if ev is not None:
                     return tr.name, ev
             return None
@@ -424,7 +424,7 @@ class Supervisor:
                 try:
                     ev = self._turn_over(tr, None, settled)
                 except NotRunning:
-                    ev = tr.worker.last_event or _state_event(tr)
+                    ev = _state_event(tr)  # gone: no line ended its turn
                 if ev is None:
                     return None
                 out.append((tr.name, ev))
@@ -542,7 +542,9 @@ async def _transcript_caught_up(path: Path | None, prompt_id: str | None, backen
 
 
 def _state_event(tr: Tracked) -> Event:
-    return Event(0, str(tr.state), now_iso(), {"event": str(tr.state)}, f'{{"event": "{tr.state}"}}')
+    """A stand-in event line for a state that no line of the log announces (gone; idle with no turn yet)."""
+    data = {"ts": now_iso(), "event": str(tr.state)}
+    return Event(0, data["event"], data["ts"], data, json.dumps(data))
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,19 @@ def test_wait_any_and_all_over_three_workers_with_different_turn_lengths(env: En
     assert all(status(s) == "idle" for s in shims.values())
 
 
+def test_wait_any_counts_a_gone_worker_and_says_so(env: Env) -> None:
+    shims = {n: launch(env, n) for n in ("h1", "h2")}
+    for shim in shims.values():
+        assert subprocess.run([str(shim), "send", "HANG"], capture_output=True).returncode == 0
+    waiter = popen("wait-for-turn", "--any", "h1", "h2", "30")
+    wait_blocked(waiter)
+    os.kill(int(env.tmux("list-panes", "-t", "=h2:", "-F", "#{pane_pid}").stdout.strip()), signal.SIGKILL)
+    out, err = waiter.communicate(timeout=10)
+    assert waiter.returncode == 0, err
+    name, line = out.decode().strip().split("\t", 1)
+    assert name == "h2" and json.loads(line)["event"] == "gone"
+
+
 def test_fan_out_wait_rejects_an_unknown_name_at_once(env: Env) -> None:
     launch(env, "g1")
     proc = csd("wait-for-turn", "--all", "g1", "g2", "30")
