@@ -366,6 +366,8 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
 def read_prompt(arg: str) -> str:
     if arg != "-":
         return arg
+    if sys.stdin.isatty():
+        err("csd: reading the prompt from the terminal; end it with Ctrl-D")
     data = sys.stdin.buffer.read()
     try:
         return data.decode("utf-8")
