@@ -44,7 +44,7 @@ class Row:
 # Guards, as statemachine.md writes them.
 GUARD_TEXT = {
     "is_idle_prompt": "idle_prompt",
-    "not_compact": "source is not compact",
+    "ends_turn_on_start": "not compact, or ends a /compact",
     "not_clear": "reason is not clear",
 }
 
@@ -59,13 +59,14 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(L, "session_end", T, "not_clear"),
     Row(L, DIED, G),
     Row(I, "user_prompt_submit", W),
+    Row(I, "pre_compact", W),
     Row(I, "session_start", I),
     Row(I, "stop", I),
     Row(I, "session_end", T, "not_clear"),
     Row(I, DIED, G),
     Row(W, "stop", I),
     Row(W, "notification", I, "is_idle_prompt"),
-    Row(W, "session_start", I, "not_compact"),
+    Row(W, "session_start", I, "ends_turn_on_start"),
     Row(W, "session_end", T, "not_clear"),
     Row(W, DIED, G),
     Row(T, "session_start", I),
@@ -85,6 +86,7 @@ class Worker:
         # not arrived yet: Claude Code can end the turn with an empty background_tasks when the agent finished
         # first, and only then start the notification's turn
         self.bg_pending: set[str] = set()
+        self.compacting = False  # a /compact typed at the prompt is running
         self.turns = 0  # turns ended by a stop
         self.last_event: Event | None = None
         self.turn_end: Event | None = None  # the last stop/session_end that ended a turn
@@ -112,8 +114,10 @@ class Worker:
     def is_idle_prompt(self, ed: object) -> bool:
         return ed.kwargs["event"].notification_type == "idle_prompt"  # type: ignore[attr-defined]
 
-    def not_compact(self, ed: object) -> bool:
-        return ed.kwargs["event"].source != "compact"  # type: ignore[attr-defined]
+    def ends_turn_on_start(self, ed: object) -> bool:
+        # /compact at the prompt runs as a turn of its own that ends with session_start (source compact)
+        # and no stop; a compaction in the middle of a turn (auto) does not end that turn
+        return ed.kwargs["event"].source != "compact" or self.compacting  # type: ignore[attr-defined]
 
     def _after_change(self, ed: object) -> None:
         pass
@@ -138,6 +142,10 @@ class Worker:
             self.trigger(name, event=event)  # type: ignore[attr-defined]
             if self.state != before or self.state_event is None:
                 self.state_event = event
+        if name == "pre_compact":
+            self.compacting = self.compacting or (before == State.IDLE and self.state == State.WORKING)
+        elif name in ("user_prompt_submit", "session_start", "session_end"):
+            self.compacting = False
         if name == "stop":
             self.bg_running = event.bg_running
             if before != self.state or before == State.LAUNCHING:
@@ -147,10 +155,13 @@ class Worker:
                 self.turn_end = event
         elif name == "session_end" and event.data.get("reason") != "clear":
             self.turn_end = event
-        elif name == "session_start" and event.source != "compact":
-            # a new or resumed session has no background work of this process running
-            self.bg_running = 0
-            self.bg_pending = set()
+        elif name == "session_start":
+            if before == State.WORKING and self.state == State.IDLE:
+                self.turn_end = event  # the end of a /compact turn (it has no stop)
+            if event.source != "compact":
+                # a new or resumed session has no background work of this process running
+                self.bg_running = 0
+                self.bg_pending = set()
 
     def lose(self) -> None:
         """Liveness says the process or session is gone."""

@@ -218,6 +218,24 @@ def test_wait_any_counts_a_gone_worker_and_says_so(env: Env) -> None:
     assert name == "h2" and json.loads(line)["event"] == "gone"
 
 
+def test_slash_commands_compact_and_clear(env: Env) -> None:
+    """/compact fires no user_prompt_submit and no stop; /clear starts a new session id. Both are driven by send."""
+    shim = launch(env, "sl")
+    assert subprocess.run([str(shim), "converse", "REPLY:before"], capture_output=True).returncode == 0
+    assert subprocess.run([str(shim), "send", "/compact"], capture_output=True).returncode == 0
+    proc = subprocess.run([str(shim), "wait-for-turn", "30"], capture_output=True, text=True)
+    end = json.loads(proc.stdout)
+    assert (end["event"], end["source"]) == ("session_start", "compact")
+    assert subprocess.run([str(shim), "send", "/clear"], capture_output=True).returncode == 0
+    proc = subprocess.run([str(shim), "wait-for-turn", "30"], capture_output=True, text=True)
+    assert status(shim) == "idle"
+    conv = subprocess.run([str(shim), "converse", "REPLY:after clear"], capture_output=True, text=True)
+    assert conv.stdout == "after clear\n", conv.stderr
+    starts = events(shim, "session_start")
+    assert [s["source"] for s in starts] == ["startup", "compact", "clear"]
+    assert starts[2]["session_id"] != starts[0]["session_id"]  # a new session id, still this worker's file
+
+
 def test_fan_out_wait_rejects_an_unknown_name_at_once(env: Env) -> None:
     launch(env, "g1")
     proc = csd("wait-for-turn", "--all", "g1", "g2", "30")

@@ -92,7 +92,12 @@ def test_idle_prompt_notification_ends_a_turn_that_had_no_stop() -> None:
 
 def test_compact_does_not_end_a_turn_and_clear_passes_through_terminated() -> None:
     w = fold(seq("session_start", "user_prompt_submit", "pre_compact", ("session_start", {"source": "compact"})))
-    assert w.state == "working"
+    assert w.state == "working"  # compaction in the middle of a turn
+    w = fold(seq("session_start", "user_prompt_submit", "stop", ("pre_compact", {"trigger": "manual"})))
+    assert w.state == "working"  # /compact at the prompt is a turn of its own...
+    w.feed(ev("subagent_stop", 5))
+    w.feed(ev("session_start", 6, source="compact"))
+    assert w.state == "idle"  # ...ended by its session_start
     w = fold(seq("session_start", ("session_end", {"reason": "clear"})))
     assert w.state == "idle"  # /clear is not an exit
     w.feed(ev("session_start", 3, source="clear"))

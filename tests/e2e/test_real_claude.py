@@ -209,6 +209,26 @@ def test_root_without_is_sandbox_fails_fast_and_says_why(real) -> None:
     assert real.shim("b", "status").stdout == "idle\n"
 
 
+def test_compact_and_clear_sent_as_prompts(real) -> None:
+    """/compact is a turn without user_prompt_submit or stop; /clear gives a new session id. The worker stays observable."""
+    real.worker("s")
+    assert real.shim("s", "converse", "hello before compact", "60").returncode == 0
+    assert real.shim("s", "send", "/compact").returncode == 0
+    end = real.shim("s", "wait-for-turn", "60")
+    assert end.returncode == 0, end.stderr
+    line = json.loads(end.stdout)
+    assert (line["event"], line.get("source")) == ("session_start", "compact"), line
+    assert real.shim("s", "status").stdout == "idle\n"
+    assert real.shim("s", "send", "/clear").returncode == 0
+    assert real.shim("s", "wait-for-turn", "30").returncode == 0
+    conv = real.shim("s", "converse", "hello after clear", "60")
+    assert (conv.returncode, conv.stdout) == (0, "ECHO: hello after clear\n"), conv.stderr
+    starts = real.events("s", "session_start")
+    assert [e["source"] for e in starts][-2:] == ["compact", "clear"]
+    assert starts[-1]["session_id"] != starts[0]["session_id"]
+    assert real.shim("s", "status").stdout == "idle\n"
+
+
 def test_plugin_and_settings_hooks_record_each_event_once(real) -> None:
     """The real Claude Code runs a plugin's hooks and --settings hooks both: each event must land once."""
     repo = Path(__file__).resolve().parents[2]
