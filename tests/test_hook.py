@@ -106,32 +106,29 @@ def test_bad_stdin_exits_0_and_writes_nothing_wrong(stdin: bytes, events_file: P
     assert events_file.read_text() == ""
 
 
-def test_never_closed_stdin_is_bounded(events_file: Path) -> None:
-    """A caller that never closes stdin (and sends nothing) cannot hang the hook past its bound."""
+def run_with_open_stdin(data: bytes, events_file: Path) -> tuple[int, float]:
+    """Run the hook with ``data`` on a stdin whose writer never closes it: (exit code, seconds taken)."""
     r, w = os.pipe()
+    os.write(w, data)
     try:
         t0 = time.monotonic()
         proc = subprocess.run(HOOK, stdin=r, env={"CSD_EVENTS_FILE": str(events_file)}, capture_output=True, timeout=20)
-        elapsed = time.monotonic() - t0
+        return proc.returncode, time.monotonic() - t0
     finally:
         os.close(r)
         os.close(w)
-    assert proc.returncode == 0
-    assert elapsed < hook.STDIN_SECONDS + 2
+
+
+def test_never_closed_stdin_is_bounded(events_file: Path) -> None:
+    """A caller that never closes stdin (and sends nothing) cannot hang the hook past its bound."""
+    code, elapsed = run_with_open_stdin(b"", events_file)
+    assert code == 0 and elapsed < hook.STDIN_SECONDS + 2
     assert events_file.read_text() == ""
 
 
 def test_never_closed_stdin_with_a_whole_payload_does_not_wait_for_eof(events_file: Path) -> None:
-    r, w = os.pipe()
-    os.write(w, json.dumps({"hook_event_name": "Stop", "session_id": "s"}).encode())
-    try:
-        t0 = time.monotonic()
-        proc = subprocess.run(HOOK, stdin=r, env={"CSD_EVENTS_FILE": str(events_file)}, capture_output=True, timeout=20)
-        elapsed = time.monotonic() - t0
-    finally:
-        os.close(r)
-        os.close(w)
-    assert proc.returncode == 0 and elapsed < hook.STDIN_SECONDS
+    code, elapsed = run_with_open_stdin(json.dumps({"hook_event_name": "Stop", "session_id": "s"}).encode(), events_file)
+    assert code == 0 and elapsed < hook.STDIN_SECONDS
     assert lines(events_file)[0]["event"] == "stop"
 
 
