@@ -307,7 +307,7 @@ def cmd_read_turn(handle: str, args: argparse.Namespace) -> int:
 
 
 def cmd_grant_consent(args: argparse.Namespace) -> int:
-    from csd.workers import consent_path
+    from csd.workers import consent_path, now_iso
 
     path = consent_path()
     if path.is_file():
@@ -324,7 +324,7 @@ def cmd_grant_consent(args: argparse.Namespace) -> int:
     if line.strip().lower() != "yes":
         raise CsdError(f"consent not granted (got {line.strip()!r}, expected 'yes')")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"granted {__import__('csd.workers').workers.now_iso()}\n")
+    path.write_text(f"granted {now_iso()}\n")
     err(f"Consent recorded at {path}.")
     return OK
 

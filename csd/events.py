@@ -11,7 +11,6 @@ from typing import Any
 from csd.hook import HOOK_TO_EVENT
 
 EVENT_NAMES: tuple[str, ...] = tuple(HOOK_TO_EVENT.values())
-TURN_ENDING = frozenset({"stop", "session_end"})
 SYNTHETIC_PROMPT_PREFIX = "<task-notification>"
 
 

@@ -438,7 +438,8 @@ async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str) -> None:
     pane = await tmux.pane_of(meta.tmux_name, socket)
     if pane is not None:
         proc = await asyncio.create_subprocess_exec(
-            "ps", "-o", "pid,ppid,stat,etime,args", "--forest", "-g", str(os.getpgid(pane.pid)) if _pgid_ok(pane.pid) else str(pane.pid),
+            # tmux starts each pane's process as a session leader: its session is the worker's process tree
+            "ps", "-o", "pid,ppid,stat,etime,args", "--forest", "-s", str(pane.pid),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await proc.communicate()
@@ -451,11 +452,3 @@ async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str) -> None:
     if epath.is_file():
         parts += [f"## events tail ({epath})", "\n".join(epath.read_text(errors="replace").splitlines()[-30:])]
     Path(path).write_text("\n\n".join(parts) + "\n")
-
-
-def _pgid_ok(pid: int) -> bool:
-    try:
-        os.getpgid(pid)
-        return True
-    except OSError:
-        return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -70,6 +70,7 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(W, "session_end", T, "not_clear"),
     Row(W, DIED, G),
     Row(T, "session_start", I),
+    Row(T, "user_prompt_submit", W),
     Row(T, DIED, G),
 )
 
@@ -99,7 +100,6 @@ class Worker:
             auto_transitions=False,
             ignore_invalid_triggers=True,
             send_event=True,
-            after_state_change="_after_change",
         )
         for row in TRANSITIONS:
             self.machine.add_transition(
@@ -119,9 +119,6 @@ class Worker:
         # and no stop; a compaction in the middle of a turn (auto) does not end that turn
         return ed.kwargs["event"].source != "compact" or self.compacting  # type: ignore[attr-defined]
 
-    def _after_change(self, ed: object) -> None:
-        pass
-
     # -- feeding
     def feed(self, event: Event) -> None:
         """Apply one event: bookkeeping first, then the machine's trigger."""
@@ -138,7 +135,9 @@ class Worker:
             if isinstance(response, dict) and response.get("isAsync") is True and isinstance(response.get("agentId"), str):
                 self.bg_pending.add(response["agentId"])
         before = self.state
-        if name in TRIGGERS:
+        # only triggers the table has for this state: transitions would log a warning for the others,
+        # and a warning on stderr is noise in `csd status`
+        if (self.state, name) in TRIGGERS:
             self.trigger(name, event=event)  # type: ignore[attr-defined]
             if self.state != before or self.state_event is None:
                 self.state_event = event
@@ -155,6 +154,8 @@ class Worker:
                 self.turn_end = event
         elif name == "session_end" and event.data.get("reason") != "clear":
             self.turn_end = event
+            self.bg_running = 0  # the process is exiting: its background work ends with it
+            self.bg_pending = set()
         elif name == "session_start":
             if before == State.WORKING and self.state == State.IDLE:
                 self.turn_end = event  # the end of a /compact turn (it has no stop)
@@ -172,11 +173,22 @@ class Worker:
         return self.state == State.IDLE and self.bg_running == 0 and not self.bg_pending
 
 
-TRIGGERS = frozenset(row.event for row in TRANSITIONS if row.event != DIED)
+#: (state, event) pairs the table has a row for.
+TRIGGERS = frozenset((row.source.value, row.event) for row in TRANSITIONS if row.event != DIED)
 
 #: Events after which the state no longer depends on anything earlier in the log: folding may start
 #: at the last of them (the tail of the log decides the state; replaying 100 000 lines would not scale).
+#: Two of their variants are not anchors: see is_anchor.
 ANCHORS = frozenset({"session_start", "user_prompt_submit", "session_end"})
+
+
+def is_anchor(name: object, data: Mapping[str, object]) -> bool:
+    """Whether an event fixes the state whatever came before it (the guards of the table above)."""
+    if name == "session_start" and data.get("source") == "compact":
+        return False  # depends on whether a /compact turn was running
+    if name == "session_end" and data.get("reason") == "clear":
+        return False  # /clear is not an exit: no change
+    return name in ANCHORS
 
 
 def fold(events: Iterable[Event], alive: bool = True, initial: State = State.LAUNCHING) -> Worker:

@@ -21,7 +21,8 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -30,7 +31,7 @@ from csd import config, tmux
 from csd.errors import CsdError, NotRunning, UsageError
 from csd.events import BadLine, Event, parse_line
 from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
-from csd.watch import DirWatcher
+from csd.watch import DirWatcher, Follower
 from csd.workers import Meta, WorkersDir, now_iso
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ T = TypeVar("T")
 
 #: Liveness check period where the OS has no pidfd (macOS): one tmux call a second.
 LIVENESS_FALLBACK_INTERVAL = 1.0
+#: How many recent events each tracked worker keeps (send's confirmation comes within a few).
+RECENT_EVENTS = 1024
 #: While a worker's launch is under way, how often to look for its tmux session.
 STARTING_CHECK_INTERVAL = 0.1
 #: Bracketed-paste markers: a prompt containing them could end the paste early and type keys.
@@ -70,7 +73,9 @@ class Tracked:
     meta: Meta
     worker: Worker
     line_count: int  # complete lines seen so far
-    events: list[Event] = field(default_factory=list)  # events read since tracking began
+    # the latest events read since tracking began (send looks for its confirmation among them); bounded
+    # so that a long-lived watch over busy workers does not grow without end
+    events: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     removed: bool = False  # the events file was deleted (the worker was stopped)
     pidfd: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -215,7 +220,7 @@ class Supervisor:
     def tracked(self) -> list[Tracked]:
         return list(self._tracked.values())
 
-    async def _pump(self, tr: Tracked, follower: AsyncIterator[tuple[int, str]]) -> None:
+    async def _pump(self, tr: Tracked, follower: Follower) -> None:
         path = self.wdir.events_path(tr.meta.session_id)
         try:
             async for number, text in follower:
@@ -231,9 +236,7 @@ class Supervisor:
                 tr.worker.feed(event)
                 self._notify(tr, event)
         finally:
-            close = getattr(follower, "close", None)
-            if close is not None:
-                close()
+            follower.close()
         # the follower ended: the events file was removed (worker stopped) or the dir went away
         if not path.exists():
             tr.removed = True

@@ -141,15 +141,6 @@ async def run(
     return rc, stdout, stderr
 
 
-async def list_panes(socket: str | None = None) -> dict[str, Pane]:
-    rc, out, err = await run(["list-panes", "-a", "-F", PANE_FORMAT], socket, check=False)
-    if rc != 0:
-        if _no_server(err):
-            return {}
-        raise _error(["list-panes"], err)
-    return parse_panes(out)
-
-
 async def pane_of(name: str, socket: str | None = None) -> Pane | None:
     """The pane of exactly session ``name``, or None when there is no such session."""
     rc, out, err = await run(["list-panes", "-t", session_target(name), "-F", PANE_FORMAT], socket, check=False)
@@ -188,14 +179,3 @@ async def paste(name: str, text: bytes, buffer: str, socket: str | None = None) 
     except BaseException:
         await run(["delete-buffer", "-b", buffer], socket, check=False)
         raise
-
-
-def pidfd_open(pid: int) -> int | None:
-    """A pidfd for the process (readable when it exits), or None where the OS has none."""
-    fn = getattr(os, "pidfd_open", None)
-    if fn is None or pid <= 0:
-        return None
-    try:
-        return fn(pid)
-    except OSError:
-        return None

@@ -16,7 +16,7 @@ from typing import Any
 from csd import config
 from csd.errors import CsdError, UnknownWorker, UsageError
 from csd.events import BadLine, Event, parse_line
-from csd.states import ANCHORS
+from csd.states import is_anchor
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -337,7 +337,7 @@ def _full_tail(path: Path, on_bad: Callable[[BadLine], None] | None, min_line: i
     events = list(iter_events(path, on_bad))
     anchor = 0
     for i, ev in enumerate(events):
-        if ev.line_no <= min_line and _is_anchor(ev.raw.encode()):
+        if ev.line_no <= min_line and is_anchor(ev.name, ev.data):
             anchor = i
     try:
         with open(path, "rb") as f:
@@ -348,20 +348,13 @@ def _full_tail(path: Path, on_bad: Callable[[BadLine], None] | None, min_line: i
 
 
 def _is_anchor(raw: bytes) -> bool:
-    if b'"event"' not in raw:
+    if b'"event"' not in raw:  # cheap: most lines are skipped without parsing
         return False
     try:
         obj = json.loads(raw)
     except ValueError:
         return False
-    if not isinstance(obj, dict):
-        return False
-    name = obj.get("event")
-    if name == "session_start" and obj.get("source") == "compact":
-        return False
-    if name == "session_end" and obj.get("reason") == "clear":
-        return False
-    return name in ANCHORS
+    return isinstance(obj, dict) and is_anchor(obj.get("event"), obj)
 
 
 def iter_events(path: Path, on_bad: Callable[[BadLine], None] | None = None) -> Iterator[Event]:

@@ -105,22 +105,3 @@ def leftovers(env: Env) -> list[str]:
     files = sorted(p.name for p in env.wdir.path.iterdir() if p.is_file()) if env.wdir.path.exists() else []
     shims = sorted(p.name for p in env.wdir.bin.iterdir()) if env.wdir.bin.exists() else []
     return sessions + files + shims
-
-
-def wait_file(path: Path, predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    """Wait for a file written by another process to satisfy ``predicate(text)``.
-
-    Only for files no csd API watches for us (a test's own log); short polls against a deadline.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            text = ""
-        result = predicate(text)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting on {path}: {text[-2000:]!r}")
-        time.sleep(0.02)

@@ -291,6 +291,8 @@ def test_python_api_send_wait_converse(env: Env) -> None:
             async with asyncio.timeout(30):
                 stop = await sup.wait_for_turn("py")
             state = await sup.status("py")
+            assert [e.name for e in sup.read_events("py")][-2:] == ["user_prompt_submit", "stop"]
+            assert "**Prompt:** SLEEP:0.2 REPLY:later" in sup.read_turn("py")
             await sup.stop("py")
             return reply.text(), stop.data["last_assistant_message"], f"{meta.tmux_name}:{state}"
 

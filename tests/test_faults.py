@@ -65,11 +65,11 @@ def test_signal_during_launch_leaves_no_half_made_worker(env: Env, sig: int, cod
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_converse_exits_and_the_worker_lives_on(env: Env, sig: int, code: int) -> None:
     shim = launch(env, "c")
+    follow = popen("--worker", "c", "read-events", "--follow", "--type", "user_prompt_submit")
     conv = popen("--worker", "c", "converse", "SLEEP:3 REPLY:late")
-    deadline = time.monotonic() + 15
-    while not events(shim, "user_prompt_submit"):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert follow.stdout is not None and b"user_prompt_submit" in follow.stdout.readline()  # submitted
+    follow.send_signal(signal.SIGINT)
+    follow.wait(10)
     wait_blocked(conv)
     conv.send_signal(sig)
     assert conv.wait(10) == code

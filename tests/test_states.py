@@ -147,3 +147,29 @@ def test_a_report_absorbed_into_the_running_turn_settles_with_its_one_stop() -> 
     assert w.state == "working"
     w.feed(ev("stop", 9))
     assert w.settled
+
+
+def test_folding_from_the_last_anchor_gives_the_state_of_the_whole_log() -> None:
+    """What lets status read only a log's tail: for any order of events, the fold of everything from the
+    last anchor (states.is_anchor) equals the fold of the whole log."""
+    import random
+
+    from csd.states import is_anchor
+
+    kinds = [("session_start", {}), ("session_start", {"source": "compact"}), ("user_prompt_submit", {}),
+             ("pre_tool_use", {}), ("post_tool_use", {}), ("stop", {}), ("stop", {"bg_running": 1}),
+             ("notification", {"notification_type": "idle_prompt"}), ("pre_compact", {}), ("subagent_stop", {}),
+             ("session_end", {}), ("session_end", {"reason": "clear"})]
+    rng = random.Random(7)
+    for _ in range(2000):
+        events = [ev(name, i, **fields) for i, (name, fields) in enumerate(rng.choices(kinds, k=rng.randint(1, 12)), 1)]
+        anchors = [i for i, e in enumerate(events) if is_anchor(e.name, e.data)]
+        if not anchors:
+            continue
+        tail_events = events[anchors[-1]:]
+        whole, tail = fold(events), fold(tail_events)
+        assert tail.state == whole.state, [e.name for e in events]
+        # bg_running is what the last stop reported (reset by a new session or an exit): the same once
+        # the tail has its own stop, or starts with a session boundary
+        if tail_events[0].name != "user_prompt_submit" or any(e.name == "stop" for e in tail_events):
+            assert tail.bg_running == whole.bg_running, [e.name for e in events]
