@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from csd import __version__, config
-from csd.errors import FAILURE, INTERRUPTED, NOT_RUNNING, OK, USAGE, CsdError, NotRunning, UsageError
+from csd.errors import FAILURE, INTERRUPTED, NOT_RUNNING, OK, TURN_FAILED, USAGE, CsdError, NotRunning, UsageError
 from csd.events import EVENT_NAMES, BadLine, Event
 from csd.states import STATES, State, Worker
 from csd.workers import Meta, WorkersDir
@@ -25,6 +25,7 @@ EXIT_CODES = (
     (FAILURE, "failure, including a timeout"),
     (USAGE, "usage error (unknown command, option, event type, state or bad value)"),
     (NOT_RUNNING, "the worker is not running (terminated or gone) and the command needs a live one"),
+    (TURN_FAILED, "the turn ended in an API error (stop_failure); the line on stderr names the error and what to do"),
     (INTERRUPTED, "interrupted (Ctrl-C); 143 for SIGTERM. Either way locks are released and a half-made worker removed"),
 )
 MAX_TIMEOUT = 7 * 86400.0
@@ -227,6 +228,9 @@ def _status_json(wdir: WorkersDir, m: Meta, w: Worker) -> dict[str, object]:
         "state": w.state,
         "bg_running": w.bg_running,
         "settled": w.settled,
+        "turns": w.turns,
+        "turn_outcome": w.outcome,
+        "turn_error": w.turn_end.error if w.turn_end is not None else None,
         "last_event": last.name if last else None,
         "last_event_ts": last.ts if last else None,
         "last_event_line": last.line_no if last else None,

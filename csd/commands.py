@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from csd import config
-from csd.errors import OK, CsdError, NotRunning
-from csd.events import Event
+from csd.errors import OK, TURN_FAILED, CsdError, NotRunning
+from csd.events import Event, failure_line
 from csd.supervisor import Supervisor
 from csd.workers import Meta, WorkersDir
 
@@ -88,6 +88,9 @@ async def _wait_for_turn(sup: Supervisor, meta: Meta, args: argparse.Namespace) 
             f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r} to end its turn ({tr.describe()})"
         ) from None
     out(ev.raw)
+    if ev.error is not None:
+        err(f"csd: error: {failure_line(meta.tmux_name, ev)}")
+        return TURN_FAILED
     return OK
 
 
@@ -95,15 +98,18 @@ async def _fan_wait(sup: Supervisor, args: argparse.Namespace) -> int:
     try:
         async with asyncio.timeout(args.timeout):
             if args.any:
-                name, ev = await sup.wait_any(args.names, args.settled)
-                out(f"{name}\t{ev.raw}")
+                ended = [await sup.wait_any(args.names, args.settled)]
             else:
-                for name, ev in await sup.wait_all(args.names, args.settled):
-                    out(f"{name}\t{ev.raw}")
+                ended = await sup.wait_all(args.names, args.settled)
     except TimeoutError:
         busy = [f"{tr.name} ({tr.describe()})" for tr in sup.tracked() if tr.state in ("working", "launching")]
         raise CsdError(f"timed out after {args.timeout:g}s; still busy: {', '.join(busy) or 'none'}") from None
-    return OK
+    for name, ev in ended:
+        out(f"{name}\t{ev.raw}")
+    failed = [(name, ev) for name, ev in ended if ev.error is not None]
+    for name, ev in failed:
+        err(f"csd: error: {failure_line(name, ev)}")
+    return TURN_FAILED if failed else OK
 
 
 async def _converse(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: str, args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-OK, FAILURE, USAGE, NOT_RUNNING, INTERRUPTED = 0, 1, 2, 3, 130
+OK, FAILURE, USAGE, NOT_RUNNING, TURN_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 class CsdError(Exception):
@@ -27,3 +27,13 @@ class UnknownWorker(CsdError):
     def __init__(self, message: str, suggestions: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.suggestions = suggestions  # known names close to the unknown one (a likely typo)
+
+
+class TurnFailed(CsdError):
+    """The turn ended in an API error (Claude Code's StopFailure); ``event`` is its stop_failure line."""
+
+    exit_code = TURN_FAILED
+
+    def __init__(self, message: str, event: object = None) -> None:
+        super().__init__(message)
+        self.event = event

@@ -12,6 +12,30 @@ from csd.hook import HOOK_TO_EVENT
 
 EVENT_NAMES: tuple[str, ...] = tuple(HOOK_TO_EVENT.values())
 SYNTHETIC_PROMPT_PREFIX = "<task-notification>"
+#: Events that end a turn the worker was running: a normal end, or an API error (Claude Code fires
+#: StopFailure instead of Stop when the turn's API calls fail).
+TURN_ENDS = frozenset({"stop", "stop_failure"})
+
+#: What a controller should do about a turn that ended in an API error, by StopFailure's ``error``.
+FAILURE_ADVICE = {
+    "rate_limit": "rate limited: wait, then resend the prompt",
+    "authentication_failed": "the worker needs a login (take it over with handoff and run /login, or fix its API key), then resend",
+    "server_error": "a server-side error, usually transient: resend the prompt",
+    "billing_error": "a billing problem on the account: fix it, then resend",
+    "invalid_request": "the API rejected the request: resending the same prompt will fail again",
+}
+DEFAULT_FAILURE_ADVICE = "read the error (read-events --last 1), then resend or change the prompt"
+
+
+def failure_advice(error: str | None) -> str:
+    return FAILURE_ADVICE.get(error or "", DEFAULT_FAILURE_ADVICE)
+
+
+def failure_line(name: str, event: Event) -> str:
+    """One line for a turn that ended in an API error: which worker, the error type, Claude Code's own
+    message, and what to do."""
+    message = _one_line(event.data.get("last_assistant_message"), 160)
+    return f"{name!r}: the turn ended in an API error ({event.error}{': ' + message if message else ''}); {failure_advice(event.error)}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,14 @@ class Event:
         return value if isinstance(value, int) and value > 0 else 0
 
     @property
+    def error(self) -> str | None:
+        """The API error type of a stop_failure (``rate_limit``, ``server_error``, ...), else None."""
+        if self.name != "stop_failure":
+            return None
+        value = self.data.get("error")
+        return value if isinstance(value, str) and value else "unknown"
+
+    @property
     def synthetic(self) -> bool:
         """A prompt Claude Code submitted by itself (a background task reporting back)."""
         prompt = self.data.get("prompt")
@@ -67,6 +99,8 @@ class Event:
         if self.name == "stop":
             bg = self.bg_running
             return "stop" + (f" ({bg} background running)" if bg else "")
+        if self.name == "stop_failure":
+            return f"stop_failure ({self.error})"
         if self.name == "session_start":
             return f"session_start ({self.source})" if self.source else "session_start"
         if self.name == "session_end":

@@ -71,7 +71,7 @@ DEFAULT_TRANSCRIPT_LAG_S = 0.05  # the turn's last lines reach the transcript th
 
 HOOK_EVENTS = (
     "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolBatch", "Notification",
-    "Stop", "SubagentStart", "SubagentStop", "PreCompact", "PostCompact", "SessionEnd",
+    "Stop", "StopFailure", "SubagentStart", "SubagentStop", "PreCompact", "PostCompact", "SessionEnd",
 )
 
 # Boolean flags of the real CLI: they never take a value, so a word after them is the positional prompt.
@@ -117,6 +117,9 @@ Directives in a prompt (anywhere, combined, applied in order):
   BG:<seconds>            a background Agent working <seconds>; BG:0 finishes at once: SubagentStop, then
                           Stop with background_tasks [], then the <task-notification> turn and its Stop
   CRASH                   kill -9 itself mid-turn          HANG   the turn never ends
+  FAIL:<error>            the turn's API calls fail, as 2.1.330 does: a synthetic assistant line
+                          (isApiErrorMessage) and StopFailure instead of Stop; <error> is StopFailure's
+                          error (rate_limit, server_error, authentication_failed, unknown, ...)
   SWALLOW-ENTER           the first Enter on this text is ignored
 
 Slash commands: /exit (/quit), /clear, /compact [instructions].
@@ -272,7 +275,7 @@ def is_uuid(text: str) -> bool:
 class Directive:
     """One steering instruction found in a prompt."""
 
-    kind: str  # reply | tool | sleep | bg | crash | hang
+    kind: str  # reply | tool | sleep | bg | crash | hang | fail
     arg: str = ""
     name: str = ""
     seconds: float = 0.0
@@ -287,6 +290,7 @@ _DIRECTIVE_RE = re.compile(
     r"|BG:(?P<bg>\d+(?:\.\d+)?)"
     r"|(?P<crash>CRASH)(?![\w-])"
     r"|(?P<hang>HANG)(?![\w-])"
+    r"|FAIL:(?P<fail>[a-z_]+)"
     r")"
 )
 
@@ -307,7 +311,18 @@ def parse_directives(prompt: str) -> list[Directive]:
             found.append(Directive("crash"))
         elif m.group("hang") is not None:
             found.append(Directive("hang"))
+        elif m.group("fail") is not None:
+            found.append(Directive("fail", arg=m.group("fail")))
     return found
+
+
+#: StopFailure's ``error`` -> the synthetic assistant text Claude Code 2.1.330 shows (FACTS §7).
+API_ERROR_TEXT = {
+    "rate_limit": "API Error: Request rejected (429) · rate_limit_error (simulated)",
+    "server_error": "API Error: 500 api_error (simulated) · This is a server-side issue, usually temporary",
+    "authentication_failed": "Please run /login · API Error: 401 authentication_error (simulated)",
+    "unknown": "API Error: 400 invalid_request_error (simulated)",
+}
 
 
 PASTE_START = "\x1b[200~"
@@ -1310,6 +1325,7 @@ class SimWorker:
                 await asyncio.wait({item.ups_task})  # never cancels the hook itself
 
         final: str | None = None
+        failed: str | None = None
         if synthetic and item.bg is not None:
             final = f'ECHO: task-notification: Agent "{item.bg.description}" finished'
         for d in ([] if synthetic else parse_directives(item.text)):
@@ -1329,6 +1345,12 @@ class SimWorker:
                 final = "DONE: " + (await self.tool_call(item, d.name, d.arg))[:200]
             elif d.kind == "bg":
                 final = "DONE: " + (await self.launch_bg(item, d.seconds))[:200]
+            elif d.kind == "fail":
+                failed = d.arg
+                break
+        if failed is not None:
+            await self.fail_turn(item, failed)
+            return
         if final is None:
             final = f"ECHO: {item.text}"
 
@@ -1362,6 +1384,26 @@ class SimWorker:
                                messageCount=self.transcript.message_count, **extra, isMeta=False)
         self.transcript.release()
         self.history += [f"✻ Worked for {int(duration)}s", ""]
+
+    async def fail_turn(self, item: Item, error: str) -> None:
+        """End the turn as 2.1.330 does when its API calls fail: the synthetic assistant line, then
+        StopFailure (never Stop)."""
+        await self.think()
+        text = API_ERROR_TEXT.get(error, f"API Error: {error} (simulated)")
+        self.transcript.conversation({
+            "message": {
+                "id": _short_id("msg_sim"), "type": "message", "role": "assistant", "model": "<synthetic>",
+                "content": [{"type": "text", "text": text}], "stop_reason": "stop_sequence", "stop_sequence": "",
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            },
+            "type": "assistant", "isApiErrorMessage": True, "error": error,
+        })
+        self.add_history("● ", text)
+        await self.fire("StopFailure", {
+            **self.common(item.prompt_id), "effort": {"level": "medium"}, "hook_event_name": "StopFailure",
+            "error": error, "last_assistant_message": text})
+        item.stopped = True
+        self.redraw()
 
     async def tool_call(self, item: Item, name: str, arg: str) -> str:
         """One scripted tool call: assistant lines, PreToolUse, the tool, result line, PostToolUse, PostToolBatch."""

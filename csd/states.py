@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from transitions import Machine
 
-from csd.events import Event
+from csd.events import TURN_ENDS, Event
 
 
 class State(StrEnum):
@@ -56,15 +56,18 @@ TRANSITIONS: tuple[Row, ...] = (
     Row(L, "session_start", I),
     Row(L, "user_prompt_submit", W),
     Row(L, "stop", I),
+    Row(L, "stop_failure", I),
     Row(L, "session_end", T, "not_clear"),
     Row(L, DIED, G),
     Row(I, "user_prompt_submit", W),
     Row(I, "pre_compact", W),
     Row(I, "session_start", I),
     Row(I, "stop", I),
+    Row(I, "stop_failure", I),
     Row(I, "session_end", T, "not_clear"),
     Row(I, DIED, G),
     Row(W, "stop", I),
+    Row(W, "stop_failure", I),
     Row(W, "notification", I, "is_idle_prompt"),
     Row(W, "session_start", I, "ends_turn_on_start"),
     Row(W, "session_end", T, "not_clear"),
@@ -90,7 +93,7 @@ class Worker:
         self.compacting = False  # a /compact typed at the prompt is running
         self.turns = 0  # turns ended by a stop
         self.last_event: Event | None = None
-        self.turn_end: Event | None = None  # the last stop/session_end that ended a turn
+        self.turn_end: Event | None = None  # the last stop/stop_failure/session_end that ended a turn
         self.turn_start: Event | None = None  # the user_prompt_submit that began the current/last turn
         self.state_event: Event | None = None  # the event that moved the machine into its state
         self.machine = Machine(
@@ -145,8 +148,9 @@ class Worker:
             self.compacting = self.compacting or (before == State.IDLE and self.state == State.WORKING)
         elif name in ("user_prompt_submit", "session_start", "session_end"):
             self.compacting = False
-        if name == "stop":
-            self.bg_running = event.bg_running
+        if name in TURN_ENDS:
+            if name == "stop":
+                self.bg_running = event.bg_running
             if before != self.state or before == State.LAUNCHING:
                 self.turns += 1
                 self.turn_end = event
@@ -167,6 +171,15 @@ class Worker:
     def lose(self) -> None:
         """Liveness says the process or session is gone."""
         self.trigger(DIED)  # type: ignore[attr-defined]
+
+    @property
+    def outcome(self) -> str | None:
+        """How the last turn ended: ``ok`` (stop), ``api_error`` (stop_failure), ``exited`` (session_end), or
+        None before any turn ended."""
+        end = self.turn_end
+        if end is None:
+            return None
+        return {"stop": "ok", "stop_failure": "api_error", "session_end": "exited"}.get(end.name, "ok")
 
     @property
     def settled(self) -> bool:

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from csd import config, tmux
-from csd.errors import CsdError, NotRunning, UsageError
-from csd.events import BadLine, Event, parse_line
+from csd.errors import CsdError, NotRunning, TurnFailed, UsageError
+from csd.events import BadLine, Event, failure_line, parse_line
 from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
 from csd.watch import DirWatcher, Follower
 from csd.workers import Meta, WorkersDir, now_iso
@@ -376,7 +376,9 @@ class Supervisor:
     async def wait_for_turn(
         self, handle: str, after_line: int | None = None, settled: bool = False
     ) -> Event:
-        """The event that ended the worker's turn (stop or session_end), waiting for it if need be.
+        """The event that ended the worker's turn (stop, stop_failure or session_end), waiting for it if need be.
+
+        A turn that ended in an API error returns its stop_failure event (``event.error`` names the error).
 
         Raises NotRunning when the worker is gone (died without session_end) or was stopped.
         """
@@ -499,7 +501,11 @@ class Supervisor:
         return None
 
     async def converse(self, handle: str, prompt: str) -> Reply:
-        """Send, wait for this turn to end, and return its reply (never an earlier turn's)."""
+        """Send, wait for this turn to end, and return its reply (never an earlier turn's).
+
+        Raises TurnFailed (its ``event`` is the stop_failure line) when the turn ended in an API error,
+        and NotRunning when the worker exited or died during the turn.
+        """
         submitted = await self.send(handle, prompt)
         tr = self._tracked[self.resolve(handle).tmux_name]
 
@@ -515,6 +521,8 @@ class Supervisor:
             return None
 
         stop = await self.wait_until(ended)
+        if stop.error is not None:
+            raise TurnFailed(failure_line(tr.name, stop), stop)
         return Reply(tr.meta, submitted, stop, transcript_file(self.wdir, tr.meta, submitted), self._backend)
 
 

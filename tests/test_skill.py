@@ -54,6 +54,6 @@ def test_plugin_manifest_and_hooks() -> None:
     assert manifest["name"] == "csd"
     hooks = json.loads((ROOT / "hooks" / "hooks.json").read_text())["hooks"]
     assert set(hooks) == {"SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop",
-                          "SubagentStop", "PreCompact", "SessionEnd"}
+                          "StopFailure", "SubagentStop", "PreCompact", "SessionEnd"}
     for groups in hooks.values():
         assert groups[0]["hooks"][0]["command"] == '"${CLAUDE_PLUGIN_ROOT}/hooks/csd-hook"'
