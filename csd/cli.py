@@ -112,6 +112,8 @@ def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
     g.add_argument("--all", action="store_true")
     p.add_argument("--settled", action="store_true", help="also wait out running background tasks")
     p.add_argument("names", nargs="+", metavar="NAME [TIMEOUT]")
+    p = top["prune"] = _sub("prune", "remove the files of every gone worker (never a live or launching one)")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     top["grant-consent"] = _sub("grant-consent", "one-time consent to let csd run Claude Code workers")
     p = top["demo"] = _sub("demo", "run the whole loop with simulated workers (no claude, no network)")
     p.add_argument("--workers", type=count_arg, default=3)
@@ -153,11 +155,14 @@ Top-level commands:
   csd watch [PATTERN]                       live table of workers; Ctrl-C exits
   csd wait-for-turn --any|--all [--settled] NAME... [TIMEOUT]
                                             fan-out wait (default timeout 60 s)
+  csd prune [--dry-run]                     remove the files of every gone worker; prints each
   csd grant-consent                         one-time consent (type 'yes')
   csd demo                                  the whole loop with simulated workers
   csd help | --help | --version
 
-Per-worker commands (csd --worker NAME CMD, or SHIM CMD; NAME may be a session id):
+Per-worker commands (csd --worker NAME CMD, or SHIM CMD; NAME may be either session id, the first or
+the current one; a shim runs csd --workers-dir DIR --tmux-socket SOCKET --worker NAME, so it works from
+any environment, and a CSD_WORKERS_DIR or CSD_TMUX_SOCKET there that says otherwise is an error):
   status [--json]                           one of: {states}
   send PROMPT|-                             submit a prompt (- reads stdin); refuses unless idle
   wait-for-turn [TIMEOUT] [--after-line N] [--settled]
@@ -167,7 +172,7 @@ Per-worker commands (csd --worker NAME CMD, or SHIM CMD; NAME may be a session i
                                             event lines; T is one of: {events}
   read-turn [--full]                        the last turn as markdown
   handoff                                   how a human takes over (tmux attach)
-  session-id | events-file                  print them
+  session-id | events-file                  print them (the session id it has now: /clear changes it)
   stop                                      /exit, wait, kill if needed, remove meta, events and
                                             shim. Destructive and final: relaunch to continue.
 
@@ -188,43 +193,86 @@ def help_text() -> str:
 # ---------------------------------------------------------------- commands: read side
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+def _survey(wdir: WorkersDir, metas: list[Meta], count_lines: bool) -> list[tuple[Meta, Worker, str]]:
+    """Each worker's state and current session id, with one tmux call per tmux server (not per worker)."""
     from csd import tmux
     from csd.states import fold
 
+    panes_by_socket: dict[str, dict[str, tmux.Pane]] = {}
+    out = []
+    for m in metas:
+        sock = m.tmux_socket if m.tmux_socket is not None else config.tmux_socket()
+        if sock not in panes_by_socket:
+            panes_by_socket[sock] = tmux.list_panes_sync(sock)
+        pane = panes_by_socket[sock].get(m.tmux_name)
+        tail = wdir.read_tail(m.session_id, warn_bad_line(wdir.events_path(m.session_id)), count_lines=count_lines)
+        worker = fold(tail.events, alive=tmux.worker_alive(pane, m.pid, m.proc_start))
+        out.append((m, worker, tail.session_id or m.session_id))
+    return out
+
+
+def cmd_list(args: argparse.Namespace) -> int:
     wdir = WorkersDir()
     rows = []
     if wdir.check():
         metas = [m for m in wdir.metas(err) if args.pattern in m.tmux_name]
-        panes_by_socket: dict[str, dict[str, tmux.Pane]] = {}
-        for m in metas:
-            sock = m.tmux_socket or config.get("CSD_TMUX_SOCKET")
-            if sock not in panes_by_socket:
-                panes_by_socket[sock] = tmux.list_panes_sync(sock)
-            pane = panes_by_socket[sock].get(m.tmux_name)
-            tail = wdir.read_tail(m.session_id, warn_bad_line(wdir.events_path(m.session_id)), count_lines=args.json)
-            worker = fold(tail.events, alive=pane is not None and pane.alive)
-            if worker.state == State.GONE and not args.all:
-                continue
-            rows.append((m, worker))
+        rows = [r for r in _survey(wdir, metas, args.json) if args.all or r[1].state != State.GONE]
     if not rows:
         err("No workers found" + (f" matching {args.pattern!r}" if args.pattern else "") + ("" if args.all else " (gone ones are shown with --all)"))
         return OK
     if args.json:
-        for m, w in rows:
-            print(json.dumps(_status_json(wdir, m, w)))
+        for m, w, sid in rows:
+            print(json.dumps(_status_json(wdir, m, w, sid)))
     else:
         print("STATUS\tTMUX\tSESSION_ID\tSHIM\tCWD")
-        for m, w in rows:
-            print(f"{w.state}\t{m.tmux_name}\t{m.session_id}\t{wdir.shim_path(m.tmux_name)}\t{m.cwd}")
+        for m, w, sid in rows:
+            print(f"{w.state}\t{m.tmux_name}\t{sid}\t{wdir.shim_path(m.tmux_name)}\t{m.cwd}")
     return OK
 
 
-def _status_json(wdir: WorkersDir, m: Meta, w: Worker) -> dict[str, object]:
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Remove the files of every gone worker; never a live one, nor one whose launch may be under way or
+    whose lock is held. One line per worker on stdout: what was (or, with --dry-run, would be) removed."""
+    from csd.supervisor import WorkerLock
+
+    wdir = WorkersDir()
+    if not wdir.check():
+        err(f"No workers dir at {wdir.path}: nothing to prune")
+        return OK
+    surveyed = _survey(wdir, wdir.metas(err), count_lines=False)
+    kept = {m.tmux_name for m, w, _ in surveyed if w.state != State.GONE or wdir.launch_under_way(m)}
+    pruned = 0
+    for m, w, sid in surveyed:
+        if w.state != State.GONE or wdir.launch_under_way(m):
+            continue
+        # a live worker of the same name (a newer launch) owns bin/NAME: its shim stays
+        files = [p for p in wdir.files_of(m) if not (p == wdir.shim_path(m.tmux_name) and m.tmux_name in kept)]
+        if args.dry_run:
+            print(f"would remove {m.tmux_name} ({sid}): {' '.join(str(p) for p in files)}")
+            pruned += 1
+            continue
+        try:
+            with WorkerLock(wdir, m, "csd prune"):
+                for p in files:
+                    if p != wdir.lock_path(m.session_id):
+                        p.unlink(missing_ok=True)
+                wdir.lock_path(m.session_id).unlink(missing_ok=True)
+        except CsdError as exc:
+            err(f"csd: skipping gone worker {m.tmux_name!r}: {exc}")
+            continue
+        print(f"removed {m.tmux_name} ({sid}): {' '.join(str(p) for p in files)}", flush=True)
+        pruned += 1
+    if not pruned:
+        err(f"No gone workers in {wdir.path}: nothing to prune")
+    return OK
+
+
+def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[str, object]:
     last = w.last_event
     return {
         "name": m.tmux_name,
-        "session_id": m.session_id,
+        "session_id": session_id,  # the id it has now (it changes on /clear)
+        "first_session_id": m.session_id,  # the id it was launched or adopted with; names its files
         "state": w.state,
         "bg_running": w.bg_running,
         "settled": w.settled,
@@ -254,12 +302,12 @@ def cmd_status(handle: str, args: argparse.Namespace) -> int:
     from csd.states import fold
 
     wdir, m = _resolve(handle)
-    pane = tmux.list_panes_sync(m.tmux_socket or None).get(m.tmux_name)
+    pane = tmux.list_panes_sync(m.tmux_socket).get(m.tmux_name)
     # line numbers (a count of every line) only where they are printed
     tail = wdir.read_tail(m.session_id, warn_bad_line(wdir.events_path(m.session_id)), count_lines=args.json)
-    worker = fold(tail.events, alive=pane is not None and pane.alive)
+    worker = fold(tail.events, alive=tmux.worker_alive(pane, m.pid, m.proc_start))
     if args.json:
-        print(json.dumps(_status_json(wdir, m, worker)))
+        print(json.dumps(_status_json(wdir, m, worker, tail.session_id or m.session_id)))
     else:
         print(worker.state)
     return OK
@@ -287,7 +335,7 @@ def cmd_handoff(handle: str, args: argparse.Namespace) -> int:
     from csd import tmux
 
     wdir, m = _resolve(handle)
-    attach = shlex.join(tmux.argv(["attach", "-t", tmux.session_target(m.tmux_name)], m.tmux_socket or None))
+    attach = shlex.join(tmux.argv(["attach", "-t", tmux.session_target(m.tmux_name)], m.tmux_socket))
     print(attach)
     err(
         f"To take over worker {m.tmux_name!r}: run the line above in a terminal. Detach with Ctrl-B d to hand it back.\n"
@@ -402,6 +450,7 @@ READ_SIDE: dict[str, Callable[[str, argparse.Namespace], int]] = {
 def dispatch(argv: Sequence[str]) -> int:
     argv = list(argv)
     worker: str | None = None
+    own_dir = False  # the workers dir was named on the command line (a shim always names its own)
     # global options come before the command
     while argv and argv[0].startswith("-") and argv[0] != "-":
         opt = argv.pop(0)
@@ -411,9 +460,10 @@ def dispatch(argv: Sequence[str]) -> int:
         if opt == "--version":
             print(f"csd {__version__}")
             return OK
-        if opt == "--worker" or opt.startswith("--worker="):
-            if "=" in opt:
-                worker = opt.split("=", 1)[1]
+        key, eq, inline = opt.partition("=")
+        if key == "--worker":
+            if eq:
+                worker = inline
             elif argv:
                 worker = argv.pop(0)
             else:
@@ -421,7 +471,18 @@ def dispatch(argv: Sequence[str]) -> int:
             if not worker:
                 raise UsageError("--worker needs a worker name or session id, got ''")
             continue
-        raise UsageError(f"unknown option {opt!r}; valid before the command: --worker NAME, --help, --version")
+        if key in config.PINNING_OPTIONS:
+            if not eq and not argv:
+                raise UsageError(f"{key} needs a value")
+            value = inline if eq else argv.pop(0)
+            if key == "--workers-dir" and not value:
+                raise UsageError("--workers-dir needs a directory, got ''")
+            config.pin(key, value)
+            own_dir = own_dir or key == "--workers-dir"
+            continue
+        raise UsageError(
+            f"unknown option {opt!r}; valid before the command: --worker NAME, --workers-dir DIR, --tmux-socket SOCKET, --help, --version"
+        )
     top, per = build_parsers()
     if not argv:
         if worker:
@@ -446,6 +507,7 @@ def dispatch(argv: Sequence[str]) -> int:
         i = rest.index("--")
         rest, extra = rest[:i], rest[i + 1 :]
     args = parser.parse_args(rest)
+    args.own_dir = own_dir
     if cmd in ("launch", "adopt"):
         if args.claude_args:
             raise UsageError(f"unexpected argument {args.claude_args[0]!r}; claude's arguments go after '--': csd {cmd} NAME CWD [-- ARGS...]")
@@ -456,7 +518,7 @@ def dispatch(argv: Sequence[str]) -> int:
             return READ_SIDE[cmd](worker, args)
         if cmd in ("session-id", "events-file"):
             wdir, m = _resolve(worker)
-            print(m.session_id if cmd == "session-id" else wdir.events_path(m.session_id))
+            print(wdir.current_session_id(m) if cmd == "session-id" else wdir.events_path(m.session_id))
             return OK
         return cmd_engine(worker, cmd, args)
     if cmd == "help":
@@ -466,6 +528,8 @@ def dispatch(argv: Sequence[str]) -> int:
         return cmd_list(args)
     if cmd == "grant-consent":
         return cmd_grant_consent(args)
+    if cmd == "prune":
+        return cmd_prune(args)
     if cmd == "wait-for-turn":
         names, timeout = list(args.names), 60.0
         if len(names) > 1:

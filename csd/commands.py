@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -58,12 +59,10 @@ async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, re
         try:
             meta = wdir.resolve(handle)
         except UnknownWorker as exc:
-            # stop is idempotent: a worker already stopped is not an error, but a likely typo is
-            if exc.suggestions:
-                raise
+            await _check_stopped(wdir, handle, exc, own_dir=getattr(args, "own_dir", False))
             err(f"csd: no worker {handle!r} in {wdir.path}: already stopped, nothing to do")
             return OK
-        return await stop(meta)
+        return await stop(meta, wdir)
     meta = wdir.resolve(handle)
     prompt = read_prompt(args.prompt) if cmd in ("send", "converse") else ""
     async with Supervisor(wdir) as sup:
@@ -76,6 +75,29 @@ async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, re
         if cmd == "converse":
             return await _converse(sup, wdir, meta, prompt, args)
     raise CsdError(f"unknown command {cmd!r}")
+
+
+async def _check_stopped(wdir: WorkersDir, handle: str, unknown: CsdError, own_dir: bool) -> None:
+    """``stop`` of a handle with no meta says "already stopped" only when the worker is provably gone:
+    never for a likely typo, a tmux session of that name alive on this server, or a shim's own workers dir
+    (a shim's worker has its meta there until csd stops it: something else removed it)."""
+    from csd import tmux
+
+    if getattr(unknown, "suggestions", ()):
+        raise unknown
+    socket = config.tmux_socket()
+    server = f"tmux socket {socket}" if socket else "the default tmux server"
+    if await tmux.has_session(handle, socket):
+        raise CsdError(
+            f"no worker {handle!r} in {wdir.path}, but a tmux session {handle!r} is alive on {server}: nothing "
+            f"stopped (csd does not know it as a worker); bring it back with: csd adopt {handle} CWD SESSION_ID, "
+            f"or end it with: {shlex.join(tmux.argv(['kill-session', '-t', tmux.session_target(handle)], socket))}"
+        )
+    if own_dir:
+        raise CsdError(
+            f"no worker {handle!r} in {wdir.path}, this shim's workers dir: nothing stopped, and there is no tmux "
+            f"session {handle!r} on {server}; its files were removed by something other than stop (csd list --all)"
+        )
 
 
 async def _wait_for_turn(sup: Supervisor, meta: Meta, args: argparse.Namespace) -> int:

@@ -35,6 +35,38 @@ def get(name: str) -> str:
     return os.environ.get(name) or _BY_NAME[name].default
 
 
+def tmux_socket() -> str:
+    """The tmux socket in use: a name as given, a path made absolute (a shim must work from any cwd)."""
+    value = get("CSD_TMUX_SOCKET")
+    return os.path.abspath(value) if "/" in value else value
+
+
+#: The global options that pin a variable for one csd run (a shim passes both), and the variable each pins.
+PINNING_OPTIONS = {"--workers-dir": "CSD_WORKERS_DIR", "--tmux-socket": "CSD_TMUX_SOCKET"}
+
+
+def _same(a: str, b: str) -> bool:
+    if "/" in a or "/" in b:
+        return os.path.abspath(a) == os.path.abspath(b) or os.path.realpath(a) == os.path.realpath(b)
+    return a == b
+
+
+def pin(option: str, value: str) -> None:
+    """Use ``value`` for the option's variable for the rest of this run. A value the caller set that says
+    otherwise is an error naming both: a shim must never quietly act on another workers dir or server."""
+    name = PINNING_OPTIONS[option]
+    caller = os.environ.get(name, "")
+    if caller and not _same(caller, value):
+        from csd.errors import UsageError
+
+        shown = repr(value) if value else "'' (the default tmux server)"
+        raise UsageError(
+            f"{option} {shown} contradicts {name}={caller!r} in the environment; "
+            f"unset {name} (a shim knows its own worker's) or run the shim of the worker you mean"
+        )
+    os.environ[name] = value
+
+
 def seconds(name: str) -> float:
     """A positive duration from the environment; a bad value is a usage error naming the variable."""
     raw = get(name)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
+import signal
 import shlex
 import shutil
 import sys
@@ -151,23 +154,31 @@ def _check_consent() -> None:
         raise CsdError(f"no consent recorded at {consent_path()}; run once: csd grant-consent")
 
 
-async def _check_free(wdir: WorkersDir, name: str, socket: str | None, adopting: bool) -> bool:
-    """No live worker may have the name (a gone one's files are cleared). Returns whether a tmux session
-    of that name exists: launch refuses it; adopt respawns its pane in place (tmux-resurrect restores
-    sessions by name, with a shell in them)."""
+async def _check_free(wdir: WorkersDir, name: str, socket: str | None, resume: str | None) -> bool:
+    """No live worker may have the name, and no live worker may use the session id adopt resumes (one
+    session id, one worker: two would share a conversation, and their files); a gone one's files are
+    cleared. Returns whether a tmux session of that name exists: launch refuses it; adopt respawns its pane
+    in place (tmux-resurrect restores sessions by name, with a shell in them)."""
     for m in wdir.metas():
-        if m.tmux_name != name:
+        same_name = m.tmux_name == name
+        same_sid = resume is not None and resume in (m.session_id, wdir.current_session_id(m))
+        if not (same_name or same_sid):
             continue
-        pane = await tmux.pane_of(name, m.tmux_socket or None)
-        if pane is not None and pane.alive:
+        pane = await tmux.pane_of(m.tmux_name, m.tmux_socket)
+        if tmux.worker_alive(pane, m.pid, m.proc_start):
+            shim = wdir.shim_path(m.tmux_name)
+            if same_name:
+                raise CsdError(
+                    f"a worker named {name!r} already exists (session {m.session_id}); stop it first: {shim} stop"
+                )
             raise CsdError(
-                f"a worker named {name!r} already exists (session {m.session_id}); "
-                f"stop it first: {wdir.shim_path(name)} stop"
+                f"session {resume} is in use by live worker {m.tmux_name!r}: one session id, one worker; "
+                f"talk to it through {shim}, or stop it first: {shim} stop"
             )
-        print(f"csd: note: clearing the files of gone worker {name!r} ({m.session_id})", file=sys.stderr)
+        print(f"csd: note: clearing the files of gone worker {m.tmux_name!r} ({m.session_id})", file=sys.stderr)
         wdir.remove_files(m)
     exists = await tmux.has_session(name, socket)
-    if exists and not adopting:
+    if exists and resume is None:
         raise CsdError(f"a tmux session named {name!r} already exists (not a csd worker); pick another name")
     return exists
 
@@ -216,9 +227,9 @@ async def start_worker(
     _check_consent()
     claude_bin = resolve_claude_bin()
     wdir = (wdir or WorkersDir()).ensure()
-    socket = config.get("CSD_TMUX_SOCKET") or None
+    socket = config.tmux_socket() or None
     timeout = config.seconds("CSD_LAUNCH_TIMEOUT")
-    respawn = await _check_free(wdir, name, socket, adopting=resume is not None)
+    respawn = await _check_free(wdir, name, socket, resume)
     sid = resume or str(uuid.uuid4())
     meta = Meta(
         tmux_name=name,
@@ -238,13 +249,17 @@ async def start_worker(
     created_session = False
     ok = False
     try:
+        if respawn:
+            # keep the pane dead-but-visible if claude exits at once, so its last lines can be shown
+            await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"], socket)
+            # Whatever runs in the pane ends first, hooks and all: an old claude's SessionEnd must never land
+            # in the events file this worker is about to get (it is named after the same session id).
+            progress.say("ending the pane's process")
+            await end_pane_process(name, socket)
         wdir.write_meta(meta)
-        fd = os.open(wdir.events_path(sid), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-        os.close(fd)
+        _fresh_events_file(wdir.events_path(sid))
         async with Supervisor(wdir) as sup:
             if respawn:
-                # keep the pane dead-but-visible if claude exits at once, so its last lines can be shown
-                await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"], socket)
                 await tmux.run(["respawn-pane", "-k", "-t", tmux.pane_target(name), "-c", real_cwd, *env_args, "--", *argv], socket)
             else:
                 # set first: an interrupt may land after tmux made the session but before it returned
@@ -254,6 +269,7 @@ async def start_worker(
                      *env_args, "--", *argv, ";", "set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"],
                     socket,
                 )
+            meta = await _record_process(wdir, meta)
             progress.say("starting")
             tr = await sup.track(meta)
             try:
@@ -268,16 +284,115 @@ async def start_worker(
             await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "off"], socket, check=False)
             progress.say("ready")
             await asyncio.sleep(SETTLE_AFTER_START)
-        shim = wdir.write_shim(name)
+        shim = wdir.write_shim(name, socket or "")
         ok = True
     finally:
         progress.done()
         if not ok:
-            if created_session or respawn:
+            if created_session:
                 await tmux.kill_session(name, socket)
+            elif respawn:
+                # The session was there before adopt: it stays (with the dead pane showing why), and so does
+                # the tmux server with every other session on it.
+                if meta.pid and tmux.worker_alive(await tmux.pane_of(name, socket), meta.pid, meta.proc_start):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(meta.pid, signal.SIGHUP)
+                print(
+                    f"csd: note: tmux session {name!r} existed before adopt and is left in place, its pane dead; "
+                    f"reuse it with: {shlex.join(tmux.argv(['respawn-pane', '-k', '-t', tmux.pane_target(name)], socket))}",
+                    file=sys.stderr,
+                )
             wdir.remove_files(meta)
     how = "respawned existing pane" if respawn else "opened new pane"
     return Launched(meta, shim, how, reproduce_line(list(invocation), real_cwd))
+
+
+def _fresh_events_file(path: Path) -> None:
+    """An empty events file for a new incarnation: lines left by an earlier process of the same session id
+    (a workers dir only partly cleaned) would otherwise be folded into this worker's state."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
+async def _record_process(wdir: WorkersDir, meta: Meta) -> Meta:
+    """Write the worker's process (pid and start time) into its meta: from now on the worker is that
+    process, and a pane that runs anything else is not the worker (status says gone, send refuses)."""
+    pane = await tmux.pane_of(meta.tmux_name, meta.tmux_socket)
+    if pane is None or not pane.alive:
+        return meta  # exited already: start-up reports it
+    meta = dataclasses.replace(meta, pid=pane.pid, proc_start=tmux.proc_start(pane.pid))
+    wdir.write_meta(meta)
+    return meta
+
+
+#: How long a pane's process gets to end after SIGHUP (Claude Code records SessionEnd, then exits in
+#: ~0.1 s) and its hooks to finish, before SIGKILL.
+END_PROCESS_TIMEOUT = 5.0
+
+
+async def end_pane_process(name: str, socket: str | None) -> None:
+    """End the process in session ``name``'s pane and wait (pidfds, no polling) until it and the hooks it
+    started have exited. SIGHUP is what closing the pane sends: Claude Code records its SessionEnd and exits.
+    """
+    pane = await tmux.pane_of(name, socket)
+    if pane is None or not pane.alive:
+        return
+    if not await _signal_and_wait([pane.pid], signal.SIGHUP, END_PROCESS_TIMEOUT):
+        print(f"csd: note: the process in {name!r} (pid {pane.pid}) did not exit within {END_PROCESS_TIMEOUT:g}s of SIGHUP; killing it", file=sys.stderr)
+        await _signal_and_wait([pane.pid], signal.SIGKILL, END_PROCESS_TIMEOUT)
+    # A hook the old process started may outlive it (it is orphaned, not killed): wait for those too.
+    hooks = _hooks_in_session(pane.pid)
+    if hooks and not await _signal_and_wait(hooks, None, END_PROCESS_TIMEOUT):
+        await _signal_and_wait(_hooks_in_session(pane.pid), signal.SIGKILL, END_PROCESS_TIMEOUT)
+
+
+def _hooks_in_session(session: int) -> list[int]:
+    """csd hook processes in a process session (tmux makes each pane's process a session leader)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = tmux.proc_stat(int(entry.name)) or []
+        if len(fields) <= 3 or fields[3] != str(session).encode():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                if b"hook.py" in f.read():
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+async def _signal_and_wait(pids: list[int], sig: int | None, timeout: float) -> bool:
+    """Send ``sig`` (None: none) to each process and wait until all have exited; False on timeout."""
+    loop = asyncio.get_running_loop()
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                continue
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fds[-1], sig)
+        waits = []
+        for fd in fds:
+            done = loop.create_future()
+            loop.add_reader(fd, lambda d=done: d.done() or d.set_result(None))
+            waits.append(done)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            return False
+        return True
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
+            os.close(fd)
 
 
 #: Variables tmux sets in every pane itself: never unset.
@@ -398,19 +513,33 @@ def _hint(screen: str) -> str:
 
 
 async def stop(meta: Meta, wdir: WorkersDir | None = None) -> int:
+    wdir = wdir or WorkersDir()
+    sid = wdir.current_session_id(meta)  # read before stop removes the events file
     await stop_worker(meta, wdir)
-    print(f"Worker {meta.tmux_name} ({meta.session_id}) stopped. Shim removed.", flush=True)
+    print(f"Worker {meta.tmux_name} ({sid}) stopped. Shim removed.", flush=True)
     return OK
 
 
 async def stop_worker(meta: Meta, wdir: WorkersDir | None = None) -> None:
-    """/exit, wait (event-driven) for session_end or death, kill the session if still there, remove files."""
+    """/exit, wait (event-driven) for session_end or death, kill the session if still there, remove files.
+
+    Keys are typed only into the worker's own process: a pane that now runs something else (the worker
+    died and someone respawned it) gets no keys and its session is left alone.
+    """
     wdir = wdir or WorkersDir()
-    socket = meta.tmux_socket or None
+    socket = meta.tmux_socket
     name = meta.tmux_name
     timeout = config.seconds("CSD_STOP_TIMEOUT")
     try:
-        if await tmux.pane_of(name, socket) is not None:
+        pane = await tmux.pane_of(name, socket)
+        if pane is not None and pane.alive and not tmux.worker_alive(pane, meta.pid, meta.proc_start):
+            print(
+                f"csd: note: tmux session {name!r} now runs another process (pid {pane.pid}), not worker {name!r} "
+                f"(pid {meta.pid}); left alone",
+                file=sys.stderr,
+            )
+            return
+        if pane is not None:
             async with Supervisor(wdir) as sup:
                 tr = await sup.track(meta)
                 if tr.state not in (State.GONE,):
@@ -433,7 +562,7 @@ async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str) -> None:
     """What a human needs to see why a converse timed out: processes, screen, transcript and events tails."""
     from csd.supervisor import transcript_file
 
-    socket = meta.tmux_socket or None
+    socket = meta.tmux_socket
     parts = [f"# csd diagnostic for {meta.tmux_name} ({meta.session_id}) at {now_iso()}"]
     pane = await tmux.pane_of(meta.tmux_name, socket)
     if pane is not None:

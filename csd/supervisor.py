@@ -45,6 +45,9 @@ LIVENESS_FALLBACK_INTERVAL = 1.0
 RECENT_EVENTS = 1024
 #: While a worker's launch is under way, how often to look for its tmux session.
 STARTING_CHECK_INTERVAL = 0.1
+#: How long a second controller reads the lock file for its holder's line before giving up on it, and how
+#: often: the holder writes it a few microseconds after it takes the lock.
+LOCK_HOLDER_WAIT, LOCK_HOLDER_RETRY = 1.0, 0.005
 #: Bracketed-paste markers: a prompt containing them could end the paste early and type keys.
 PASTE_MARKERS = ("\x1b[200~", "\x1b[201~")
 
@@ -107,6 +110,21 @@ def _ago(ts: str) -> str:
     return f"{secs:.1f}s ago" if secs < 120 else f"{secs / 60:.0f} min ago"
 
 
+def _flock_holder(fd: int) -> str:
+    """Who holds the flock on ``fd``'s file, from /proc/locks (for a holder that never wrote its line)."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                if "FLOCK" in parts and key in parts:
+                    return f"pid {parts[parts.index(key) - 1]}"
+    except OSError:
+        pass
+    return "another process"
+
+
 class WorkerLock:
     """The per-worker lock that stops two controllers from interleaving input on one worker."""
 
@@ -118,12 +136,24 @@ class WorkerLock:
 
     def __enter__(self) -> WorkerLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another csd process"
-            os.close(fd)
-            raise CsdError(f"worker {self.meta.tmux_name!r} is busy: {holder} holds its lock; wait for it to finish, then retry") from None
+        deadline = time.monotonic() + LOCK_HOLDER_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # The holder writes who it is just after it takes the lock: a loser that reads in between
+                # reads nothing, so it reads again (briefly) rather than tell the user nothing.
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+                if not holder and time.monotonic() < deadline:
+                    time.sleep(LOCK_HOLDER_RETRY)
+                    continue
+                holder = holder or _flock_holder(fd)
+                os.close(fd)
+                raise CsdError(f"worker {self.meta.tmux_name!r} is busy: {holder} holds its lock; wait for it to finish, then retry") from None
+            except BaseException:
+                os.close(fd)
+                raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} ({self.what}, since {now_iso()})".encode(), 0)
         self.fd = fd
@@ -259,15 +289,17 @@ class Supervisor:
     # ------------------------------------------------------------ liveness
 
     async def _watch_liveness(self, tr: Tracked) -> None:
-        pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket or None)
+        pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket)
         if pane is None and self._starting(tr):
             # launch writes the meta and events file just before it creates the tmux session
             assert self._tg is not None
             tr.tasks.append(self._tg.create_task(self._await_session(tr)))
             return
-        if pane is None or not pane.alive:
-            self._died(tr)
+        meta = tr.meta
+        if not tmux.worker_alive(pane, meta.pid, meta.proc_start):
+            self._died(tr)  # no pane, a dead one, or one that runs another process now
             return
+        assert pane is not None
         try:
             pidfd = os.pidfd_open(pane.pid) if hasattr(os, "pidfd_open") else None
         except ProcessLookupError:
@@ -295,11 +327,7 @@ class Supervisor:
         """A worker whose launch is under way: no event yet and a meta younger than the launch timeout."""
         if tr.line_count or tr.state != State.LAUNCHING:
             return False
-        try:
-            age = time.time() - self.wdir.meta_path(tr.meta.session_id).stat().st_mtime
-        except FileNotFoundError:
-            return False
-        return age < config.seconds("CSD_LAUNCH_TIMEOUT")
+        return self.wdir.launch_under_way(tr.meta)
 
     async def _await_session(self, tr: Tracked) -> None:
         """Until the launching worker's tmux session exists (then watch it), or its launch has failed.
@@ -309,15 +337,15 @@ class Supervisor:
         """
         while self._starting(tr):
             await asyncio.sleep(STARTING_CHECK_INTERVAL)
-            if await tmux.pane_of(tr.name, tr.meta.tmux_socket or None) is not None:
+            if await tmux.pane_of(tr.name, tr.meta.tmux_socket) is not None:
                 break
         await self._watch_liveness(tr)
 
     async def _poll_liveness(self, tr: Tracked) -> None:
         while tr.state != State.GONE:
             await asyncio.sleep(LIVENESS_FALLBACK_INTERVAL)
-            pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket or None)
-            if pane is None or not pane.alive:
+            pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket)
+            if not tmux.worker_alive(pane, tr.meta.pid, tr.meta.proc_start):
                 self._died(tr)
 
     def _close_pidfd(self, tr: Tracked) -> None:
@@ -457,7 +485,7 @@ class Supervisor:
         retry = config.seconds("CSD_SUBMIT_RETRY_INTERVAL")
         with WorkerLock(self.wdir, tr.meta, "csd send"):
             mark = tr.line_count
-            socket = tr.meta.tmux_socket or None
+            socket = tr.meta.tmux_socket
             try:
                 await tmux.paste(tr.name, text.encode("utf-8"), f"csd-{tr.meta.session_id}", socket)
                 await tmux.send_keys(tr.name, "Enter", socket=socket)
@@ -629,7 +657,7 @@ def transcript_file(wdir: WorkersDir, meta: Meta, hint: Event | None = None) -> 
             pass
     from csd.transcript import transcript_path
 
-    candidates.append(transcript_path(meta.cwd, meta.session_id))
+    candidates.append(transcript_path(meta.cwd, wdir.current_session_id(meta)))
     for c in candidates:
         if os.path.isfile(c):
             return Path(c)

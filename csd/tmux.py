@@ -35,7 +35,7 @@ class Pane:
 
 def socket_args(socket: str | None = None) -> list[str]:
     """``-S path`` for a path, ``-L name`` for a name, nothing for the default server."""
-    socket = config.get("CSD_TMUX_SOCKET") if socket is None else socket
+    socket = config.tmux_socket() if socket is None else socket
     if not socket:
         return []
     return ["-S", socket] if "/" in socket else ["-L", socket]
@@ -70,19 +70,49 @@ def parse_panes(output: str) -> dict[str, Pane]:
     return panes
 
 
-def is_zombie(pid: int) -> bool:
-    """True when the process is gone or a zombie (tmux may keep a dead claude unreaped for seconds)."""
-    if pid <= 0:
-        return True
+def proc_stat(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat from field 3 (the state letter) on: [state, ppid, pgrp, session, ...]. None when
+    there is no such process; [] when there is no /proc to ask."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except FileNotFoundError:
-        return True
+        return None
     except OSError:
-        return False  # no /proc here: trust tmux
-    # the state letter follows the parenthesised command name, which may itself contain ')'
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")
+        return []
+    # the fields follow the parenthesised command name, which may itself contain ')'
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def is_zombie(pid: int) -> bool:
+    """True when the process is gone or a zombie (tmux may keep a dead claude unreaped for seconds)."""
+    if pid <= 0:
+        return True
+    fields = proc_stat(pid)
+    if fields is None:
+        return True
+    return bool(fields) and fields[0] in (b"Z", b"X")  # no /proc here: trust tmux
+
+
+def proc_start(pid: int) -> int:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22): with the pid, it names
+    one process for good (a pid alone can be reused). 0 when unknown (no such process, or no /proc)."""
+    fields = proc_stat(pid) or []
+    try:
+        return int(fields[19])  # field 22
+    except (IndexError, ValueError):
+        return 0
+
+
+def worker_alive(pane: Pane | None, pid: int = 0, start: int = 0) -> bool:
+    """Whether the worker still runs in ``pane``: a worker is its process, not its pane. With the ``pid`` and
+    ``start`` recorded at launch, a pane respawned with something else (a shell, another claude) is not the
+    worker; without them (metas of older releases) a live pane is all there is to go on."""
+    if pane is None or not pane.alive:
+        return False
+    if not pid:
+        return True
+    return pane.pid == pid and (not start or proc_start(pid) in (start, 0))
 
 
 def _no_server(stderr: str) -> bool:

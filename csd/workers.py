@@ -8,6 +8,7 @@ import re
 import shlex
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,17 +48,28 @@ def check_session_id(sid: str) -> str:
 
 @dataclass(frozen=True)
 class Meta:
-    """A worker's meta file. Metas written by the bash v3 have only the first four fields."""
+    """A worker's meta file. Metas written by the bash v3 have only the first four fields; those written by
+    csd before workers were identified by their process have no ``pid``/``proc_start``.
+
+    ``session_id`` is the id the worker was launched (or adopted) with: it names the meta, events and lock
+    files for the worker's whole life. The id the worker has *now* (it changes on ``/clear``) is in its
+    events (``Tail.session_id``). ``tmux_socket`` is None when the meta does not record one (bash v3): the
+    caller's ``CSD_TMUX_SOCKET`` applies; ``""`` means tmux's default server. ``pid`` and ``proc_start``
+    (the process's start time in clock ticks since boot, from /proc) identify the worker process, so a pane
+    that now runs something else is not the worker; 0 when unknown.
+    """
 
     tmux_name: str
     session_id: str
     cwd: str
     started_at: str = ""
     invocation: tuple[str, ...] = ()
-    tmux_socket: str = ""
+    tmux_socket: str | None = None
     claude_bin: str = ""
     csd_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    pid: int = 0
+    proc_start: int = 0
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Meta:
@@ -69,9 +81,11 @@ class Meta:
             cwd=str(obj.get("cwd", "")),
             started_at=str(obj.get("started_at", "")),
             invocation=tuple(str(a) for a in inv) if isinstance(inv, list) else (str(inv),),
-            tmux_socket=str(obj.get("tmux_socket") or ""),
+            tmux_socket=None if obj.get("tmux_socket") is None else str(obj["tmux_socket"]),
             claude_bin=str(obj.get("claude_bin") or ""),
             csd_version=str(obj.get("csd_version") or ""),
+            pid=_int(obj.get("pid")),
+            proc_start=_int(obj.get("proc_start")),
             extra={k: v for k, v in obj.items() if k not in known},
         )
 
@@ -83,11 +97,18 @@ class Meta:
             cwd=self.cwd,
             started_at=self.started_at,
             invocation=list(self.invocation),
-            tmux_socket=self.tmux_socket,
             claude_bin=self.claude_bin,
             csd_version=self.csd_version,
         )
+        if self.tmux_socket is not None:
+            d["tmux_socket"] = self.tmux_socket
+        if self.pid:
+            d.update(pid=self.pid, proc_start=self.proc_start)
         return d
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,16 @@ class Tail:
 
     events: list[Event]
     line_count: int
+
+    @property
+    def session_id(self) -> str | None:
+        """The session id the worker has now: the latest event's (``/clear`` starts a new one). Every hook
+        payload carries it, and the tail always reaches back to an anchor, so the tail is enough."""
+        for ev in reversed(self.events):
+            sid = ev.data.get("session_id")
+            if isinstance(sid, str) and UUID_RE.fullmatch(sid):
+                return sid.lower()
+        return None
 
 
 class WorkersDir:
@@ -171,18 +202,54 @@ class WorkersDir:
         return out
 
     def resolve(self, handle: str, warn: Callable[[str], None] | None = None) -> Meta:
-        """A worker by name or session id; an unknown one is an error with a did-you-mean."""
+        """A worker by name, by the session id it was launched with, or by the one it has now (after
+        ``/clear``); an unknown one is an error with a did-you-mean."""
         metas = self.metas(warn)
         for m in metas:
             if m.tmux_name == handle or m.session_id == handle.lower():
                 return m
+        if UUID_RE.fullmatch(handle):
+            for m in metas:
+                if self.current_session_id(m) == handle.lower():
+                    return m
         names = [m.tmux_name for m in metas]
         import difflib  # only on this error path: it costs a status call several milliseconds
 
         close = difflib.get_close_matches(handle, names, n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        known = f" Known workers: {', '.join(names)}." if names else " There are no workers; start one with: csd launch NAME DIR"
-        raise UnknownWorker(f"unknown worker {handle!r} in {self.path}{hint}{known}", tuple(close))
+        parts = [f"unknown worker {handle!r} in {self.path}"]
+        if close:
+            parts.append(f"did you mean {' or '.join(repr(c) for c in close)}?")
+        parts.append(f"known workers: {', '.join(names)}" if names else "there are no workers; start one with: csd launch NAME DIR")
+        raise UnknownWorker("; ".join(parts), tuple(close))
+
+    def current_session_id(self, meta: Meta) -> str:
+        """The session id the worker has now (it changes on /clear), else the one it was launched with."""
+        return self.read_tail(meta.session_id, count_lines=False).session_id or meta.session_id
+
+    def holders_of(self, sid: str, warn: Callable[[str], None] | None = None) -> list[Meta]:
+        """Every worker whose launch id or current id is ``sid`` (one session id belongs to one worker)."""
+        sid = sid.lower()
+        return [m for m in self.metas(warn) if sid in (m.session_id, self.current_session_id(m))]
+
+    def launch_under_way(self, meta: Meta) -> bool:
+        """A launch or adopt of this worker may still be running: no event yet, and a meta younger than
+        the launch timeout (launch writes the meta just before tmux starts the worker)."""
+        try:
+            if os.stat(self.events_path(meta.session_id)).st_size:
+                return False
+        except FileNotFoundError:
+            pass
+        try:
+            age = time.time() - self.meta_path(meta.session_id).stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return age < config.seconds("CSD_LAUNCH_TIMEOUT")
+
+    def files_of(self, meta: Meta) -> list[Path]:
+        """The files csd made for a worker that exist now."""
+        paths = [self.meta_path(meta.session_id), self.events_path(meta.session_id), self.lock_path(meta.session_id),
+                 self.shim_path(meta.tmux_name)]
+        return [p for p in paths if p.exists() or p.is_symlink()]
 
     def remove_files(self, meta: Meta) -> None:
         """Remove everything csd made for a worker (idempotent)."""
@@ -199,9 +266,13 @@ class WorkersDir:
         return read_tail(self.events_path(sid), on_bad, min_line, count_lines)
 
     # -- shims
-    def write_shim(self, name: str) -> Path:
-        entry = entry_point()
-        text = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in entry) + f" --worker {shlex.quote(name)} " + '"$@"\n'
+    def write_shim(self, name: str, socket: str | None = None) -> Path:
+        """``bin/<name>``: runs csd for this worker from any environment (cron, ``env -i``, another shell). It
+        carries what locates the worker: this workers dir and the tmux socket (``""``: the default server;
+        None: the one in use)."""
+        socket = config.tmux_socket() if socket is None else socket
+        argv = [*entry_point(), "--workers-dir", str(self.path), "--tmux-socket", socket, "--worker", name]
+        text = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n'
         return _atomic_write(self.shim_path(name), text, 0o700)
 
 
