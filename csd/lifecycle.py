@@ -230,6 +230,8 @@ async def start_worker(
     socket = config.tmux_socket() or None
     timeout = config.seconds("CSD_LAUNCH_TIMEOUT")
     respawn = await _check_free(wdir, name, socket, resume)
+    if respawn and resume:
+        _check_conversation(real_cwd, resume, name)
     sid = resume or str(uuid.uuid4())
     meta = Meta(
         tmux_name=name,
@@ -305,6 +307,19 @@ async def start_worker(
             wdir.remove_files(meta)
     how = "respawned existing pane" if respawn else "opened new pane"
     return Launched(meta, shim, how, reproduce_line(list(invocation), real_cwd))
+
+
+def _check_conversation(cwd: str, sid: str, name: str) -> None:
+    """Before adopt ends what runs in a pane: the conversation must exist, or claude --resume exits at once
+    (Claude Code writes a transcript only once a session has had a prompt)."""
+    from csd.transcript import transcript_path
+
+    path = transcript_path(cwd, sid)
+    if not os.path.isfile(path):
+        raise CsdError(
+            f"no conversation {sid} for cwd {cwd} (no {path}): claude --resume would exit at once, so the pane of "
+            f"tmux session {name!r} is left as it is; check the session id and cwd (csd list --all shows both)"
+        )
 
 
 def _fresh_events_file(path: Path) -> None:

@@ -216,11 +216,9 @@ class WorkersDir:
         import difflib  # only on this error path: it costs a status call several milliseconds
 
         close = difflib.get_close_matches(handle, names, n=3, cutoff=0.6)
-        parts = [f"unknown worker {handle!r} in {self.path}"]
-        if close:
-            parts.append(f"did you mean {' or '.join(repr(c) for c in close)}?")
-        parts.append(f"known workers: {', '.join(names)}" if names else "there are no workers; start one with: csd launch NAME DIR")
-        raise UnknownWorker("; ".join(parts), tuple(close))
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        known = f"known workers: {', '.join(names)}" if names else "there are no workers; start one with: csd launch NAME DIR"
+        raise UnknownWorker(f"unknown worker {handle!r} in {self.path}{hint}; {known}", tuple(close))
 
     def current_session_id(self, meta: Meta) -> str:
         """The session id the worker has now (it changes on /clear), else the one it was launched with."""
