@@ -7,9 +7,9 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import shlex
 import shutil
+import signal
 import sys
 import time
 import uuid

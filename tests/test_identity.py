@@ -348,3 +348,16 @@ def test_unknown_worker_message_separates_its_parts(env: Env) -> None:
     with pytest.raises(UnknownWorker) as exc:
         env.wdir.resolve("alpah")
     assert str(exc.value) == f"unknown worker 'alpah' in {env.wdir.path} (did you mean 'alpha'?); known workers: alpha"
+
+
+def test_worker_alive_is_the_recorded_process_not_the_pane() -> None:
+    from csd.tmux import Pane, proc_start, worker_alive
+
+    me = os.getpid()
+    start = proc_start(me)
+    pane = Pane("w", "%1", me, dead=False)
+    assert start > 0 and worker_alive(pane, me, start)
+    assert worker_alive(pane)  # a meta with no pid (bash v3, previous release): the pane is all there is
+    assert not worker_alive(pane, me + 1, start)  # the pane runs another process
+    assert not worker_alive(pane, me, start + 1)  # the same pid, reused by a later process
+    assert not worker_alive(Pane("w", "%1", me, dead=True), me, start) and not worker_alive(None, me, start)
