@@ -224,11 +224,6 @@ class WorkersDir:
         """The session id the worker has now (it changes on /clear), else the one it was launched with."""
         return self.read_tail(meta.session_id, count_lines=False).session_id or meta.session_id
 
-    def holders_of(self, sid: str, warn: Callable[[str], None] | None = None) -> list[Meta]:
-        """Every worker whose launch id or current id is ``sid`` (one session id belongs to one worker)."""
-        sid = sid.lower()
-        return [m for m in self.metas(warn) if sid in (m.session_id, self.current_session_id(m))]
-
     def launch_under_way(self, meta: Meta) -> bool:
         """A launch or adopt of this worker may still be running: no event yet, and a meta younger than
         the launch timeout (launch writes the meta just before tmux starts the worker)."""
