@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from csd import __version__, config
+from csd.completion import SHELLS
 from csd.errors import FAILURE, INTERRUPTED, NOT_RUNNING, OK, TURN_FAILED, USAGE, CsdError, NotRunning, UsageError
 from csd.events import EVENT_NAMES, BadLine, Event
 from csd.states import STATES, State, Worker
@@ -118,6 +119,10 @@ def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
     p = top["demo"] = _sub("demo", "run the whole loop with simulated workers (no claude, no network)")
     p.add_argument("--workers", type=count_arg, default=3)
     p.add_argument("--no-table", action="store_true", help="skip the live table")
+    top["plugin-dir"] = _sub("plugin-dir", "print the directory of csd's Claude Code plugin (for claude --plugin-dir)")
+    top["skill"] = _sub("skill", "print the controller skill (SKILL.md) the plugin carries")
+    p = top["completion"] = _sub("completion", "print a shell completion script: " + " ".join(SHELLS))
+    p.add_argument("shell", choices=SHELLS)
     top["help"] = _sub("help", "show help")
 
     p = per["status"] = _sub("status", "print the state: " + " ".join(STATES))
@@ -158,6 +163,9 @@ Top-level commands:
   csd prune [--dry-run]                     remove the files of every gone worker; prints each
   csd grant-consent                         one-time consent (type 'yes')
   csd demo                                  the whole loop with simulated workers
+  csd plugin-dir                            the plugin's directory: claude --plugin-dir "$(csd plugin-dir)"
+  csd skill                                 the controller skill (SKILL.md) the plugin carries
+  csd completion bash|zsh|fish              shell completion: eval "$(csd completion bash)"
   csd help | --help | --version
 
 Per-worker commands (csd --worker NAME CMD, or SHIM CMD; NAME may be either session id, the first or
@@ -439,6 +447,33 @@ def cmd_top_engine(cmd: str, args: argparse.Namespace) -> int:
     return run_async(commands.run_command(None, cmd, args, read_prompt))
 
 
+def cmd_plugin_dir(args: argparse.Namespace) -> int:
+    from csd.plugin import plugin_dir
+
+    print(plugin_dir())
+    return OK
+
+
+def cmd_skill(args: argparse.Namespace) -> int:
+    from csd.plugin import skill_text
+
+    sys.stdout.write(skill_text())
+    return OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from csd.completion import script
+
+    sys.stdout.write(script(args.shell))
+    return OK
+
+
+#: top-level commands that only print something the package carries
+INSTALL_SIDE: dict[str, Callable[[argparse.Namespace], int]] = {
+    "plugin-dir": cmd_plugin_dir,
+    "skill": cmd_skill,
+    "completion": cmd_completion,
+}
 READ_SIDE: dict[str, Callable[[str, argparse.Namespace], int]] = {
     "status": cmd_status,
     "read-events": cmd_read_events,
@@ -526,6 +561,8 @@ def dispatch(argv: Sequence[str]) -> int:
         return OK
     if cmd == "list":
         return cmd_list(args)
+    if cmd in INSTALL_SIDE:
+        return INSTALL_SIDE[cmd](args)
     if cmd == "grant-consent":
         return cmd_grant_consent(args)
     if cmd == "prune":

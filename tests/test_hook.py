@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from csd import hook
+from csd.plugin import PLUGIN_DIR
 from csd.events import EVENT_NAMES, parse_lines
 from csd.lifecycle import hook_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "claude-code" / "samples" / "hooks"
 HOOK = [sys.executable, "-I", "-S", str(ROOT / "csd" / "hook.py")]
-PLUGIN_HOOK = str(ROOT / "hooks" / "csd-hook")
+PLUGIN_HOOK = str(PLUGIN_DIR / "hooks" / "csd-hook")
 
 SAMPLE_PAYLOADS = sorted(SAMPLES.glob("*.json")) if SAMPLES.is_dir() else []
 
@@ -154,7 +155,7 @@ def test_plugin_route_defers_to_launch_settings_route(tmp_path: Path) -> None:
     ev = tmp_path / "w.events.jsonl"
     ev.touch()
     payload = json.dumps({"hook_event_name": "Stop", "session_id": "s"}).encode()
-    env = {"CSD_EVENTS_FILE": str(ev), "CSD_WORKER": "w", "CLAUDE_PLUGIN_ROOT": str(ROOT)}
+    env = {"CSD_EVENTS_FILE": str(ev), "CSD_WORKER": "w", "CLAUDE_PLUGIN_ROOT": str(PLUGIN_DIR)}
     assert run_hook(payload, env, [PLUGIN_HOOK]).returncode == 0
     assert run_hook(payload, env).returncode == 0
     assert len(lines(ev)) == 1
@@ -172,7 +173,7 @@ def test_plugin_route_uses_the_csd_interpreter_for_v3_sessions(tmp_path: Path) -
     path = f"{fake}:{Path(sys.executable).parent}:{os.environ['PATH']}"
     payload = json.dumps({"hook_event_name": "Stop", "session_id": "sid-2"}).encode()
     proc = subprocess.run([PLUGIN_HOOK], input=payload, capture_output=True, timeout=20,
-                          env={"PATH": path, "CSD_WORKERS_DIR": str(wdir), "CLAUDE_PLUGIN_ROOT": str(ROOT)})
+                          env={"PATH": path, "CSD_WORKERS_DIR": str(wdir), "CLAUDE_PLUGIN_ROOT": str(PLUGIN_DIR)})
     assert proc.returncode == 0 and b"wrong-python" not in proc.stderr
     assert lines(wdir / "sid-2.events.jsonl")[0]["event"] == "stop"
 
@@ -189,3 +190,57 @@ def test_plugin_route_without_metas_does_not_start_python(tmp_path: Path) -> Non
     proc = subprocess.run([PLUGIN_HOOK], input=b"{}", capture_output=True, timeout=20,
                           env={"PATH": f"{fake}:/usr/bin:/bin", "CSD_WORKERS_DIR": str(wdir)})
     assert proc.returncode == 0 and not marker.exists()
+
+
+def _plugin_copy(tmp_path: Path) -> Path:
+    """The repository as a plugin copied with its links followed (as an installer that copies might)."""
+    import shutil
+
+    copy = tmp_path / "repo-copy"
+    for part in (".claude-plugin", "hooks", "skills"):
+        shutil.copytree(PLUGIN_DIR / part, copy / part)
+    (copy / "csd").mkdir()
+    shutil.copy(ROOT / "csd" / "hook.py", copy / "csd" / "hook.py")
+    return copy
+
+
+@pytest.mark.parametrize("where", ["package", "repository", "copy"])
+def test_plugin_route_records_from_wherever_the_plugin_is(where: str, tmp_path: Path) -> None:
+    """The plugin's hook finds csd/hook.py from the package (csd plugin-dir), through the repository's
+    hooks link, and in a copy of the repository whose links were followed."""
+    if where == "repository" and not (ROOT / "hooks").is_symlink():
+        pytest.skip("not a git checkout: the repository's plugin links are not in an sdist")
+    root = {"package": PLUGIN_DIR, "repository": ROOT, "copy": _plugin_copy(tmp_path)}[where]
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    (wdir / "sid-3.meta").write_text("{}")
+    payload = json.dumps({"hook_event_name": "Stop", "session_id": "sid-3"}).encode()
+    proc = run_hook(payload, {"CSD_WORKERS_DIR": str(wdir), "CLAUDE_PLUGIN_ROOT": str(root), "CSD_PYTHON": sys.executable},
+                    [str(root / "hooks" / "csd-hook")])
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert lines(wdir / "sid-3.events.jsonl")[0]["event"] == "stop"
+
+
+@pytest.mark.parametrize("launcher", [
+    "#!{py}\n",                                    # pip, uv
+    "#!{py} -E\n",                                 # pipx
+    "#!/bin/sh\n'''exec' {py} \"$0\" \"$@\"\n' '''\n",       # pip, a path too long for a shebang
+    "#!/bin/sh\n'''exec' \"{py}\" \"$0\" \"$@\"\n' '''\n",   # the same with a space in the path
+], ids=["shebang", "shebang-with-argument", "sh-launcher", "sh-launcher-quoted"])
+def test_plugin_route_finds_the_interpreter_behind_each_console_script(launcher: str, tmp_path: Path) -> None:
+    """The csd on PATH may start with any of the launchers installers write; the hook runs its interpreter."""
+    pydir = tmp_path / ("with space" if '"{py}"' in launcher else "plain")
+    pydir.mkdir()
+    (pydir / "python").symlink_to(sys.executable)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "csd").write_text(launcher.format(py=pydir / "python") + "from csd.cli import entry\n")
+    (bindir / "csd").chmod(0o755)
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    (wdir / "sid-4.meta").write_text("{}")
+    payload = json.dumps({"hook_event_name": "Stop", "session_id": "sid-4"}).encode()
+    proc = subprocess.run([PLUGIN_HOOK], input=payload, capture_output=True, timeout=20,
+                          env={"PATH": f"{bindir}:/usr/bin:/bin", "CSD_WORKERS_DIR": str(wdir)})
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert lines(wdir / "sid-4.events.jsonl")[0]["event"] == "stop"

@@ -186,10 +186,11 @@ def test_stop_with_a_typo_is_not_silently_ok(env: Env) -> None:
 
 def test_each_event_is_recorded_once_when_the_plugin_is_also_loaded(env: Env) -> None:
     """Claude Code fires a plugin's hooks and --settings hooks both: the worker must still log each event once."""
-    repo = Path(__file__).resolve().parent.parent
+    from csd.plugin import PLUGIN_DIR
+
     # csd on PATH, as an installed csd is: the plugin route can then find csd's interpreter and would record
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    shim = csd("launch", "both", str(env.root), "--", "--plugin-dir", str(repo), env={"PATH": path}).stdout.strip()
+    shim = csd("launch", "both", str(env.root), "--", "--plugin-dir", str(PLUGIN_DIR), env={"PATH": path}).stdout.strip()
     assert subprocess.run([shim, "converse", "TOOL:Bash:echo once"], capture_output=True).returncode == 0
     names = [json.loads(x)["event"] for x in subprocess.run([shim, "read-events"], capture_output=True, text=True).stdout.splitlines()]
     assert names == ["session_start", "user_prompt_submit", "pre_tool_use", "post_tool_use", "stop"]
