@@ -1,3 +1,4 @@
 """csd: drive Claude Code CLI sessions as workers in tmux."""
 
-__version__ = "0.1.0"
+# The one place the version is written: pyproject.toml reads it (dynamic), csd --version prints it.
+__version__ = "0.2.0"
