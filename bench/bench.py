@@ -599,6 +599,57 @@ def bench_list(w: World, runs: int) -> list[Row]:
     return rows
 
 
+def bench_completion(w: World, runs: int) -> list[Row]:
+    """TAB on a partial worker name with 50 workers. bash: the completion function's own time inside one
+    running bash (EPOCHREALTIME around each call). fish: `complete -C` (the whole completion engine), each
+    sample the mean of 20 calls in one fish minus an empty loop. Also `csd completion bash` itself, which a
+    shell runs once at start-up."""
+    wdir = w.wdir("complete50")
+    for i in range(50):
+        (wdir.bin / f"c-{i:02d}").write_text("#!/bin/sh\n")
+    env = w.env(wdir)
+    rows = []
+    gen = Row("completion: csd completion bash (once per shell start-up)")
+    script = b""
+    for _ in range(runs):
+        ms, cp = w.run([CSD, "completion", "bash"], env)
+        if cp.returncode != 0:
+            gen.error = f"exit {cp.returncode}: {cp.stderr.decode()[-200:]}"
+            break
+        script = cp.stdout
+        gen.samples.append(ms)
+    rows.append(gen)
+    if shutil.which("bash") and script:
+        row = Row("completion: TAB on a worker name, bash, 50 workers", note="the function's time in a running bash")
+        prog = script.decode() + (f"\nfor ((i = 0; i < {runs}; i++)); do COMP_WORDS=(csd --worker c-1); COMP_CWORD=2; "
+                                  't0=$EPOCHREALTIME; _csd; t1=$EPOCHREALTIME; echo "$t0 $t1 ${#COMPREPLY[@]}"; done')
+        cp = subprocess.run(["bash", "--norc", "--noprofile", "-c", prog], capture_output=True, env=env, timeout=60)
+        for line in cp.stdout.decode().splitlines():
+            t0, t1, n = line.split()
+            if n != "10":
+                row.error = f"offered {n} names for c-1, expected 10"
+                break
+            row.samples.append((float(t1) - float(t0)) * 1000)
+        if cp.returncode != 0 or not row.samples:
+            row.error = row.error or f"bash exit {cp.returncode}: {cp.stderr.decode()[-200:]}"
+        rows.append(row)
+    if shutil.which("fish"):
+        row = Row("completion: TAB on a worker name, fish, 50 workers", note="complete -C, mean of 20 calls per sample")
+        _, cp = w.run([CSD, "completion", "fish"], env)
+        fish_script = w.root / "csd.fish"
+        fish_script.write_bytes(cp.stdout)
+        loop = "for i in (seq 20); {body}; end"
+        for _ in range(max(3, runs // 5)):
+            full, cp = w.run(["fish", "--no-config", "-c", f"source {fish_script}; " + loop.format(body="complete -C 'csd --worker c-1' >/dev/null")], env)
+            empty, _ = w.run(["fish", "--no-config", "-c", f"source {fish_script}; " + loop.format(body="true")], env)
+            if cp.returncode != 0:
+                row.error = f"fish exit {cp.returncode}: {cp.stderr.decode()[-200:]}"
+                break
+            row.samples.append(max(0.0, full - empty) / 20)
+        rows.append(row)
+    return rows
+
+
 def bench_wake(w: World, runs: int, backend: str = "", fast_exit: bool = False) -> list[Row]:
     """wait-for-turn on a working worker; the bench appends `stop` with one write and times the exit."""
     tag = backend + ("fx" if fast_exit else "")
@@ -985,6 +1036,7 @@ def main() -> int:
         section("status", lambda: bench_status(w, status_runs, args.diagnose))
         section("list", lambda: bench_list(w, list_runs))
         section("wait-for-turn wake", lambda: bench_wake(w, wake_runs))
+        section("shell completion", lambda: bench_completion(w, list_runs))
         if args.diagnose:
             section("wait-for-turn wake (os._exit wrapper)", lambda: bench_wake(w, wake_runs, fast_exit=True))
         if poll_runs:
@@ -1001,7 +1053,7 @@ def main() -> int:
             leftovers = w.close()
     order = ["hook:", "hook,", "floor: python", "floor: /bin", "status", f"{FAST_LABEL}, status", "floor: csd", "list",
              "wait-for-turn wake", f"{FAST_LABEL}, wait", "send", f"{FAST_LABEL}, send",
-             "idle", "wait-for-turn start-up", "memory", "converse", "launch", "stop"]
+             "idle", "wait-for-turn start-up", "memory", "converse", "launch", "stop", "completion"]
 
     def key(r: Row) -> int:
         return next((i for i, p in enumerate(order) if r.name.startswith(p)), len(order))
