@@ -448,14 +448,14 @@ def cmd_top_engine(cmd: str, args: argparse.Namespace) -> int:
 
 
 def cmd_plugin_dir(args: argparse.Namespace) -> int:
-    from csd.plugin import plugin_dir
+    from csd.bundled import plugin_dir
 
     print(plugin_dir())
     return OK
 
 
 def cmd_skill(args: argparse.Namespace) -> int:
-    from csd.plugin import skill_text
+    from csd.bundled import skill_text
 
     sys.stdout.write(skill_text())
     return OK

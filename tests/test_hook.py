@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from csd import hook
-from csd.plugin import PLUGIN_DIR
+from csd.bundled import PLUGIN_DIR
 from csd.events import EVENT_NAMES, parse_lines
 from csd.lifecycle import hook_command
 

@@ -186,7 +186,7 @@ def test_stop_with_a_typo_is_not_silently_ok(env: Env) -> None:
 
 def test_each_event_is_recorded_once_when_the_plugin_is_also_loaded(env: Env) -> None:
     """Claude Code fires a plugin's hooks and --settings hooks both: the worker must still log each event once."""
-    from csd.plugin import PLUGIN_DIR
+    from csd.bundled import PLUGIN_DIR
 
     # csd on PATH, as an installed csd is: the plugin route can then find csd's interpreter and would record
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 import csd
-from csd import plugin
+from csd import bundled
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "claude-session-driver"
-PLUGIN_FILES = [str(Path("csd", "plugin", p)) for p in plugin.PARTS]
+PLUGIN_FILES = [str(Path("csd", "plugin", p)) for p in bundled.PARTS]
 
 pytestmark = pytest.mark.skipif(not (ROOT / ".git").exists() or not shutil.which("git"),
                                 reason="not a git checkout: the packaging test builds from a clone of it")
@@ -102,15 +102,15 @@ def check_installed(bin_dir: Path, home: Path) -> None:
     out = run(csd_bin, "plugin-dir", env=env).stdout
     pdir = Path(out.rstrip("\n"))
     assert pdir.is_absolute() and ROOT not in pdir.parents, pdir  # the installed copy, not the repository
-    for part in plugin.PARTS:
+    for part in bundled.PARTS:
         assert (pdir / part).is_file(), part
-    assert run(csd_bin, "skill", env=env).stdout == (plugin.PLUGIN_DIR / plugin.SKILL).read_text()
+    assert run(csd_bin, "skill", env=env).stdout == (bundled.PLUGIN_DIR / bundled.SKILL).read_text()
     # the plugin's hook, as Claude Code runs it, finds the installed csd's interpreter and hook.py
     wdir = home / "workers"
     wdir.mkdir()
     (wdir / "sid-1.meta").write_text("{}")
     hook_env = {**env, "CSD_WORKERS_DIR": str(wdir), "CLAUDE_PLUGIN_ROOT": str(pdir)}
-    hooks = json.loads((pdir / plugin.HOOKS).read_text())["hooks"]
+    hooks = json.loads((pdir / bundled.HOOKS).read_text())["hooks"]
     command = hooks["Stop"][0]["hooks"][0]["command"].replace("${CLAUDE_PLUGIN_ROOT}", str(pdir))
     proc = subprocess.run(["sh", "-c", command], input=json.dumps({"hook_event_name": "Stop", "session_id": "sid-1"}),
                           capture_output=True, text=True, env=hook_env, timeout=30)

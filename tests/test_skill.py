@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from csd import plugin
+from csd import bundled
 from csd.cli import EXIT_CODES, build_parsers, help_text
 from csd.config import VARS
 from csd.errors import CsdError
@@ -22,7 +22,7 @@ from csd.states import STATES
 from support import csd
 
 ROOT = Path(__file__).resolve().parent.parent
-SKILL = (plugin.PLUGIN_DIR / plugin.SKILL).read_text()
+SKILL = (bundled.PLUGIN_DIR / bundled.SKILL).read_text()
 
 
 def test_skill_has_frontmatter() -> None:
@@ -60,23 +60,23 @@ def test_events_states_variables_and_exit_codes_match() -> None:
 
 
 def test_plugin_manifest_and_hooks() -> None:
-    manifest = json.loads((plugin.PLUGIN_DIR / plugin.MANIFEST).read_text())
+    manifest = json.loads((bundled.PLUGIN_DIR / bundled.MANIFEST).read_text())
     assert manifest["name"] == "csd"
     assert "version" not in manifest  # the version has one home, csd/__init__.py
-    hooks = json.loads((plugin.PLUGIN_DIR / plugin.HOOKS).read_text())["hooks"]
+    hooks = json.loads((bundled.PLUGIN_DIR / bundled.HOOKS).read_text())["hooks"]
     assert set(hooks) == {"SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop",
                           "StopFailure", "SubagentStop", "PreCompact", "SessionEnd"}
     for groups in hooks.values():
         assert groups[0]["hooks"][0]["command"] == '"${CLAUDE_PLUGIN_ROOT}/hooks/csd-hook"'
-    assert os.stat(plugin.PLUGIN_DIR / plugin.HOOK_ENTRY).st_mode & stat.S_IXUSR
+    assert os.stat(bundled.PLUGIN_DIR / bundled.HOOK_ENTRY).st_mode & stat.S_IXUSR
 
 
 def test_plugin_dir_prints_a_directory_claude_can_load() -> None:
     proc = csd("plugin-dir")
     assert (proc.returncode, proc.stderr) == (0, b"")
     out = Path(proc.stdout.decode().rstrip("\n"))
-    assert out == plugin.PLUGIN_DIR and proc.stdout.decode().count("\n") == 1
-    for part in (plugin.MANIFEST, plugin.HOOKS, plugin.HOOK_ENTRY, plugin.SKILL):
+    assert out == bundled.PLUGIN_DIR and proc.stdout.decode().count("\n") == 1
+    for part in (bundled.MANIFEST, bundled.HOOKS, bundled.HOOK_ENTRY, bundled.SKILL):
         assert (out / part).is_file(), part
     assert [p.name for p in (out / "skills").glob("*/SKILL.md")] == ["SKILL.md"]
 
@@ -88,16 +88,16 @@ def test_skill_prints_the_skill() -> None:
 
 def test_an_incomplete_plugin_is_one_clear_error(tmp_path: Path) -> None:
     """A broken install (a part of the plugin missing) names the missing part."""
-    shutil.copytree(plugin.PLUGIN_DIR, tmp_path / "plugin")
-    assert plugin.plugin_dir(tmp_path / "plugin") == tmp_path / "plugin"
-    (tmp_path / "plugin" / plugin.HOOKS).unlink()
+    shutil.copytree(bundled.PLUGIN_DIR, tmp_path / "plugin")
+    assert bundled.plugin_dir(tmp_path / "plugin") == tmp_path / "plugin"
+    (tmp_path / "plugin" / bundled.HOOKS).unlink()
     with pytest.raises(CsdError) as exc:
-        plugin.plugin_dir(tmp_path / "plugin")
+        bundled.plugin_dir(tmp_path / "plugin")
     assert str(exc.value) == f"the plugin in {tmp_path / 'plugin'} is incomplete (missing: hooks/hooks.json); reinstall claude-session-driver"
-    (tmp_path / "plugin" / plugin.HOOKS).write_text("{}")
-    (tmp_path / "plugin" / plugin.HOOK_ENTRY).chmod(0o644)
+    (tmp_path / "plugin" / bundled.HOOKS).write_text("{}")
+    (tmp_path / "plugin" / bundled.HOOK_ENTRY).chmod(0o644)
     with pytest.raises(CsdError, match="hooks/csd-hook is not executable"):
-        plugin.plugin_dir(tmp_path / "plugin")
+        bundled.plugin_dir(tmp_path / "plugin")
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout: the repository's plugin links are not in an sdist")
@@ -105,7 +105,7 @@ def test_the_repository_is_the_same_plugin() -> None:
     """.claude-plugin, hooks and skills at the root are links into csd/plugin: one copy of each file."""
     for top in (".claude-plugin", "hooks", "skills"):
         assert (ROOT / top).is_symlink(), top
-        assert (ROOT / top).resolve() == plugin.PLUGIN_DIR / top
+        assert (ROOT / top).resolve() == bundled.PLUGIN_DIR / top
     tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True).stdout.split()
     copies = [f for f in tracked if f.rsplit("/", 1)[-1] in ("plugin.json", "hooks.json", "csd-hook", "SKILL.md")]
-    assert sorted(copies) == sorted(str(Path("csd", "plugin", p)) for p in (plugin.MANIFEST, plugin.HOOKS, plugin.HOOK_ENTRY, plugin.SKILL))
+    assert sorted(copies) == sorted(str(Path("csd", "plugin", p)) for p in (bundled.MANIFEST, bundled.HOOKS, bundled.HOOK_ENTRY, bundled.SKILL))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from csd.plugin import SKILL_NAME
+from csd.bundled import SKILL_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 
