@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from support import Env
+from csd import __version__
 from csd.cli import help_text, main
 from csd.events import EVENT_NAMES
 from csd.states import STATES
@@ -156,7 +157,7 @@ def test_help_lists_commands_states_events_exit_codes_and_env(capsys: pytest.Cap
     text = help_text()
     for word in [*STATES, *EVENT_NAMES, "CSD_WORKERS_DIR", "CSD_TMUX_SOCKET", "CSD_SUBMIT_TIMEOUT", "130", "Destructive"]:
         assert word in text
-    assert run(capsys, "--version")[1].startswith("csd 0.1.0")
+    assert run(capsys, "--version")[1] == f"csd {__version__}\n"
 
 
 def test_handoff_names_the_socket_and_warns_about_stop(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

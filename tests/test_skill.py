@@ -75,9 +75,10 @@ def test_plugin_dir_prints_a_directory_claude_can_load() -> None:
     proc = csd("plugin-dir")
     assert (proc.returncode, proc.stderr) == (0, b"")
     out = Path(proc.stdout.decode().rstrip("\n"))
-    assert out == bundled.PLUGIN_DIR and proc.stdout.decode().count("\n") == 1
-    for part in (bundled.MANIFEST, bundled.HOOKS, bundled.HOOK_ENTRY, bundled.SKILL):
-        assert (out / part).is_file(), part
+    assert out.is_absolute() and proc.stdout.decode().count("\n") == 1
+    assert (out.parent / "hook.py").is_file()  # inside the csd package that ran (a clone's or an installed one)
+    for part in bundled.PARTS:
+        assert (out / part).read_bytes() == (bundled.PLUGIN_DIR / part).read_bytes(), part
     assert [p.name for p in (out / "skills").glob("*/SKILL.md")] == ["SKILL.md"]
 
 
@@ -105,7 +106,7 @@ def test_the_repository_is_the_same_plugin() -> None:
     """.claude-plugin, hooks and skills at the root are links into csd/plugin: one copy of each file."""
     for top in (".claude-plugin", "hooks", "skills"):
         assert (ROOT / top).is_symlink(), top
-        assert (ROOT / top).resolve() == bundled.PLUGIN_DIR / top
+        assert (ROOT / top).resolve() == ROOT / "csd" / "plugin" / top
     tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True).stdout.split()
     copies = [f for f in tracked if f.rsplit("/", 1)[-1] in ("plugin.json", "hooks.json", "csd-hook", "SKILL.md")]
     assert sorted(copies) == sorted(str(Path("csd", "plugin", p)) for p in (bundled.MANIFEST, bundled.HOOKS, bundled.HOOK_ENTRY, bundled.SKILL))
