@@ -23,7 +23,8 @@ SHELLS = ("bash", "zsh", "fish")
 WORKERS, DIRS, FREE = "@workers", "@dirs", "-"
 #: what a positional argument completes to, by its dest; any other dest is free text (a new name, a prompt, ...)
 POSITIONAL_KINDS = {"cwd": DIRS, "names": WORKERS, "pattern": WORKERS}
-GLOBAL_OPTIONS = ("--worker", "--help", "--version")
+#: the options before the command: --worker NAME, the pinning options (--workers-dir DIR, ...), --help, --version
+GLOBAL = "global"
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,10 @@ def commands() -> tuple[tuple[str, ...], tuple[str, ...], list[Command]]:
     from csd.events import EVENT_NAMES
 
     top, per = build_parsers()
-    specs = [_command(f"top:{n}", p, EVENT_NAMES, event_arg) for n, p in top.items()]
+    pinning = tuple(config.PINNING_OPTIONS)
+    values = (("--worker", WORKERS), *((o, DIRS if o == "--workers-dir" else FREE) for o in pinning))
+    specs = [Command(GLOBAL, ("--worker", *pinning, "--help", "--version"), values, (), False)]
+    specs += [_command(f"top:{n}", p, EVENT_NAMES, event_arg) for n, p in top.items()]
     specs += [_command(f"per:{n}", p, EVENT_NAMES, event_arg) for n, p in per.items()]
     return tuple(top), tuple(per), specs
 
@@ -121,44 +125,44 @@ _csd_pos() {{  # $1 = KEY:INDEX -> REPLY = what that positional completes to
 """
 
 
-def _sh_walk(words: str, first: str, upto: str, last: str) -> str:
+def _sh_walk(words: str, first: str, upto: str) -> str:
     """The walk over the words before the cursor, shared by bash and zsh (whose arrays start at 0 and 1:
-    ``first`` is the index of the word after ``csd``, ``upto`` that of the cursor's word, ``last`` the one
-    before it). Leaves _csd_kind: what to offer for _csd_cur."""
+    ``first`` is the index of the word after ``csd``, ``upto`` that of the cursor's word). Leaves
+    _csd_kind (what to offer for _csd_cur) and _csd_dir (the workers dir named by --workers-dir, if any)."""
     return f"""\
-    local worker='' cmd='' key='' want='' pos=0 dashdash=0 i w
+    local worker='' cmd='' key={GLOBAL} want='' wantopt='' pos=0 dashdash=0 i w
+    _csd_dir=''
     for (( i = {first}; i < {upto}; i++ )); do
         w=${{{words}[i]}}
-        if [[ -n $want ]]; then want=''; continue; fi   # this word is the previous option's value
+        if [[ -n $want ]]; then                   # this word is the previous option's value
+            [[ $wantopt == --workers-dir ]] && _csd_dir=$w
+            want=''; continue
+        fi
         if [[ -z $cmd ]]; then
             case $w in
-                --worker) want=x; worker=next ;;
                 --worker=*) worker=${{w#--worker=}} ;;
-                -*) ;;
+                --workers-dir=*) _csd_dir=${{w#--workers-dir=}} ;;
+                -*) _csd_optval "{GLOBAL}:$w"; want=$REPLY; wantopt=$w; [[ $w == --worker ]] && worker=next ;;
                 *) cmd=$w; [[ -n $worker ]] && key=per:$w || key=top:$w ;;
             esac
             continue
         fi
         (( dashdash )) && continue
         if [[ $w == -- && ( $cmd == launch || $cmd == adopt ) ]]; then dashdash=1; continue; fi
-        if [[ $w == -* && $w != - ]]; then
-            _csd_optval "$key:$w"
-            [[ -n $REPLY ]] && want=x
-            continue
-        fi
+        if [[ $w == -* && $w != - ]]; then _csd_optval "$key:$w"; want=$REPLY; wantopt=$w; continue; fi
         (( pos++ ))
     done
-    _csd_kind=''
-    if [[ -n $want ]]; then                      # the cursor is on an option's value
-        if [[ -z $cmd ]]; then _csd_kind='{WORKERS}'; else _csd_optval "$key:${{{words}[{last}]}}"; _csd_kind=$REPLY; fi
+    if [[ -n $want ]]; then _csd_kind=$want      # the cursor is on an option's value
     elif (( dashdash )); then _csd_kind=''
     elif [[ -z $cmd ]]; then
         if [[ $_csd_cur == --worker=* ]]; then _csd_kind='{WORKERS}'; _csd_cur=${{_csd_cur#--worker=}}
-        elif [[ $_csd_cur == -* ]]; then _csd_kind='{" ".join(GLOBAL_OPTIONS)}'
+        elif [[ $_csd_cur == -* ]]; then _csd_opts {GLOBAL}; _csd_kind=$REPLY
         elif [[ -n $worker ]]; then _csd_kind=$_csd_per
         else _csd_kind=$_csd_top; fi
     elif [[ $_csd_cur == -* && $_csd_cur != - ]]; then _csd_opts "$key"; _csd_kind=$REPLY
     else _csd_pos "$key:$pos"; _csd_kind=$REPLY; fi
+    _csd_dir=${{_csd_dir:-${{CSD_WORKERS_DIR:-{config.DEFAULT_WORKERS_DIR}}}}}
+    [[ $_csd_dir == '~/'* ]] && _csd_dir=$HOME/${{_csd_dir#'~/'}}
 """
 
 
@@ -167,7 +171,7 @@ def bash(top: tuple[str, ...], per: tuple[str, ...], specs: list[Command]) -> st
 
 {_sh_tables(specs)}
 _csd() {{
-    local REPLY _csd_kind _csd_cur
+    local REPLY _csd_kind _csd_cur _csd_dir
     local _csd_top='{" ".join(top)}' _csd_per='{" ".join(per)}'
     # bash splits '--opt=VALUE' at '=' (COMP_WORDBREAKS): put such words back together
     local -a _csd_words=()
@@ -182,13 +186,13 @@ _csd() {{
     done
     _csd_cur=${{_csd_words[-1]}}
     unset '_csd_words[-1]'
-{_sh_walk("_csd_words", "1", "${#_csd_words[@]}", "${#_csd_words[@]}-1")}
+{_sh_walk("_csd_words", "1", "${#_csd_words[@]}")}
     COMPREPLY=()
     case $_csd_kind in
         '{DIRS}') compopt -o dirnames 2>/dev/null; return ;;
         '{WORKERS}')
             local f
-            for f in "${{CSD_WORKERS_DIR:-{config.DEFAULT_WORKERS_DIR}}}"/bin/*; do
+            for f in "$_csd_dir"/bin/*; do
                 [[ -e $f ]] || continue
                 f=${{f##*/}}
                 [[ $f == "$_csd_cur"* ]] && COMPREPLY+=("$f")
@@ -212,14 +216,14 @@ def zsh(top: tuple[str, ...], per: tuple[str, ...], specs: list[Command]) -> str
 {_sh_tables(specs)}
 _csd() {{
     emulate -L zsh
-    local REPLY _csd_kind _csd_cur=$PREFIX
+    local REPLY _csd_kind _csd_cur=$PREFIX _csd_dir
     local _csd_top='{" ".join(top)}' _csd_per='{" ".join(per)}'
-{_sh_walk("words", "2", "CURRENT", "CURRENT-1")}
+{_sh_walk("words", "2", "CURRENT")}
     case $_csd_kind in
         '{DIRS}') _path_files -/ ;;
         '{WORKERS}')
             compset -P '--worker='
-            local -a names=("${{CSD_WORKERS_DIR:-{config.DEFAULT_WORKERS_DIR}}}"/bin/*(N:t))
+            local -a names=("$_csd_dir"/bin/*(N:t))
             (( ${{#names}} )) && compadd -a names ;;
         ''|'-') return 1 ;;
         *) compadd -- ${{=_csd_kind}} ;;
@@ -260,24 +264,29 @@ function __csd_complete
     set -l words (commandline -opc)
     set -l cur (commandline -ct)
     set -l worker ''
+    set -l dir ''
     set -l cmd ''
-    set -l key ''
-    set -l want 0
+    set -l key {GLOBAL}
+    set -l want ''
+    set -l wantopt ''
     set -l pos 0
     set -l dashdash 0
     for w in $words[2..-1]
-        if test $want = 1
-            set want 0
+        if test -n "$want"  # this word is the previous option's value
+            test "$wantopt" = --workers-dir; and set dir $w
+            set want ''
             continue
         end
         if test -z "$cmd"
             switch $w
-                case --worker
-                    set want 1
-                    set worker next
                 case '--worker=*'
                     set worker (string replace -- --worker= '' $w)
+                case '--workers-dir=*'
+                    set dir (string replace -- --workers-dir= '' $w)
                 case '-*'
+                    set want (__csd_optval {GLOBAL}:$w)
+                    set wantopt $w
+                    test "$w" = --worker; and set worker next
                 case '*'
                     set cmd $w
                     if test -n "$worker"
@@ -294,21 +303,16 @@ function __csd_complete
             continue
         end
         if string match -q -- '-?*' $w
-            if set -l v (__csd_optval $key:$w); and test -n "$v"
-                set want 1
-            end
+            set want (__csd_optval $key:$w)
+            set wantopt $w
             continue
         end
         set pos (math $pos + 1)
     end
     set -l kind ''
     set -l prefix ''
-    if test $want = 1
-        if test -z "$cmd"
-            set kind '{WORKERS}'
-        else
-            set kind (__csd_optval $key:$words[-1])
-        end
+    if test -n "$want"  # the cursor is on an option's value
+        set kind $want
     else if test $dashdash = 1
         set kind ''
     else if test -z "$cmd"
@@ -316,7 +320,7 @@ function __csd_complete
             set kind '{WORKERS}'
             set prefix --worker=
         else if string match -q -- '-*' $cur
-            set kind '{" ".join(GLOBAL_OPTIONS)}'
+            set kind (__csd_opts {GLOBAL})
         else if test -n "$worker"
             set kind '{" ".join(per)}'
         else
@@ -331,10 +335,13 @@ function __csd_complete
         case '{DIRS}'
             __fish_complete_directories $cur
         case '{WORKERS}'
-            set -l dir {config.DEFAULT_WORKERS_DIR}
-            set -q CSD_WORKERS_DIR; and test -n "$CSD_WORKERS_DIR"; and set dir $CSD_WORKERS_DIR
+            if test -z "$dir"
+                set dir {config.DEFAULT_WORKERS_DIR}
+                set -q CSD_WORKERS_DIR; and test -n "$CSD_WORKERS_DIR"; and set dir $CSD_WORKERS_DIR
+            end
+            set dir (string replace -r -- '^~/' "$HOME/" $dir)
             for f in $dir/bin/*
-                echo $prefix(string replace -r '.*/' '' -- $f)
+                echo $prefix(string replace -r -- '.*/' '' $f)
             end
         case '' '-'
         case '*'

@@ -24,7 +24,9 @@ needs = {sh: pytest.mark.skipif(not HAVE[sh], reason=f"{sh} is not installed (.c
 CASES = [
     ("csd ", " ".join(build_parsers()[0])),
     ("csd l", "launch list"),
-    ("csd -", "--worker --help --version"),
+    ("csd -", "--worker --workers-dir --tmux-socket --help --version"),
+    ("csd --tmux-socket ", ""),
+    ("csd --tmux-socket /tmp/s --worker api-f", "api-fix"),
     ("csd --worker api-", "api-docs api-fix"),
     ("csd --worker api-f", "api-fix"),
     ("csd --worker api-fix ", " ".join(build_parsers()[1])),
@@ -39,6 +41,7 @@ CASES = [
     ("csd list --json ", "api-docs api-fix billing"),
     ("csd watch bi", "billing"),
     ("csd completion ", "bash zsh fish"),
+    ("csd prune --", "--dry-run"),
     ("csd launch new-one /nonexistent-dir -- --mo", ""),
     ("csd demo --workers ", ""),
 ]
@@ -94,6 +97,18 @@ def test_bash_completes_a_directory_for_launch(tmp_path: Path) -> None:
 
 
 @needs["bash"]
+def test_bash_reads_the_workers_dir_named_on_the_line(tmp_path: Path) -> None:
+    """A shim runs csd --workers-dir DIR ...: names come from that dir, not $CSD_WORKERS_DIR."""
+    env_dir = workers_dir(tmp_path / "env", "from-env")
+    other = workers_dir(tmp_path / "other", "from-line")
+    assert bash_complete(f"csd --workers-dir {other} --worker from-", env_dir) == ["from-line"]
+    assert bash_complete(f"csd --workers-dir={other} wait-for-turn --any ", env_dir) == ["from-line"]
+    assert bash_complete("csd --worker from-", env_dir) == ["from-env"]
+    got = bash_complete("csd --workers-dir /nonexistent", env_dir, setup="compopt() { echo \"compopt $*\"; }")
+    assert got == ["compopt -o dirnames"]
+
+
+@needs["bash"]
 def test_bash_completes_the_names_of_workers_as_they_come_and_go(env: Env) -> None:
     """Names are read from the workers dir at TAB time: a launched worker appears, a stopped one is gone."""
     launch(env, "api-fix")
@@ -132,6 +147,8 @@ def test_fish_completes_worker_equals_and_directories(tmp_path: Path) -> None:
     (tmp_path / "proj").mkdir()
     assert fish_complete("csd --worker=ap", wdir) == ["--worker=api-fix"]
     assert fish_complete(f"csd launch x {tmp_path}/pr", wdir) == [f"{tmp_path}/proj/"]
+    other = workers_dir(tmp_path / "other", "from-line")
+    assert fish_complete(f"csd --workers-dir {other} --worker from-", wdir) == ["from-line"]
 
 
 def type_tab(env: Env, shell: list[str], rc: str, typed: str, want: str, extra_env: dict[str, str]) -> None:
