@@ -96,6 +96,20 @@ def test_bash_completes_a_directory_for_launch(tmp_path: Path) -> None:
     assert got == ["compopt -o dirnames"]
 
 
+BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
+
+
+@pytest.mark.skipif(not BASH_COMPLETION.is_file(), reason="bash-completion is not installed (.ci/run installs it)")
+def test_bash_completion_loads_the_saved_script_on_first_use(tmp_path: Path) -> None:
+    """Saved in bash-completion's user dir, the script is loaded the first time csd is completed."""
+    (tmp_path / "data" / "bash-completion" / "completions").mkdir(parents=True)
+    (tmp_path / "data" / "bash-completion" / "completions" / "csd").write_text(script("bash"))
+    prog = f"source {BASH_COMPLETION}; complete -p csd 2>/dev/null || echo none; _completion_loader csd; complete -p csd"
+    proc = subprocess.run(["bash", "--norc", "--noprofile", "-c", prog], capture_output=True, text=True, timeout=20,
+                          env={**_env(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")})
+    assert (proc.returncode, proc.stdout) == (0, "none\ncomplete -F _csd csd\n"), proc.stderr
+
+
 @needs["bash"]
 def test_bash_reads_the_workers_dir_named_on_the_line(tmp_path: Path) -> None:
     """A shim runs csd --workers-dir DIR ...: names come from that dir, not $CSD_WORKERS_DIR."""
