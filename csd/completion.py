@@ -2,11 +2,13 @@
 
 Each script is generated from csd's own command parsers, so commands, options and event types are those
 of the csd that printed it (``eval "$(csd completion bash)"`` in a shell's start-up file keeps it
-current). Worker names are read when TAB is pressed, by the shell itself from ``$CSD_WORKERS_DIR/bin``
-(one shim per worker): no process is started for them, so completion stays instant.
+current). Worker names are read when TAB is pressed, by the shell itself from ``bin/`` (one shim per
+worker) of the workers dir: the one ``--workers-dir`` names on the line, else ``$CSD_WORKERS_DIR``, else
+the default. No process is started for them, so completion stays instant (bench/: well under 1 ms in bash).
 
 The three scripts share one algorithm: walk the words before the cursor to find the command (top-level,
-or per-worker after ``--worker NAME``), skip options and their values, count positionals; then offer
+or per-worker after ``--worker NAME``), skip options and their values (a global option's before the
+command), count positionals; then offer
 what fits the cursor: a global option or command, a command's options, an option's value, or the
 positional's kind. Kinds: worker names, directories, a fixed word list, or nothing (free text).
 """
@@ -23,13 +25,13 @@ SHELLS = ("bash", "zsh", "fish")
 WORKERS, DIRS, FREE = "@workers", "@dirs", "-"
 #: what a positional argument completes to, by its dest; any other dest is free text (a new name, a prompt, ...)
 POSITIONAL_KINDS = {"cwd": DIRS, "names": WORKERS, "pattern": WORKERS}
-#: the options before the command: --worker NAME, the pinning options (--workers-dir DIR, ...), --help, --version
+#: the key of the options before the command: --worker NAME, the pinning options (--workers-dir DIR, ...), --help, --version
 GLOBAL = "global"
 
 
 @dataclass(frozen=True)
 class Command:
-    key: str  # "top:NAME" or "per:NAME"
+    key: str  # "top:NAME", "per:NAME", or GLOBAL (the options before the command)
     options: tuple[str, ...]
     values: tuple[tuple[str, str], ...]  # (option, kind) for options that take a value
     positionals: tuple[str, ...]  # kind of each positional, in order
