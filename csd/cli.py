@@ -213,18 +213,31 @@ def _survey(wdir: WorkersDir, metas: list[Meta], count_lines: bool) -> list[tupl
         if sock not in panes_by_socket:
             panes_by_socket[sock] = tmux.list_panes_sync(sock)
         pane = panes_by_socket[sock].get(m.tmux_name)
-        tail = wdir.read_tail(m.session_id, warn_bad_line(wdir.events_path(m.session_id)), count_lines=count_lines)
+        try:
+            tail = wdir.read_tail(m.session_id, warn_bad_line(wdir.events_path(m.session_id)), count_lines=count_lines)
+        except CsdError as exc:  # one planted file must not hide every other worker
+            err(f"csd: warning: skipping worker {m.tmux_name!r}: {exc}")
+            continue
         worker = fold(tail.events, alive=tmux.worker_alive(pane, m.pid, m.proc_start))
         out.append((m, worker, tail.session_id or m.session_id))
     return out
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from csd.workers import interrupted_launch
+
     wdir = WorkersDir()
     rows = []
     if wdir.check():
         metas = [m for m in wdir.metas(err) if args.pattern in m.tmux_name]
         rows = [r for r in _survey(wdir, metas, args.json) if args.all or r[1].state != State.GONE]
+        for m, _, _ in rows:
+            dead = interrupted_launch(wdir, m)
+            if dead is not None:
+                err(
+                    f"csd: note: {m.tmux_name!r} is what an interrupted launch left (its launcher, pid {dead.pid}, died; "
+                    f"it has no shim); launching {m.tmux_name!r} again clears it, or remove it: csd --worker {m.tmux_name} stop"
+                )
     if not rows:
         err("No workers found" + (f" matching {args.pattern!r}" if args.pattern else "") + ("" if args.all else " (gone ones are shown with --all)"))
         return OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -145,8 +146,11 @@ async def _converse(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: str, 
         if diag:
             from csd.lifecycle import write_diagnostic
 
-            await write_diagnostic(wdir, meta, diag)
-            err(f"csd-diagnostic: {diag}")
+            try:
+                await write_diagnostic(wdir, meta, diag)
+                err(f"csd-diagnostic: {diag}")
+            except CsdError as exc:
+                err(f"csd: warning: {exc} (CSD_CONVERSE_DIAG_FILE)")
         raise CsdError(msg) from None
     if args.with_turn or reply.needs_transcript:
         # Claude Code writes a turn's last transcript lines after its Stop hook: wait for them
@@ -199,8 +203,10 @@ def _flush(backlog: list[Event], last: int | None, emit: Callable[[Event], None]
 
 
 def _count_lines(path: Path) -> int:
+    from csd.workers import open_regular
+
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(path), "rb") as f:
             return f.read().count(b"\n")
     except FileNotFoundError:
         return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import stat
 import sys
 import time
 
@@ -161,23 +162,57 @@ def encode(rec: dict) -> bytes:
     return data
 
 
+def dir_refusal(st: os.stat_result) -> str | None:
+    """Pure: why csd refuses a workers dir with this ``lstat``, or None when it is private to us.
+
+    The one rule both sides keep: csd never reads, and the hook never writes, where another user
+    could plant, swap or read files (a dir they own, or one they may write to).
+    """
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid != os.geteuid():
+        return "owner"
+    if st.st_mode & 0o022:
+        return "mode"
+    return None
+
+
+def _private_dir(path: str) -> bool:
+    try:
+        return dir_refusal(os.lstat(path)) is None
+    except OSError:
+        return False
+
+
 def target(payload: dict, environ: dict) -> tuple[str, int] | None:
-    """(path, extra open flags) of the events file this event belongs to, or None when unmanaged."""
+    """(path, extra open flags) of the events file this event belongs to, or None when unmanaged
+    (or when its dir is one csd would refuse to read: then nothing is written)."""
     events_file = environ.get("CSD_EVENTS_FILE")
     if events_file:
-        return events_file, 0
+        return (events_file, 0) if _private_dir(os.path.dirname(os.path.abspath(events_file))) else None
     sid = payload.get("session_id")
     if not isinstance(sid, str) or not sid or "/" in sid or sid.startswith("."):
         return None
     wdir = environ.get("CSD_WORKERS_DIR") or DEFAULT_WORKERS_DIR
-    if not os.path.exists(os.path.join(wdir, sid + ".meta")):
+    if not _private_dir(wdir):
+        return None
+    try:
+        meta = os.lstat(os.path.join(wdir, sid + ".meta"))
+    except OSError:
+        return None
+    if not stat.S_ISREG(meta.st_mode) or meta.st_uid != os.geteuid():
         return None
     return os.path.join(wdir, sid + ".events.jsonl"), os.O_CREAT
 
 
 def append(path: str, data: bytes, extra_flags: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | extra_flags, 0o600)
+    # O_NONBLOCK: a FIFO planted as the events file fails at once (ENXIO) instead of blocking the hook
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | extra_flags, 0o600)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file; nothing written")
         os.write(fd, data)
     finally:
         os.close(fd)

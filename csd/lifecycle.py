@@ -21,11 +21,21 @@ from csd.errors import OK, CsdError, UsageError
 from csd.hook import HOOK_TO_EVENT
 from csd.states import State
 from csd.supervisor import Supervisor, Tracked
-from csd.workers import Meta, WorkersDir, check_name, check_session_id, consent_path, has_consent, now_iso
+from csd.workers import (
+    LaunchClaim,
+    Meta,
+    WorkersDir,
+    check_name,
+    check_session_id,
+    consent_path,
+    has_consent,
+    now_iso,
+    open_regular,
+)
 
-#: Environment variables that select a provider or auth path. A new tmux session inherits the tmux
-#: *server's* environment, which may hold a stale value, so each is pinned to the controller's own
-#: value, or to empty when the controller has none.
+#: Environment variables that select a provider or auth path: each is pinned to the controller's own
+#: value, or to empty when the controller has none (the worker's environment is exactly the one
+#: launch hands over, csd/envfile.py, never the tmux server's, which may hold a stale value).
 PINNED_PROVIDER_VARS = (
     "CLAUDE_CODE_PROVIDER_MANAGED_BY_HOST",
     "CLAUDE_CODE_USE_BEDROCK",
@@ -88,6 +98,18 @@ def worker_env(wdir: WorkersDir, meta: Meta, environ: dict[str, str] | None = No
     return env
 
 
+def pane_command(wdir: WorkersDir, meta: Meta, argv: list[str], env: dict[str, str]) -> list[str]:
+    """What the pane runs: csd/envfile.py, which takes the environment from a 0600 file (written here)
+    and execs ``argv`` in ``meta.cwd``. Nothing of the environment is in any process's arguments."""
+    from csd import envfile
+
+    path = wdir.env_path(meta.session_id)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by a launch killed before its pane started (adopt reuses the session id)
+    envfile.write(str(path), env)
+    return [sys.executable, "-I", "-S", os.path.abspath(envfile.__file__), str(path), meta.cwd, "--", *argv]
+
+
 def resolve_claude_bin() -> str:
     name = config.get("CSD_CLAUDE_BIN")
     found = shutil.which(name)
@@ -146,7 +168,42 @@ def _check_cwd(cwd: str) -> str:
     path = os.path.realpath(os.path.expanduser(cwd))
     if not os.path.isdir(path):
         raise UsageError(f"working directory {cwd!r} does not exist or is not a directory")
+    # tmux starts a pane it cannot chdir into in another dir without a word: refuse up front
+    if not os.access(path, os.R_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise UsageError(f"working directory {cwd!r} is not readable and searchable by you (uid {os.geteuid()}); fix its permissions or pick another")
     return path
+
+
+def _check_real_cwd(name: str, pid: int, cwd: str) -> None:
+    """The worker's process really runs in ``cwd`` (read from /proc, where there is one)."""
+    try:
+        actual = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return  # no /proc here (or the process just exited: start-up checks report that)
+    if actual != cwd:
+        raise CsdError(f"worker {name!r} runs in {actual!r}, not in {cwd!r}: it could not enter that directory")
+
+
+async def _clear_interrupted(wdir: WorkersDir, name: str, claim: LaunchClaim) -> None:
+    """Clear what a launch of ``name`` killed mid-way (SIGKILL: no cleanup ran) left: its tmux session,
+    meta and events file. Its claim file names the session; a worker that got its shim is complete and
+    left to _check_free."""
+    dead = claim.previous
+    if dead is None:
+        return
+    try:
+        meta = wdir.read_meta(dead.session_id)
+    except (OSError, ValueError, KeyError, TypeError, CsdError):
+        return
+    if meta.tmux_name != name or wdir.shim_path(name).exists():
+        return
+    print(
+        f"csd: note: clearing what an interrupted launch of {name!r} left (its launcher, pid {dead.pid}, "
+        f"died at start-up; session {meta.session_id})",
+        file=sys.stderr,
+    )
+    await tmux.kill_session(name, meta.tmux_socket or None)
+    wdir.remove_files(meta)
 
 
 def _check_consent() -> None:
@@ -218,9 +275,11 @@ def _print_launched(launched: Launched) -> None:
 async def start_worker(
     name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None, wdir: WorkersDir | None = None
 ) -> Launched:
-    """launch (resume None) or adopt: validate everything, start, pass dialogs, wait for session_start.
+    """launch (resume None) or adopt: validate everything, claim the name, start, pass dialogs, wait
+    for session_start.
 
     On any failure, interruption included, nothing is left behind: no tmux session, meta, events or shim.
+    A launch of a name that another launch holds fails at once and touches nothing.
     """
     check_name(name)
     real_cwd = _check_cwd(cwd)
@@ -229,6 +288,18 @@ async def start_worker(
     wdir = (wdir or WorkersDir()).ensure()
     socket = config.tmux_socket() or None
     timeout = config.seconds("CSD_LAUNCH_TIMEOUT")
+    claim = LaunchClaim(wdir, name)
+    try:
+        await _clear_interrupted(wdir, name, claim)
+        return await _start_claimed(wdir, claim, name, real_cwd, claude_bin, socket, timeout, extra, invocation, resume)
+    finally:
+        claim.release()
+
+
+async def _start_claimed(
+    wdir: WorkersDir, claim: LaunchClaim, name: str, real_cwd: str, claude_bin: str, socket: str | None,
+    timeout: float, extra: list[str], invocation: list[str], resume: str | None,
+) -> Launched:
     respawn = await _check_free(wdir, name, socket, resume)
     if respawn and resume:
         _check_conversation(real_cwd, resume, name)
@@ -244,13 +315,11 @@ async def start_worker(
         csd_version=__version__,
     )
     argv = claude_argv(claude_bin, ["--resume", sid] if resume else ["--session-id", sid], extra)
-    env = worker_env(wdir, meta)
-    env_args = [a for k, v in sorted(env.items()) for a in ("-e", f"{k}={v}")]
-    argv = [*await _unset_leaked(env, socket), *argv]
     progress = Progress(name)
     created_session = False
     ok = False
     try:
+        claim.record(sid)
         if respawn:
             # keep the pane dead-but-visible if claude exits at once, so its last lines can be shown
             await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"], socket)
@@ -260,15 +329,16 @@ async def start_worker(
             await end_pane_process(name, socket)
         wdir.write_meta(meta)
         _fresh_events_file(wdir.events_path(sid))
+        argv = pane_command(wdir, meta, argv, worker_env(wdir, meta))
         async with Supervisor(wdir) as sup:
             if respawn:
-                await tmux.run(["respawn-pane", "-k", "-t", tmux.pane_target(name), "-c", real_cwd, *env_args, "--", *argv], socket)
+                await tmux.run(["respawn-pane", "-k", "-t", tmux.pane_target(name), "-c", real_cwd, "--", *argv], socket)
             else:
                 # set first: an interrupt may land after tmux made the session but before it returned
                 created_session = True
                 await tmux.run(
                     ["new-session", "-d", "-s", name, "-x", str(PANE_WIDTH), "-y", str(PANE_HEIGHT), "-c", real_cwd,
-                     *env_args, "--", *argv, ";", "set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"],
+                     "--", *argv, ";", "set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"],
                     socket,
                 )
             meta = await _record_process(wdir, meta)
@@ -283,6 +353,9 @@ async def start_worker(
                     f"worker {name!r} did not start within {timeout:g}s (no session_start; CSD_LAUNCH_TIMEOUT)."
                     + _last_lines(screen)
                 ) from None
+            pane = await tmux.pane_of(name, socket)
+            if pane is not None:
+                _check_real_cwd(name, pane.pid, real_cwd)
             await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "off"], socket, check=False)
             progress.say("ready")
             await asyncio.sleep(SETTLE_AFTER_START)
@@ -408,20 +481,6 @@ async def _signal_and_wait(pids: list[int], sig: int | None, timeout: float) -> 
         for fd in fds:
             loop.remove_reader(fd)
             os.close(fd)
-
-
-#: Variables tmux sets in every pane itself: never unset.
-TMUX_OWN_VARS = frozenset({"TMUX", "TMUX_PANE"})
-
-
-async def _unset_leaked(env: dict[str, str], socket: str | None) -> list[str]:
-    """``env -u VAR ...`` for what the pane would otherwise inherit from the tmux server's global
-    environment (a copy of whichever process started the server) although the controller lacks it,
-    e.g. IS_SANDBOX or an API key of an earlier controller. Empty when there is no server yet."""
-    rc, out, _ = await tmux.run(["show-environment", "-g"], socket, check=False)
-    names = {line.split("=", 1)[0] for line in out.splitlines() if "=" in line} if rc == 0 else set()
-    leaked = sorted(n for n in names - set(env) - TMUX_OWN_VARS if n.isidentifier())
-    return ["env", *(a for n in leaked for a in ("-u", n))] if leaked else []
 
 
 async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progress: Progress) -> None:
@@ -593,6 +652,23 @@ async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str) -> None:
     if tpath is not None and tpath.is_file():
         parts += [f"## transcript tail ({tpath})", "\n".join(tpath.read_text(errors="replace").splitlines()[-20:])]
     epath = wdir.events_path(meta.session_id)
-    if epath.is_file():
-        parts += [f"## events tail ({epath})", "\n".join(epath.read_text(errors="replace").splitlines()[-30:])]
-    Path(path).write_text("\n\n".join(parts) + "\n")
+    with contextlib.suppress(OSError, CsdError):
+        with os.fdopen(open_regular(epath), "rb") as f:
+            parts += [f"## events tail ({epath})", "\n".join(f.read().decode(errors="replace").splitlines()[-30:])]
+    _write_private(path, "\n\n".join(parts) + "\n", "the diagnostic")
+
+
+def _write_private(path: str, text: str, what: str) -> None:
+    """Create ``path`` afresh, 0600, never through a link: it holds prompts and screens, and a path in
+    a shared dir (/tmp) may have been planted by another user."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise CsdError(
+            f"did not write {what} to {path!r}: it already exists (csd creates it afresh, mode 0600, and never "
+            "writes through a link); remove it or choose another path"
+        ) from None
+    except OSError as exc:
+        raise CsdError(f"could not write {what} to {path!r}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
+        f.write(text)

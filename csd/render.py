@@ -19,7 +19,7 @@ from rich.text import Text
 
 from csd.errors import OK, CsdError
 from csd.states import State, fold
-from csd.workers import Meta, iter_events, now_iso
+from csd.workers import Meta, iter_events, now_iso, open_regular
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -270,12 +270,11 @@ class LiveRows:
 
 def _read_meta(path: os.PathLike[str] | str) -> Meta | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
+        with os.fdopen(open_regular(path), "rb") as f:
             return Meta.from_json(json.loads(f.read()))
     except FileNotFoundError:
         return None  # stopped again before we looked
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, CsdError) as exc:
         _warn(f"csd: warning: skipping unreadable meta {path}: {exc}")
         return None
 

@@ -13,6 +13,16 @@ from csd.errors import CsdError
 #: What csd asks tmux for, one pane per line (workers run a single pane each).
 PANE_FORMAT = "#{session_name}\t#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}"
 NO_SERVER_MARKERS = ("no server running", "error connecting to", "No such file or directory")
+#: The only variables a tmux client gets from csd. A client that starts the server hands the server its
+#: whole environment (tmux's global environment, which every later session and pane of that server
+#: inherits, the user's own shells included): so never the controller's secrets. Workers get theirs
+#: from launch (csd/envfile.py). TMUX picks the server csd runs in when no socket is set; the locale,
+#: whether tmux speaks UTF-8.
+CLIENT_VARS = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMUX", "TMUX_TMPDIR", "TERM", "LANG", "LC_ALL", "LC_CTYPE")
+
+
+def client_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in CLIENT_VARS}
 
 
 class TmuxError(CsdError):
@@ -126,7 +136,7 @@ def _error(args: Sequence[str], stderr: str) -> TmuxError:
 def run_sync(args: Sequence[str], socket: str | None = None, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """For the read-side commands, which should not pay for an event loop."""
     try:
-        return subprocess.run(argv(args, socket), input=input, capture_output=True, check=False)
+        return subprocess.run(argv(args, socket), input=input, capture_output=True, check=False, env=client_env())
     except FileNotFoundError:
         raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None
 
@@ -154,6 +164,7 @@ async def run(
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=client_env(),
         )
     except FileNotFoundError:
         raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None

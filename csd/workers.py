@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -10,13 +11,14 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from csd import config
 from csd.errors import CsdError, UnknownWorker, UsageError
 from csd.events import BadLine, Event, parse_line
+from csd.hook import dir_refusal
 from csd.states import is_anchor
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -169,6 +171,14 @@ class WorkersDir:
     def lock_path(self, sid: str) -> Path:
         return self.path / f"{sid}.lock"
 
+    def env_path(self, sid: str) -> Path:
+        """The worker's environment between launch and the pane's first process (csd/envfile.py)."""
+        return self.path / f"{sid}.env"
+
+    def claim_path(self, name: str) -> Path:
+        """Held (flock) by the one launch or adopt of ``name`` under way; see LaunchClaim."""
+        return self.path / f"{name}.launching"
+
     def shim_path(self, name: str) -> Path:
         return self.bin / name
 
@@ -177,13 +187,14 @@ class WorkersDir:
         return _atomic_write(self.meta_path(meta.session_id), json.dumps(meta.to_json(), indent=2) + "\n", 0o600)
 
     def read_meta(self, sid: str) -> Meta:
-        fd = os.open(self.meta_path(sid), os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
+        with os.fdopen(open_regular(self.meta_path(sid)), "rb") as f:
             return Meta.from_json(json.loads(f.read()))
 
     def metas(self, warn: Callable[[str], None] | None = None) -> list[Meta]:
         """Every readable meta, sorted by name; unreadable ones are reported through ``warn``."""
         out = []
+        if not self.check():  # before reading a byte of it: whose dir, and who else may write it
+            return []
         try:
             names = os.listdir(self.path)
         except FileNotFoundError:
@@ -195,7 +206,7 @@ class WorkersDir:
                 out.append(self.read_meta(fn[: -len(".meta")]))
             except FileNotFoundError:
                 continue  # removed by a concurrent stop
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, CsdError) as exc:
                 if warn:
                     warn(f"skipping unreadable meta {self.path / fn}: {exc}")
         out.sort(key=lambda m: (m.tmux_name, m.started_at))
@@ -246,7 +257,8 @@ class WorkersDir:
 
     def remove_files(self, meta: Meta) -> None:
         """Remove everything csd made for a worker (idempotent)."""
-        for p in (self.meta_path(meta.session_id), self.events_path(meta.session_id), self.lock_path(meta.session_id)):
+        sid = meta.session_id
+        for p in (self.meta_path(sid), self.events_path(sid), self.lock_path(sid), self.env_path(sid)):
             _unlink(p)
         shim = self.shim_path(meta.tmux_name)
         # only the shim that points at this worker's name (it always does: paths are per name)
@@ -271,16 +283,17 @@ class WorkersDir:
 
 def _check_private_dir(d: Path) -> None:
     st = os.lstat(d)
-    if stat.S_ISLNK(st.st_mode):
+    why = dir_refusal(st)  # the hook's rule too: it never writes where this refuses to read
+    if why == "symlink":
         raise CsdError(f"refusing workers dir {str(d)!r}: it is a symlink (another user could redirect it); remove it or set CSD_WORKERS_DIR")
-    if not stat.S_ISDIR(st.st_mode):
+    if why == "not a directory":
         raise CsdError(f"refusing workers dir {str(d)!r}: it is not a directory")
-    if st.st_uid != os.geteuid():
+    if why == "owner":
         raise CsdError(
             f"refusing workers dir {str(d)!r}: it is owned by uid {st.st_uid}, not you (uid {os.geteuid()}); "
             "another user could plant shims there; set CSD_WORKERS_DIR to a dir of your own"
         )
-    if st.st_mode & 0o022:
+    if why == "mode":
         raise CsdError(
             f"refusing workers dir {str(d)!r}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others write; "
             f"run: chmod 700 {shlex.quote(str(d))}"
@@ -300,6 +313,25 @@ def _atomic_write(path: Path, text: str, mode: int) -> Path:
         _unlink(Path(tmp))
         raise
     return path
+
+
+def open_regular(path: str | os.PathLike[str], flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """Open a file of the workers dir: never through a symlink, never blocking (a planted FIFO), and
+    only a regular file; anything else is refused with one line naming it."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CsdError(f"refusing {str(path)!r}: it is a symlink; csd never follows links in the workers dir") from None
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader, opened for writing
+            raise CsdError(f"refusing {str(path)!r}: it is not a regular file") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise CsdError(f"refusing {str(path)!r}: it is {kind}, not a regular file csd made; remove it")
+    return fd
 
 
 def _unlink(p: Path) -> None:
@@ -335,7 +367,7 @@ def read_tail(
     if min_line is not None:
         return _full_tail(path, on_bad, min_line)  # --after-line, for bash v3 callers: a forward read
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = open_regular(path)
     except FileNotFoundError:
         return Tail([], 0)
     try:
@@ -404,7 +436,7 @@ def _full_tail(path: Path, on_bad: Callable[[BadLine], None] | None, min_line: i
         if ev.line_no <= min_line and is_anchor(ev.name, ev.data):
             anchor = i
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(path), "rb") as f:
             data = f.read()
     except FileNotFoundError:
         data = b""
@@ -426,7 +458,7 @@ def iter_events(path: Path, on_bad: Callable[[BadLine], None] | None = None) -> 
     from csd.events import parse_lines
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = open_regular(path)
     except FileNotFoundError:
         return
     with os.fdopen(fd, "rb") as f:
@@ -441,3 +473,105 @@ def has_consent(home: str | None = None) -> bool:
 
 def consent_path() -> Path:
     return Path(os.path.expanduser("~")) / CONSENT_FILE
+
+
+# -- the claim on a name while it is launched
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot ("" when there is no such process): with the
+    pid, it names one process for good (a pid alone may be reused)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+    except OSError:
+        return ""
+    fields = stat_line[stat_line.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """What a launch records in its claim file: who launches which session of the name, since when."""
+
+    pid: int
+    start: str
+    session_id: str
+    since: str
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Launcher | None:
+        try:
+            obj = json.loads(raw)
+            launcher = cls(int(obj["pid"]), str(obj["start"]), str(obj["session_id"]), str(obj.get("since", "")))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return launcher if UUID_RE.fullmatch(launcher.session_id) else None
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.start) and _start_time(self.pid) == self.start
+
+
+class LaunchClaim:
+    """The exclusive claim on a worker name while it is launched or adopted: an ``flock`` on
+    ``<wdir>/NAME.launching``, taken before anything else is looked at or made.
+
+    A second launch of the name fails at once without touching anything. The file says which session
+    is being launched; it is removed when the launch ends either way. A launcher killed with SIGKILL
+    leaves the file behind, unlocked: the next launch (which then holds the lock, so no launch of that
+    name is running) finds there what the dead one made.
+    """
+
+    def __init__(self, wdir: WorkersDir, name: str) -> None:
+        import fcntl
+
+        self.path = wdir.claim_path(name)
+        while True:
+            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = Launcher.parse(os.pread(fd, 4096, 0))
+                os.close(fd)
+                who = f"pid {holder.pid}, since {holder.since}" if holder else "another csd process"
+                raise CsdError(
+                    f"worker {name!r} is being launched right now ({who}); wait for that launch to end, then: csd list"
+                ) from None
+            # A launch that just ended unlinked the file we opened: lock the one now under the name.
+            try:
+                same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.fd: int | None = fd
+        #: What the file held: a launcher that left it there died during its launch.
+        self.previous = Launcher.parse(os.pread(fd, 4096, 0))
+
+    def record(self, session_id: str) -> None:
+        launcher = Launcher(os.getpid(), _start_time(os.getpid()), session_id, now_iso())
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps(asdict(launcher)).encode(), 0)
+
+    def release(self) -> None:
+        """Remove the file, then unlock (in that order: nobody can lock a file that is going away)."""
+        if self.fd is not None:
+            _unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+
+
+def interrupted_launch(wdir: WorkersDir, meta: Meta) -> Launcher | None:
+    """The dead launcher that left ``meta`` half-made (its claim file names this session and its
+    process is gone), or None. Read without locking, so it never gets in a launch's way."""
+    try:
+        with os.fdopen(open_regular(wdir.claim_path(meta.tmux_name)), "rb") as f:
+            launcher = Launcher.parse(f.read(4096))
+    except (OSError, CsdError):
+        return None
+    if launcher is None or launcher.session_id != meta.session_id or launcher.alive:
+        return None
+    return launcher

@@ -29,8 +29,9 @@ def test_pure_modules_import_no_io_frameworks(module: str) -> None:
     assert found == set()
 
 
-def test_the_hook_imports_only_the_standard_library() -> None:
-    assert {n.split(".")[0] for n in imports(PKG / "hook.py")} <= {"__future__", "json", "os", "select", "sys", "time"}
+@pytest.mark.parametrize("module", ["hook", "envfile"])
+def test_what_runs_outside_csd_imports_only_the_standard_library(module: str) -> None:
+    assert {n.split(".")[0] for n in imports(PKG / f"{module}.py")} <= {"__future__", "json", "os", "select", "stat", "sys", "time"}
 
 
 def test_status_does_not_pay_for_asyncio_or_rich() -> None:
