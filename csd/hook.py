@@ -8,6 +8,8 @@ Which file: a worker csd launched carries ``CSD_EVENTS_FILE`` in its environment
 ``/clear``, which gives the session a new id); that file must already exist (launch creates it,
 stop removes it), so a late hook never resurrects a stopped worker's file. Otherwise a session is
 managed when ``<workers dir>/<session_id>.meta`` exists (the bash v3 rule). Anything else is ignored.
+Either way nothing is written into a dir csd would refuse to read (``dir_refusal``: another user's, or
+one others may write to), nor into anything but a regular file (a planted FIFO must not block the hook).
 """
 
 from __future__ import annotations

@@ -630,6 +630,9 @@ async def stop_worker(meta: Meta, wdir: WorkersDir | None = None) -> None:
         await tmux.kill_session(name, socket)
     finally:
         wdir.remove_files(meta)
+        # the claim file a launcher killed mid-launch left (never one a launch under way holds: that fails)
+        with contextlib.suppress(CsdError, OSError):
+            LaunchClaim(wdir, name).release()
 
 
 async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str) -> None:

@@ -370,6 +370,16 @@ def test_what_a_killed_launcher_left_is_said_plainly_and_cleared_by_the_next_lau
     assert "interrupted" not in csd("list").stderr.decode()
 
 
+def test_stop_also_clears_what_a_killed_launcher_left(env: Env) -> None:
+    proc = popen("launch", "half", str(env.root), env={"CSD_SIM_STARTUP_DELAY": "30"})
+    wait_session(env, "half", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=15)
+    stopped = csd("--worker", "half", "stop")
+    assert stopped.returncode == 0, stopped.stderr.decode()
+    assert leftovers(env) == []  # its claim file included
+
+
 def test_a_live_launch_is_never_taken_for_a_dead_one(env: Env) -> None:
     """While the first launch runs, list says nothing of interruption and a second launch touches nothing."""
     first = popen("launch", "slow", str(env.root), env={"CSD_SIM_STARTUP_DELAY": "3"})
