@@ -182,8 +182,16 @@ def dir_refusal(st: os.stat_result) -> str | None:
 
 
 def _private_dir(path: str) -> bool:
+    """The workers dir and, when it has one, its bin/ pass ``dir_refusal`` (what WorkersDir.check reads)."""
     try:
-        return dir_refusal(os.lstat(path)) is None
+        if dir_refusal(os.lstat(path)) is not None:
+            return False
+    except OSError:
+        return False
+    try:
+        return dir_refusal(os.lstat(os.path.join(path, "bin"))) is None
+    except FileNotFoundError:
+        return True
     except OSError:
         return False
 

@@ -167,6 +167,14 @@ def test_the_plugin_hook_never_writes_into_another_users_workers_dir(tmp_path: P
         proc = hook(prompt(sid), {"CSD_WORKERS_DIR": str(wdir)}, cmd)
         assert proc.returncode == 0
         assert not (wdir / f"{sid}.events.jsonl").exists()
+    # our own dir with their bin/ in it (csd refuses to read it): nothing either
+    ours = tmp_path / "ours"
+    (ours / "bin").mkdir(parents=True, mode=0o700)
+    ours.chmod(0o700)
+    os.chown(ours / "bin", stranger.uid, stranger.gid)
+    (ours / f"{sid}.meta").write_text("{}")
+    assert hook(prompt(sid), {"CSD_WORKERS_DIR": str(ours)}).returncode == 0
+    assert not (ours / f"{sid}.events.jsonl").exists()
     # the launch route too: an events file in their dir, made writable for us, gets nothing
     events = wdir / f"{sid}.events.jsonl"
     events.touch(mode=0o666)
