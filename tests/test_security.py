@@ -290,7 +290,7 @@ def test_an_unwritable_diagnostic_path_is_one_line(env: Env, tmp_path: Path) -> 
 
 def test_launching_one_name_twice_at_once_has_exactly_one_winner(env: Env) -> None:
     """Once both failed in 4 rounds of 5: the second deleted the first's files and killed its session."""
-    rounds = 12
+    rounds, overlapped = 12, 0
     for i in range(rounds):
         name = f"twin{i}"
         with ThreadPoolExecutor(2) as pool:
@@ -300,6 +300,7 @@ def test_launching_one_name_twice_at_once_has_exactly_one_winner(env: Env) -> No
         assert len(won) == 1 and len(lost) == 1, [p.stderr.decode() for p in procs]
         err = lost[0].stderr.decode()
         assert err.count("\n") == 1 and (f"worker {name!r} is being launched right now" in err or "already exists" in err), err
+        overlapped += "being launched right now" in err  # else the loser started after the winner was done
         assert lost[0].stdout == b""
         shim = Path(won[0].stdout.decode().strip())
         assert status(shim) == "idle"  # the winner untouched
@@ -307,6 +308,7 @@ def test_launching_one_name_twice_at_once_has_exactly_one_winner(env: Env) -> No
         assert len(metas) == 1 and not env.wdir.claim_path(name).exists()
         assert subprocess.run([str(shim), "stop"], capture_output=True).returncode == 0
     assert leftovers(env) == []
+    assert overlapped >= rounds // 2, f"only {overlapped} of {rounds} rounds had both launches at once"
 
 
 # ---------------------------------------------------------------- item 13: a cwd the user cannot enter
