@@ -202,7 +202,10 @@ async def _clear_interrupted(wdir: WorkersDir, name: str, claim: LaunchClaim) ->
         f"died at start-up; session {meta.session_id})",
         file=sys.stderr,
     )
-    await tmux.kill_session(name, meta.tmux_socket or None)
+    if dead.respawn:
+        await end_pane_process(name, meta.tmux_socket)  # a session adopt did not make stays
+    else:
+        await tmux.kill_session(name, meta.tmux_socket)
     wdir.remove_files(meta)
 
 
@@ -319,7 +322,7 @@ async def _start_claimed(
     created_session = False
     ok = False
     try:
-        claim.record(sid)
+        claim.record(sid, respawn)
         if respawn:
             # keep the pane dead-but-visible if claude exits at once, so its last lines can be shown
             await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"], socket)

@@ -324,7 +324,7 @@ class Supervisor:
         tr.tasks.append(self._tg.create_task(self._poll_liveness(tr)))
 
     def _starting(self, tr: Tracked) -> bool:
-        """A worker whose launch is under way: no event yet and a meta younger than the launch timeout."""
+        """A worker whose launch is under way (no event yet; WorkersDir.launch_under_way says how it knows)."""
         if tr.line_count or tr.state != State.LAUNCHING:
             return False
         return self.wdir.launch_under_way(tr.meta)

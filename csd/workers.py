@@ -236,8 +236,12 @@ class WorkersDir:
         return self.read_tail(meta.session_id, count_lines=False).session_id or meta.session_id
 
     def launch_under_way(self, meta: Meta) -> bool:
-        """A launch or adopt of this worker may still be running: no event yet, and a meta younger than
-        the launch timeout (launch writes the meta just before tmux starts the worker)."""
+        """A launch or adopt of this worker is running: its launcher holds the name's claim (LaunchClaim)
+        and lives. Without a claim naming it (a meta of an older release), a guess: no event yet, and a
+        meta younger than the launch timeout (launch writes the meta just before tmux starts the worker)."""
+        launcher = launcher_of(self, meta)
+        if launcher is not None:
+            return launcher.alive
         try:
             if os.stat(self.events_path(meta.session_id)).st_size:
                 return False
@@ -249,20 +253,19 @@ class WorkersDir:
             return False
         return age < config.seconds("CSD_LAUNCH_TIMEOUT")
 
+    def _paths_of(self, meta: Meta) -> list[Path]:
+        sid = meta.session_id
+        # the shim is per name: the one that points at this worker's name
+        return [self.meta_path(sid), self.events_path(sid), self.lock_path(sid), self.env_path(sid), self.shim_path(meta.tmux_name)]
+
     def files_of(self, meta: Meta) -> list[Path]:
         """The files csd made for a worker that exist now."""
-        paths = [self.meta_path(meta.session_id), self.events_path(meta.session_id), self.lock_path(meta.session_id),
-                 self.shim_path(meta.tmux_name)]
-        return [p for p in paths if p.exists() or p.is_symlink()]
+        return [p for p in self._paths_of(meta) if p.exists() or p.is_symlink()]
 
     def remove_files(self, meta: Meta) -> None:
         """Remove everything csd made for a worker (idempotent)."""
-        sid = meta.session_id
-        for p in (self.meta_path(sid), self.events_path(sid), self.lock_path(sid), self.env_path(sid)):
+        for p in self._paths_of(meta):
             _unlink(p)
-        shim = self.shim_path(meta.tmux_name)
-        # only the shim that points at this worker's name (it always does: paths are per name)
-        _unlink(shim)
 
     # -- events
     def read_tail(
@@ -478,39 +481,32 @@ def consent_path() -> Path:
 # -- the claim on a name while it is launched
 
 
-def _start_time(pid: int) -> str:
-    """The process's start time in clock ticks since boot ("" when there is no such process): with the
-    pid, it names one process for good (a pid alone may be reused)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat_line = f.read()
-    except OSError:
-        return ""
-    fields = stat_line[stat_line.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else ""
-
-
 @dataclass(frozen=True)
 class Launcher:
-    """What a launch records in its claim file: who launches which session of the name, since when."""
+    """What a launch records in its claim file: who (pid and start time) launches which session of the
+    name, since when, and whether into a pane that was there before (adopt respawning a session)."""
 
     pid: int
-    start: str
+    start: int
     session_id: str
     since: str
+    respawn: bool = False
 
     @classmethod
     def parse(cls, raw: bytes) -> Launcher | None:
         try:
             obj = json.loads(raw)
-            launcher = cls(int(obj["pid"]), str(obj["start"]), str(obj["session_id"]), str(obj.get("since", "")))
+            launcher = cls(int(obj["pid"]), int(obj["start"]), str(obj["session_id"]), str(obj.get("since", "")),
+                           obj.get("respawn") is True)
         except (ValueError, KeyError, TypeError):
             return None
         return launcher if UUID_RE.fullmatch(launcher.session_id) else None
 
     @property
     def alive(self) -> bool:
-        return bool(self.start) and _start_time(self.pid) == self.start
+        from csd.tmux import proc_start
+
+        return bool(self.start) and proc_start(self.pid) == self.start
 
 
 class LaunchClaim:
@@ -550,8 +546,10 @@ class LaunchClaim:
         #: What the file held: a launcher that left it there died during its launch.
         self.previous = Launcher.parse(os.pread(fd, 4096, 0))
 
-    def record(self, session_id: str) -> None:
-        launcher = Launcher(os.getpid(), _start_time(os.getpid()), session_id, now_iso())
+    def record(self, session_id: str, respawn: bool) -> None:
+        from csd.tmux import proc_start
+
+        launcher = Launcher(os.getpid(), proc_start(os.getpid()), session_id, now_iso(), respawn)
         assert self.fd is not None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, json.dumps(asdict(launcher)).encode(), 0)
@@ -564,14 +562,18 @@ class LaunchClaim:
             self.fd = None
 
 
-def interrupted_launch(wdir: WorkersDir, meta: Meta) -> Launcher | None:
-    """The dead launcher that left ``meta`` half-made (its claim file names this session and its
-    process is gone), or None. Read without locking, so it never gets in a launch's way."""
+def launcher_of(wdir: WorkersDir, meta: Meta) -> Launcher | None:
+    """Who launched ``meta`` if its name's claim file names its session (a launch under way, or one that
+    died mid-way), else None. Read without locking, so it never gets in a launch's way."""
     try:
         with os.fdopen(open_regular(wdir.claim_path(meta.tmux_name)), "rb") as f:
             launcher = Launcher.parse(f.read(4096))
     except (OSError, CsdError):
         return None
-    if launcher is None or launcher.session_id != meta.session_id or launcher.alive:
-        return None
-    return launcher
+    return launcher if launcher is not None and launcher.session_id == meta.session_id else None
+
+
+def interrupted_launch(wdir: WorkersDir, meta: Meta) -> Launcher | None:
+    """The dead launcher that left ``meta`` half-made (its claim names this session, its process is gone)."""
+    launcher = launcher_of(wdir, meta)
+    return launcher if launcher is not None and not launcher.alive else None

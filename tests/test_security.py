@@ -400,3 +400,27 @@ def test_a_live_launch_is_never_taken_for_a_dead_one(env: Env) -> None:
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err.decode()
     assert status(Path(out.decode().strip())) == "idle"
+
+
+def test_what_a_killed_adopt_left_is_cleared_without_killing_a_session_adopt_did_not_make(env: Env) -> None:
+    env.session("keep")
+    shim = launch(env, "gone")
+    assert subprocess.run([str(shim), "converse", "REPLY:a conversation to resume"], capture_output=True).returncode == 0
+    sid = env.wdir.resolve("gone").session_id
+    assert subprocess.run([str(shim), "stop"], capture_output=True).returncode == 0  # the transcript stays
+    env.session("ad")  # tmux-resurrect brought a session back, with something in it
+    before = env.tmux("list-panes", "-t", "=ad:", "-F", "#{pane_pid}").stdout
+    proc = popen("adopt", "ad", str(env.root), sid, env={"CSD_SIM_STARTUP_DELAY": "30"})
+    deadline = time.monotonic() + 15
+    while env.tmux("list-panes", "-t", "=ad:", "-F", "#{pane_pid}").stdout == before:  # respawned
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=15)
+
+    again = csd("adopt", "ad", str(env.root), sid)
+    err = again.stderr.decode()
+    assert again.returncode == 0, err
+    assert "clearing what an interrupted launch of 'ad' left" in err and "respawned existing pane" in err
+    assert status(Path(again.stdout.decode().strip())) == "idle"
+    assert sorted(env.tmux("list-sessions", "-F", "#{session_name}").stdout.split()) == ["ad", "keep"]
