@@ -32,7 +32,7 @@ from csd.errors import CsdError, NotRunning, TurnFailed, UsageError
 from csd.events import BadLine, Event, failure_line, parse_line
 from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
 from csd.watch import DirWatcher, Follower
-from csd.workers import Meta, WorkersDir, now_iso
+from csd.workers import Meta, WorkersDir, now_iso, open_regular
 
 if TYPE_CHECKING:
     from csd.transcript import Transcript
@@ -135,7 +135,7 @@ class WorkerLock:
         self.fd: int | None = None
 
     def __enter__(self) -> WorkerLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)
         deadline = time.monotonic() + LOCK_HOLDER_WAIT
         while True:
             try:

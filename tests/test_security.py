@@ -424,3 +424,20 @@ def test_what_a_killed_adopt_left_is_cleared_without_killing_a_session_adopt_did
     assert "clearing what an interrupted launch of 'ad' left" in err and "respawned existing pane" in err
     assert status(Path(again.stdout.decode().strip())) == "idle"
     assert sorted(env.tmux("list-sessions", "-F", "#{session_name}").stdout.split()) == ["ad", "keep"]
+
+
+def test_a_fifo_or_link_as_a_workers_lock_is_refused_in_one_line(env: Env, tmp_path: Path) -> None:
+    shim = launch(env, "lk")
+    lock = env.wdir.lock_path(env.wdir.resolve("lk").session_id)
+    lock.unlink(missing_ok=True)
+    os.mkfifo(lock, 0o600)
+    proc = subprocess.run([str(shim), "send", "REPLY:hi"], capture_output=True, text=True, timeout=HANG)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "is a FIFO" in proc.stderr, proc.stderr
+    lock.unlink()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    lock.symlink_to(victim)
+    proc = subprocess.run([str(shim), "send", "REPLY:hi"], capture_output=True, text=True, timeout=HANG)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "is a symlink" in proc.stderr, proc.stderr
+    assert victim.read_text() == "precious\n"
+    assert status(shim) == "idle"  # nothing was typed
