@@ -139,6 +139,7 @@ def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
     p.add_argument("--after-line", type=count_arg, metavar="N")
     p.add_argument("--settled", action="store_true", help="also wait out running background tasks")
     p = per["send"] = _sub("send", "submit a prompt (- reads stdin)")
+    p.add_argument("--shell", action="store_true", help="run the text as a command in Claude Code's bash mode (!)")
     p.add_argument("prompt")
     p = per["converse"] = _sub("converse", "send, wait, print this turn's reply")
     p.add_argument("--with-turn", action="store_true")
@@ -172,7 +173,10 @@ Per-worker commands (csd --worker NAME CMD, or SHIM CMD; NAME may be either sess
 the current one; a shim runs csd --workers-dir DIR --tmux-socket SOCKET --worker NAME, so it works from
 any environment, and a CSD_WORKERS_DIR or CSD_TMUX_SOCKET there that says otherwise is an error):
   status [--json]                           one of: {states}
-  send PROMPT|-                             submit a prompt (- reads stdin); refuses unless idle
+  send [--shell] PROMPT|-                   submit a prompt (- reads stdin); refuses unless idle. The model
+                                            gets the text as written (a leading ! too); CR/CRLF become LF,
+                                            a tab 4 spaces, other control characters go, trailing blanks are
+                                            trimmed. --shell runs it in bash mode (!) instead
   wait-for-turn [TIMEOUT] [--after-line N] [--settled]
                                             block until the turn ends (default 60 s); prints the event
   converse [--with-turn] PROMPT|- [TIMEOUT] send, wait, print this turn's reply (default 120 s)

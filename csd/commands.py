@@ -70,7 +70,7 @@ async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, re
         if cmd == "wait-for-turn":
             return await _wait_for_turn(sup, meta, args)
         if cmd == "send":
-            ev = await sup.send(meta.tmux_name, prompt)
+            ev = await sup.send(meta.tmux_name, prompt, shell=args.shell)
             err(f"csd: submitted to {meta.tmux_name!r} (events line {ev.line_no})")
             return OK
         if cmd == "converse":

@@ -122,7 +122,14 @@ Directives in a prompt (anywhere, combined, applied in order):
                           error (rate_limit, server_error, authentication_failed, unknown, ...)
   SWALLOW-ENTER           the first Enter on this text is ignored
 
-Slash commands: /exit (/quit), /clear, /compact [instructions].
+Slash commands: /exit (/quit), /clear, /compact [instructions]; any other /word (not a path such as /tmp/x)
+is refused with "Unknown command: /word", no hook fired.
+
+The input line behaves like 2.1.330's: a paste over 800 characters or with more than min(rows - 10, 2) line
+breaks becomes "[Pasted text #N]" and is submitted wrapped in <pasted_content id=...>; a CR in a paste is a line
+break, a tab four spaces; "!" first in an empty line switches to bash mode (the command runs, then the model
+answers its output: Stop without UserPromptSubmit); \ + Enter inserts a line break; Esc Esc clears the line;
+C-a, C-e, Left, Right, Delete, Backspace and C-u edit it; trailing whitespace is trimmed on submit.
 
 Environment:
   {ENV_IDLE}=<s>            idle_prompt Notification this long after a turn ends (default 60)
@@ -332,7 +339,7 @@ _CSI_PARTIAL_RE = re.compile(r"\x1b\[[0-?]*[ -/]*")
 _PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f]+")
 _CSI_KEYS = {"A": "up", "B": "down", "C": "right", "D": "left", "Z": "backtab", "3~": "delete"}
 _CTRL_KEYS = {"\r": "enter", "\n": "newline", "\x7f": "backspace", "\x08": "backspace",
-              "\x15": "ctrl_u", "\x03": "ctrl_c"}
+              "\x15": "ctrl_u", "\x03": "ctrl_c", "\x01": "ctrl_a", "\x05": "ctrl_e"}
 
 
 @dataclass(frozen=True)
@@ -378,8 +385,9 @@ class KeyParser:
                     break
                 self._paste.append(buf[:end])
                 self._buf = buf[end + len(PASTE_END):]
-                # Terminals send Enter inside a paste as CR; the TUI keeps pasted line breaks as \n.
-                text = "".join(self._paste).replace("\r\n", "\n").replace("\r", "\n")
+                # Observed (2.1.330): each CR in a paste is a line break of its own (a CRLF arrives as two), and a
+                # tab becomes four spaces.
+                text = "".join(self._paste).replace("\r", "\n").replace("\t", "    ")
                 self._paste = None
                 keys.append(Key("paste", text))
                 continue
@@ -422,6 +430,105 @@ class KeyParser:
             keys.append(Key("text", m.group(0)))
             self._buf = buf[m.end():]
         return keys
+
+
+#: Observed (2.1.330): one paste longer than this (UTF-16 units) becomes a "[Pasted text #N]" placeholder.
+PASTE_LIMIT = 800
+#: Slash commands the simulated worker knows; any other ``/word`` is refused with "Unknown command: /word".
+SLASH_COMMANDS = frozenset({"/exit", "/quit", "/clear", "/compact"})
+_SLASH_WORD = re.compile(r"/[^/\s]+")
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def paste_placeholder_limit(rows: int) -> int:
+    """Observed: a paste with more line breaks than min(rows - 10, 2) becomes a placeholder."""
+    return min(rows - 10, 2)
+
+
+class InputBox:
+    """Claude Code's input line as 2.1.330 edits it (each rule observed in tmux, tests/e2e/test_prompt_delivery.py):
+
+    * a paste over PASTE_LIMIT characters, or with more line breaks than ``paste_placeholder_limit(rows)``, shows as
+      ``[Pasted text #N]`` and is submitted wrapped in ``<pasted_content id=…>``;
+    * ``!`` typed or pasted first into an empty line switches to bash mode (the ``!`` is not kept); Backspace on an
+      empty bash-mode line leaves it;
+    * C-a / C-e go to the start / end of the cursor's line, Left / Right / Delete / Backspace as usual, C-u deletes
+      back to the start of the line (at its start: the line break before it), Esc Esc clears the text (the mode stays);
+    * Enter right after a backslash replaces it with a line break instead of submitting;
+    * the submitted text has its trailing whitespace trimmed (leading whitespace is kept).
+    """
+
+    def __init__(self, paste_id: str = "") -> None:
+        self.text = ""
+        self.cursor = 0
+        self.mode = "prompt"  # prompt | shell
+        self.pastes: dict[str, str] = {}
+        self.paste_id = paste_id or str(uuid.uuid4().int % 9000 + 1000)
+
+    def set(self, text: str) -> None:
+        self.text, self.cursor = text, len(text)
+
+    def clear(self) -> None:
+        self.set("")
+        self.pastes.clear()
+
+    def insert(self, text: str, pasted: bool = False, rows: int = 50) -> None:
+        if not self.text and self.mode == "prompt" and text.startswith("!"):
+            self.mode, text = "shell", text[1:]
+        if pasted and (_utf16_len(text) > PASTE_LIMIT or text.count("\n") > paste_placeholder_limit(rows)):
+            n = len(self.pastes) + 1
+            lines = text.count("\n")
+            token = f"[Pasted text #{n}" + (f" +{lines} lines]" if lines else "]")
+            self.pastes[token] = text
+            text = token
+        self.text = self.text[: self.cursor] + text + self.text[self.cursor :]
+        self.cursor += len(text)
+
+    def backspace(self) -> None:
+        if not self.text and self.mode == "shell":
+            self.mode = "prompt"
+        elif self.cursor > 0:
+            self.text = self.text[: self.cursor - 1] + self.text[self.cursor :]
+            self.cursor -= 1
+
+    def delete(self) -> None:
+        self.text = self.text[: self.cursor] + self.text[self.cursor + 1 :]
+
+    def move(self, key: str) -> None:
+        line_start = self.text.rfind("\n", 0, self.cursor) + 1
+        if key == "left":
+            self.cursor = max(0, self.cursor - 1)
+        elif key == "right":
+            self.cursor = min(len(self.text), self.cursor + 1)
+        elif key == "ctrl_a":
+            self.cursor = line_start
+        elif key == "ctrl_e":
+            end = self.text.find("\n", self.cursor)
+            self.cursor = len(self.text) if end < 0 else end
+
+    def kill_line_before(self) -> None:
+        line_start = self.text.rfind("\n", 0, self.cursor) + 1
+        start = line_start if self.cursor > line_start else max(0, self.cursor - 1)
+        self.text = self.text[:start] + self.text[self.cursor :]
+        self.cursor = start
+
+    def enter_is_newline(self) -> bool:
+        """``\\`` + Enter: the backslash before the cursor becomes a line break."""
+        if self.cursor > 0 and self.text[self.cursor - 1] == "\\":
+            self.text = self.text[: self.cursor - 1] + "\n" + self.text[self.cursor :]
+            return True
+        return False
+
+    def submitted(self) -> str:
+        """The text Enter submits: trailing whitespace trimmed, then each placeholder expanded as the real one does."""
+        text = self.text.rstrip()
+        for token, content in self.pastes.items():
+            pid = self.paste_id
+            text = text.replace(token, f'\n\n<pasted_content id="{pid}">\n{content}\n</pasted_content id="{pid}">\n')
+        return text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -859,7 +966,7 @@ class Dialog:
 class Item:
     """Something the worker does in its turn order: a prompt, a task notification, /compact or /clear."""
 
-    kind: str  # prompt | synthetic | compact | clear
+    kind: str  # prompt | synthetic | compact | clear | shell
     text: str
     prompt_id: str
     ups_task: asyncio.Task[None] | None = None
@@ -963,7 +1070,7 @@ class SimWorker:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.mode = "starting"  # starting | dialog | main | exiting
         self.dialog: Dialog | None = None
-        self.box = ""
+        self.box = InputBox()
         self.notice = ""
         self.history: list[str] = []
         self.queue: deque[Item] = deque()
@@ -1170,48 +1277,69 @@ class SimWorker:
         if key.kind != "esc":
             self.esc_at = None
         self.notice = ""
+        box = self.box
         if key.kind in ("text", "paste"):
-            self.box += key.text
+            box.insert(key.text, pasted=key.kind == "paste", rows=self.term.size()[1])
         elif key.kind == "newline":
-            self.box += "\n"
+            box.insert("\n")
         elif key.kind == "backspace":
-            self.box = self.box[:-1]
+            box.backspace()
+        elif key.kind == "delete":
+            box.delete()
+        elif key.kind in ("left", "right", "ctrl_a", "ctrl_e"):
+            box.move(key.kind)
         elif key.kind == "ctrl_u":
-            self.box = ""
+            box.kill_line_before()
         elif key.kind == "enter":
             self.on_enter()
         elif key.kind == "esc":
             if self.turn_running():
                 self.interrupt()
-            elif self.box and self.esc_at is not None and time.monotonic() - self.esc_at < 1.0:
-                self.box = ""  # like the real TUI, a double Esc clears the input box
+            elif box.text and self.esc_at is not None and time.monotonic() - self.esc_at < 1.0:
+                box.clear()  # like the real TUI, a double Esc clears the input box (bash mode stays)
                 self.esc_at = None
-            elif self.box:
+            elif box.text:
                 self.esc_at = time.monotonic()
-                self.notice = "Esc again to clear"
+                self.notice = "esc again to clear"
         elif key.kind == "ctrl_c":
             if self.turn_running():
                 self.interrupt()
-            elif self.box:
-                self.box = ""
-            elif self.ctrl_c_at is not None and time.monotonic() - self.ctrl_c_at < 2.0:
+            elif self.ctrl_c_at is not None and time.monotonic() - self.ctrl_c_at < 2.0 and not box.text:
                 self.begin_shutdown("prompt_input_exit", 0)
             else:
+                # like the real TUI: clears a non-empty line and arms the exit all the same
+                box.clear()
                 self.ctrl_c_at = time.monotonic()
                 self.notice = "Press Ctrl-C again to exit"
 
     def on_enter(self) -> None:
         if time.monotonic() < self.ready_at:
             return  # not ready yet: like the real TUI the Enter is lost and the text stays
-        text = self.box.strip()
-        if not text:
+        if self.box.enter_is_newline():
+            return
+        text = self.box.submitted()
+        if not text.strip():
             return
         if "SWALLOW-ENTER" in text and self.swallowed_text != text:
             self.swallowed_text = text
             return
         self.swallowed_text = None
-        self.box = ""
-        self.submit(text)
+        shell = self.box.mode == "shell"
+        self.box.clear()
+        self.box.mode = "prompt"
+        if shell:
+            self.submit_shell(text)
+        else:
+            self.submit(text)
+
+    def submit_shell(self, command: str) -> None:
+        """Bash mode, as 2.1.330: the command runs, its input and output become user lines, and the model answers
+        them in a turn that fires Stop but no UserPromptSubmit."""
+        self.cancel_idle()
+        prompt_id = str(uuid.uuid4())
+        self.prompt_id = prompt_id
+        self.queue.append(Item("shell", command, prompt_id))
+        self.kick()
 
     def submit(self, text: str) -> None:
         self.cancel_idle()
@@ -1226,6 +1354,12 @@ class SimWorker:
             args = command[1] if len(command) > 1 else ""
             self.queue.append(Item(word[1:], args, prompt_id))
             self.kick()
+            return
+        if _SLASH_WORD.fullmatch(word) and word not in SLASH_COMMANDS:
+            # Observed: no hook fires, nothing reaches the transcript; a path such as /tmp/x is a prompt
+            self.add_history("● ", f"Unknown command: {word}")
+            if len(command) > 1:
+                self.add_history("● ", f"Args from unknown skill: {command[1]}")
             return
         item = Item("prompt", text, prompt_id)
         if self.current is None and not self.queue:
@@ -1247,7 +1381,7 @@ class SimWorker:
         self.turn_task.cancel()
         self.kill_tools()
         if item.kind == "prompt":
-            self.box = item.text + ("\n" + self.box if self.box else "")
+            self.box.set(item.text + ("\n" + self.box.text if self.box.text else ""))
 
     def turn_running(self) -> bool:
         return self.turn_task is not None and not self.turn_task.done()
@@ -1291,8 +1425,32 @@ class SimWorker:
             await self.do_compact(item)
         elif item.kind == "clear":
             await self.do_clear(item)
+        elif item.kind == "shell":
+            await self.do_shell(item)
         else:
             await self.do_turn(item)
+
+    async def do_shell(self, item: Item) -> None:
+        """A bash-mode command (2.1.330): ``<bash-input>`` and ``<bash-stdout>…<bash-stderr>`` user lines, then the
+        model answers them; Stop fires, UserPromptSubmit does not."""
+        self.add_history("! ", item.text)
+        self.transcript.conversation({"promptId": item.prompt_id, "type": "user",
+                                      "message": {"role": "user", "content": f"<bash-input>{item.text}</bash-input>"}})
+        stdout, stderr, _, _ = await self.run_bash(item.text)
+        output = f"<bash-stdout>{stdout}</bash-stdout><bash-stderr>{stderr}</bash-stderr>"
+        self.add_history("  ⎿  ", stdout or stderr or "(No content)", max_rows=4)
+        self.transcript.conversation({"promptId": item.prompt_id, "type": "user",
+                                      "message": {"role": "user", "content": output}})
+        await self.think()
+        final = f"ECHO: {output}"
+        self.transcript.assistant(_short_id("msg_sim"), _short_id("req_sim"), {"type": "text", "text": final}, 0,
+                                  "end_turn")
+        self.add_history("● ", final)
+        await self.fire("Stop", {
+            **self.common(item.prompt_id), "permission_mode": self.permission_mode,
+            "effort": {"level": "medium"}, "hook_event_name": "Stop", "stop_hook_active": False,
+            "last_assistant_message": final, "background_tasks": self.running_tasks(), "session_crons": []})
+        item.stopped = True
 
     async def think(self) -> None:
         """The model's time for one response (the real CLI waits for the API here)."""
@@ -1845,10 +2003,13 @@ class SimWorker:
             bottom += [f"✻ Waiting for {n} background agent{'s' if n != 1 else ''} to finish", ""]
         rule = "─" * width
         # The real input line is ❯ + a no-break space (U+00A0); an empty box with queued prompts shows a hint.
-        shown_box = self.box if self.box or not queued else "Press up to edit queued messages"
-        box_rows = _wrap_rows(shown_box, width, "❯\u00a0", "  ", 8)
+        shown_box = self.box.text if self.box.text or not queued else "Press up to edit queued messages"
+        shell = self.box.mode == "shell"
+        box_rows = _wrap_rows(shown_box, width, "!\u00a0" if shell else "❯\u00a0", "  ", 8)
         bottom += [rule, *box_rows, rule]
-        if self.permission_mode == "bypassPermissions":
+        if shell:
+            footer = "  ! for shell mode"
+        elif self.permission_mode == "bypassPermissions":
             footer = "  ⏵⏵ bypass permissions on (shift+tab to cycle)"
         else:
             footer = "  ? for shortcuts"
@@ -1864,7 +2025,7 @@ class SimWorker:
         rows = [r[:width] for r in (top + bottom)][-height:]
         # The cursor sits after the last input row, which is followed by a rule, the footer and the notice.
         cursor_row = max(len(rows) - 3 - (1 if self.notice else 0), 0)
-        cursor_col = len(rows[cursor_row]) if shown_box == self.box else 2  # at the start of a hint
+        cursor_col = len(rows[cursor_row]) if shown_box == self.box.text else 2  # at the start of a hint
         self.term.draw(rows, (cursor_row, min(cursor_col, width - 1)))
 
 

@@ -48,8 +48,10 @@ STARTING_CHECK_INTERVAL = 0.1
 #: How long a second controller reads the lock file for its holder's line before giving up on it, and how
 #: often: the holder writes it a few microseconds after it takes the lock.
 LOCK_HOLDER_WAIT, LOCK_HOLDER_RETRY = 1.0, 0.005
-#: Bracketed-paste markers: a prompt containing them could end the paste early and type keys.
-PASTE_MARKERS = ("\x1b[200~", "\x1b[201~")
+#: While a slash command waits for its confirmation, how often send looks for "Unknown command" on the screen.
+UNKNOWN_COMMAND_CHECK = 0.1
+#: How long send waits for the screen to show an emptied input line (the TUI redraws within ~50 ms).
+CLEAR_INPUT_TIMEOUT = 2.0
 
 
 def _warn(msg: str) -> None:
@@ -60,13 +62,6 @@ def _warn(msg: str) -> None:
 
 def _warn_bad(path: object) -> Callable[[BadLine], None]:
     return lambda bad: _warn(f"csd: warning: {path}: skipping {bad}")
-
-
-def clean_prompt(text: str) -> str:
-    """Strip what could break out of the bracketed paste (paste markers) or confuse tmux (NUL)."""
-    for marker in PASTE_MARKERS:
-        text = text.replace(marker, "")
-    return text.replace("\x00", "")
 
 
 @dataclass
@@ -465,12 +460,22 @@ class Supervisor:
 
         return await self.wait_until(check)
 
-    async def send(self, handle: str, prompt: str) -> Event:
-        """Submit a prompt and return its user_prompt_submit event; refuses unless the worker is idle."""
+    async def send(self, handle: str, prompt: str, shell: bool = False) -> Event:
+        """Submit a prompt and return the event that confirms it; refuses unless the worker is idle.
+
+        The model gets ``prompt.clean_prompt(prompt)`` exactly (see csd/prompt.py for the rules). ``shell``
+        runs the text as a command in Claude Code's bash mode (``!``); otherwise a leading ``!`` is text. The
+        input line is emptied first: what was left there (an unconfirmed send, a human's typing) is cleared
+        and named on stderr. An unknown slash command fails at once with the screen's own words.
+        """
+        from csd.prompt import clean_prompt, input_stream, unknown_command
+
         tr = await self.track(handle)
         text = clean_prompt(prompt)
+        if shell and text.startswith("!"):
+            text = text[1:]
         if not text.strip():
-            raise UsageError("refusing to send an empty prompt")
+            raise UsageError("refusing to send an empty prompt" + (" (the prompt was only whitespace and control characters)" if prompt else ""))
         shim = self.wdir.shim_path(tr.name)
         state = tr.state
         if state == State.WORKING:
@@ -483,31 +488,42 @@ class Supervisor:
             raise NotRunning(f"cannot send to {tr.name!r}: it is {state}; check it with: {shim} status")
         submit_timeout = config.seconds("CSD_SUBMIT_TIMEOUT")
         retry = config.seconds("CSD_SUBMIT_RETRY_INTERVAL")
+        slash = not shell and text.lstrip().startswith("/")
+        command = text.split(None, 1)[0] if slash else ""
         with WorkerLock(self.wdir, tr.meta, "csd send"):
             mark = tr.line_count
             socket = tr.meta.tmux_socket
             try:
-                await tmux.paste(tr.name, text.encode("utf-8"), f"csd-{tr.meta.session_id}", socket)
+                await self._empty_input(tr, socket)
+                before = await tmux.capture(tr.name, socket, lines=200) if slash else ""
+                await tmux.type_raw(tr.name, input_stream(text, shell), f"csd-{tr.meta.session_id}", socket)
                 await tmux.send_keys(tr.name, "Enter", socket=socket)
             except tmux.TmuxError:
                 if await tmux.pane_of(tr.name, socket) is None:
                     raise NotRunning(f"worker {tr.name!r} is gone: its tmux session ended while the prompt was being sent") from None
                 raise
-            deadline = time.monotonic() + submit_timeout
-            slash = text.lstrip().startswith("/")
-            presses = 1
+            now = time.monotonic()
+            deadline, next_press, presses = now + submit_timeout, now + retry, 1
             while True:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                if now >= deadline:
+                    raise CsdError(
+                        f"{tr.name!r} did not confirm the prompt within {submit_timeout:g}s "
+                        f"(no user_prompt_submit after {presses} Enter presses; {tr.describe()}); "
+                        f"see the screen with: {shim} handoff"
+                    )
+                wake = min(deadline, next_press, now + UNKNOWN_COMMAND_CHECK if slash else deadline)
                 try:
-                    async with asyncio.timeout(max(0.0, min(retry, left))):
-                        return await self.wait_until(lambda: self._submitted(tr, mark, slash))
+                    async with asyncio.timeout(max(0.0, wake - now)):
+                        ev = await self.wait_until(lambda: self._submitted(tr, mark, slash or shell))
+                    break
                 except TimeoutError:
-                    if time.monotonic() >= deadline:
-                        raise CsdError(
-                            f"{tr.name!r} did not confirm the prompt within {submit_timeout:g}s "
-                            f"(no user_prompt_submit after {presses} Enter presses; {tr.describe()}); "
-                            f"see the screen with: {shim} handoff"
-                        ) from None
+                    pass
+                if slash:
+                    words = unknown_command(before, await tmux.capture(tr.name, socket, lines=200), command)
+                    if words is not None:
+                        raise UsageError(f"{tr.name!r} does not know the command {command!r}; its screen says: {words}")
+                if time.monotonic() >= next_press and time.monotonic() < deadline:
                     try:
                         await tmux.send_keys(tr.name, "Enter", socket=socket)
                     except tmux.TmuxError:
@@ -516,6 +532,40 @@ class Supervisor:
                         self._died(tr)
                         continue  # _submitted reports it
                     presses += 1
+                    next_press += retry
+        got = ev.data.get("prompt")
+        if ev.name == "user_prompt_submit" and not (slash or shell) and isinstance(got, str) and not _arrived_as_sent(text, got):
+            _warn(f"csd: warning: {tr.name!r} received the prompt altered (sent {len(text)} characters, "
+                  f"it recorded {got[:60]!r}...); see it with: {shim} read-turn")
+        return ev
+
+    async def _empty_input(self, tr: Tracked, socket: str | None) -> None:
+        """Start from an empty prompt-mode input line: Esc, Esc clears it wherever the cursor is, Backspace leaves an
+        empty bash-mode line. What was cleared is named on stderr (it may be a human's typing after a handoff)."""
+        from csd.prompt import input_line
+
+        line = input_line(await tmux.visible(tr.name, socket))
+        if line is None or line.clean:
+            return  # no input line on the screen to read: nothing csd can check
+        left = line
+        deadline = time.monotonic() + CLEAR_INPUT_TIMEOUT
+        while line is None or not line.clean:
+            if time.monotonic() >= deadline:
+                shows = "no input line" if line is None else repr(line.text[:80]) + (" in bash mode" if line.mode == "shell" else "")
+                raise CsdError(f"could not empty the input line of {tr.name!r} (it shows {shows}); see it with: {self.wdir.shim_path(tr.name)} handoff")
+            if line is None:
+                # a second Escape on an input line that had just emptied opens Claude Code's rewind menu: close it
+                await tmux.send_keys(tr.name, "Escape", socket=socket)
+            elif line.text:
+                await tmux.send_keys(tr.name, "Escape", socket=socket)
+                await asyncio.sleep(0.1)  # two Escapes in one read would be one Meta-Escape
+                await tmux.send_keys(tr.name, "Escape", socket=socket)
+            else:
+                await tmux.send_keys(tr.name, "BSpace", socket=socket)
+            await asyncio.sleep(0.1)  # the TUI redraws; no event says when
+            line = input_line(await tmux.visible(tr.name, socket))
+        what = f"{left.text[:80]!r}" if left.text else "nothing"
+        _warn(f"csd: note: cleared what was left in {tr.name!r}'s input line" + (" (bash mode)" if left.mode == "shell" else "") + f": {what}")
 
     def _submitted(self, tr: Tracked, mark: int, slash: bool) -> Event | None:
         if tr.removed or tr.state in NOT_RUNNING:
@@ -578,6 +628,12 @@ async def _transcript_caught_up(path: Path | None, prompt_id: str | None, backen
             async for change in changes:
                 if change.name == path.name and complete():
                     return
+
+
+def _arrived_as_sent(sent: str, recorded: str) -> bool:
+    """The hook's ``prompt`` is what was sent (it caps long values: then the kept start must match)."""
+    cut = recorded.rfind("…[truncated ")
+    return recorded == sent or (cut >= 0 and sent.startswith(recorded[:cut]))
 
 
 def _state_event(tr: Tracked) -> Event:

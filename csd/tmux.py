@@ -208,15 +208,23 @@ async def capture(name: str, socket: str | None = None, lines: int | None = 50) 
     return out if rc == 0 else ""
 
 
+async def visible(name: str, socket: str | None = None) -> str:
+    """Only what the pane shows now: a TUI that redraws by clearing the screen pushes its old frames into the
+    history, where a stale copy of a dialog or an input line would be read first."""
+    rc, out, _ = await run(["capture-pane", "-p", "-t", pane_target(name)], socket, check=False)
+    return out if rc == 0 else ""
+
+
 async def send_keys(name: str, *keys: str, literal: bool = False, socket: str | None = None) -> None:
     await run(["send-keys", "-t", pane_target(name), *(["-l"] if literal else []), *keys], socket)
 
 
-async def paste(name: str, text: bytes, buffer: str, socket: str | None = None) -> None:
-    """Load ``text`` into a private buffer and paste it bracketed (-p) into exactly that pane, deleting the buffer."""
-    await run(["load-buffer", "-b", buffer, "-"], socket, input=text)
+async def type_raw(name: str, data: bytes, buffer: str, socket: str | None = None) -> None:
+    """Write ``data`` to exactly that pane's input as it is (``paste-buffer -r``: no LF -> CR, no markers of tmux's
+    own), through a private buffer that is deleted afterwards. One load and one paste whatever the size."""
+    await run(["load-buffer", "-b", buffer, "-"], socket, input=data)
     try:
-        await run(["paste-buffer", "-p", "-d", "-b", buffer, "-t", pane_target(name)], socket)
+        await run(["paste-buffer", "-r", "-d", "-b", buffer, "-t", pane_target(name)], socket)
     except BaseException:
         await run(["delete-buffer", "-b", buffer], socket, check=False)
         raise
