@@ -128,7 +128,7 @@ is refused with "Unknown command: /word", no hook fired.
 The input line behaves like 2.1.330's: a paste over 800 characters or with more than min(rows - 10, 2) line
 breaks becomes "[Pasted text #N]" and is submitted wrapped in <pasted_content id=...>; a CR in a paste is a line
 break, a tab four spaces; "!" first in an empty line switches to bash mode (the command runs, then the model
-answers its output: Stop without UserPromptSubmit); \ + Enter inserts a line break; Esc Esc clears the line;
+answers its output: Stop without UserPromptSubmit); a backslash + Enter inserts a line break; Esc Esc clears the line;
 C-a, C-e, Left, Right, Delete, Backspace and C-u edit it; trailing whitespace is trimmed on submit.
 
 Environment:
