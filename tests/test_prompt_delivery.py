@@ -1,0 +1,187 @@
+"""Prompts arrive as written, over real tmux with the simulated worker (each rule measured on Claude Code 2.1.330:
+tests/e2e/test_prompt_delivery.py runs the same prompts against the real one).
+
+The first tests check that the simulated worker mirrors the real TUI's handling of a raw paste (the behaviour csd has
+to work around); the rest check what `send` makes of it: exact text, a literal leading ``!``, ``--shell``, unknown
+slash commands, leftover input, and hostile prompts that try to type keys (issue 14).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import Env, events, launch, status
+
+from csd.prompt import clean_prompt
+from csd.transcript import read_transcript, turns
+
+
+def shim_run(shim: Path, *args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    import os
+
+    return subprocess.run([str(shim), *args], input=input, capture_output=True, timeout=60, env={**os.environ, **(env or {})})
+
+
+def ups_prompts(shim: Path) -> list[str]:
+    return [e["prompt"] for e in events(shim, "user_prompt_submit")]
+
+
+def pane(env: Env, name: str) -> str:
+    return env.tmux("capture-pane", "-p", "-t", f"={name}:").stdout
+
+
+def raw_paste_and_enter(env: Env, name: str, text: str) -> None:
+    """What csd used to do: one bracketed paste of the whole text, then Enter."""
+    env.tmux("send-keys", "-t", f"={name}:", "-l", f"\x1b[200~{text}\x1b[201~")
+    env.tmux("send-keys", "-t", f"={name}:", "Enter")
+
+
+def wait_ups(shim: Path, count: int) -> list[str]:
+    out = subprocess.run([str(shim), "wait-for-turn", "20"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    got = ups_prompts(shim)
+    assert len(got) == count, got
+    return got
+
+
+# ---------------------------------------------------------------- the simulated worker mirrors the real TUI
+
+
+def test_sim_wraps_a_long_or_many_line_paste_like_the_real_one(env: Env) -> None:
+    """Real 2.1.330: one paste over 800 characters, or with more than 2 line breaks at 50 rows, reaches the model as
+    ``\\n\\n<pasted_content id=…>\\n…\\n</pasted_content id=…>\\n``."""
+    shim = launch(env, "sim")
+    raw_paste_and_enter(env, "sim", "x" * 1500)
+    (long,) = wait_ups(shim, 1)
+    assert long.startswith('\n\n<pasted_content id="') and "\n" + "x" * 1500 + "\n</pasted_content id=" in long
+    raw_paste_and_enter(env, "sim", "1\n2\n3\n4")
+    lines = wait_ups(shim, 2)[-1]
+    assert "<pasted_content" in lines and "\n1\n2\n3\n4\n" in lines
+    raw_paste_and_enter(env, "sim", "crlf\r\nline")  # real: a CRLF arrives as two line breaks
+    assert wait_ups(shim, 3)[-1] == "crlf\n\nline"
+
+
+def test_sim_runs_a_pasted_leading_bang_in_bash_mode_like_the_real_one(env: Env) -> None:
+    """Real 2.1.330: ``!cmd`` pasted into an empty input line runs ``cmd``; the model then answers its output with a
+    Stop and no UserPromptSubmit."""
+    shim = launch(env, "bang")
+    before = len(events(shim))
+    raw_paste_and_enter(env, "bang", "!touch RAN")
+    out = subprocess.run([str(shim), "wait-for-turn", "20", "--after-line", str(before)], capture_output=True, text=True)
+    # the stop of the bash-mode turn arrives without user_prompt_submit, so the worker was idle all along
+    assert out.returncode == 0, out.stderr
+    stop = [e for e in events(shim) if e["event"] == "stop"]
+    assert (env.root / "RAN").exists() and ups_prompts(shim) == []
+    assert stop and stop[-1]["last_assistant_message"].startswith("ECHO: <bash-stdout>")
+
+
+# ---------------------------------------------------------------- send delivers the prompt as written
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "REPLY:ok\n" + "".join(chr(97 + i % 26) for i in range(1500)),  # a line over 800 characters
+        "REPLY:ok\n" + "\n".join(f"line {i}" for i in range(2, 7)),  # 6 lines
+        "REPLY:ok\n\n\nblank lines\n\n  indented\n😀 and é",
+    ],
+    ids=["1500-chars", "6-lines", "blanks-unicode"],
+)
+def test_send_delivers_long_and_many_line_prompts_byte_exact(env: Env, prompt: str) -> None:
+    shim = launch(env, "w")
+    proc = shim_run(shim, "converse", "-", input=prompt.encode())
+    assert (proc.returncode, proc.stdout) == (0, b"ok\n"), proc.stderr
+    assert ups_prompts(shim) == [prompt]
+    (turn,) = turns(read_transcript(events(shim, "user_prompt_submit")[0]["transcript_path"]))
+    assert turn.prompt == prompt and "pasted_content" not in turn.prompt
+
+
+def test_send_normalises_cr_tabs_and_trailing_whitespace_predictably(env: Env) -> None:
+    shim = launch(env, "n")
+    sent = "REPLY:ok\r\nwindows line\rold mac\tcolumn  \n\n"
+    assert shim_run(shim, "converse", "-", input=sent.encode()).returncode == 0
+    assert ups_prompts(shim) == [clean_prompt(sent)] == ["REPLY:ok\nwindows line\nold mac    column"]
+
+
+def test_a_prompt_ending_in_a_backslash_is_submitted(env: Env) -> None:
+    """Real 2.1.330: backslash + Enter inserts a line break instead of submitting."""
+    shim = launch(env, "bs")
+    proc = shim_run(shim, "send", "REPLY:ok path C:\\")
+    assert proc.returncode == 0, proc.stderr
+    assert ups_prompts(shim) == ["REPLY:ok path C:\\"]
+
+
+def test_a_leading_bang_is_sent_as_text_and_never_runs(env: Env) -> None:
+    shim = launch(env, "b")
+    proc = shim_run(shim, "converse", "!touch NOPE REPLY:text")
+    assert (proc.returncode, proc.stdout) == (0, b"text\n"), proc.stderr
+    assert ups_prompts(shim) == ["!touch NOPE REPLY:text"]
+    assert not (env.root / "NOPE").exists()
+
+
+def test_send_shell_runs_the_command_in_bash_mode(env: Env) -> None:
+    shim = launch(env, "sh")
+    proc = shim_run(shim, "send", "--shell", "touch MADE")
+    assert proc.returncode == 0, proc.stderr
+    assert (env.root / "MADE").exists() and ups_prompts(shim) == []
+    assert status(shim) == "idle"
+
+
+def test_an_unknown_slash_command_fails_with_the_screens_words(env: Env) -> None:
+    """Real 2.1.330 fires no hook and shows "Unknown command: /notacommand" then "Args from unknown skill: …"."""
+    shim = launch(env, "u")
+    # with a long submit timeout: the refusal is read off the screen, it does not wait for the timeout
+    proc = shim_run(shim, "send", "/notacommand foo bar", env={"CSD_SUBMIT_TIMEOUT": "60"})
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.decode()
+    assert "Unknown command: /notacommand" in err and "Args from unknown skill: foo bar" in err
+    assert "did not confirm" not in err and status(shim) == "idle"
+    assert shim_run(shim, "converse", "REPLY:still fine").stdout == b"still fine\n"
+
+
+# ---------------------------------------------------------------- leftover input (issue 14 item 10)
+
+
+def test_leftover_of_an_unconfirmed_send_does_not_merge_into_the_next_prompt(env: Env) -> None:
+    shim = launch(env, "l")
+    # the first Enter is swallowed and never re-pressed: send gives up, its text stays in the input line
+    lost = shim_run(shim, "send", "SWALLOW-ENTER alpha", env={"CSD_SUBMIT_TIMEOUT": "1", "CSD_SUBMIT_RETRY_INTERVAL": "30"})
+    assert lost.returncode == 1 and b"did not confirm" in lost.stderr
+    assert "alpha" in pane(env, "l")
+    proc = shim_run(shim, "converse", "REPLY:beta")
+    assert (proc.returncode, proc.stdout) == (0, b"beta\n"), proc.stderr
+    assert ups_prompts(shim) == ["REPLY:beta"]
+    assert b"cleared what was left in 'l'" in proc.stderr and b"SWALLOW-ENTER alpha" in proc.stderr
+
+
+def test_a_humans_typing_and_bash_mode_are_cleared_and_named(env: Env) -> None:
+    shim = launch(env, "h")
+    env.tmux("send-keys", "-t", "=h:", "-l", "!half typed")
+    env.tmux("send-keys", "-t", "=h:", "Left", "Left")  # the cursor anywhere
+    proc = shim_run(shim, "converse", "REPLY:clean")
+    assert (proc.returncode, proc.stdout) == (0, b"clean\n"), proc.stderr
+    assert ups_prompts(shim) == ["REPLY:clean"]
+    assert b"(bash mode): 'half typed'" in proc.stderr
+    assert not (env.root / "half").exists()
+
+
+# ---------------------------------------------------------------- keystrokes through a prompt (issue 14 item 1)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [b"REPLY:hello\x1b[201\x00~\x15/exit\r", b"REPLY:hello\x1b[20\x1b[201~1~\x15/exit\r"],
+    ids=["nul-rebuilt-marker", "nested-marker"],
+)
+def test_a_rebuilt_paste_marker_types_no_keys(env: Env, attack: bytes) -> None:
+    shim = launch(env, "x")
+    proc = shim_run(shim, "converse", "-", input=attack)
+    text = clean_prompt(attack.decode())
+    assert (proc.returncode, proc.stdout) == (0, text.removeprefix("REPLY:").encode() + b"\n"), proc.stderr
+    # one prompt, exactly the cleaned text: no Ctrl-U, no /exit, no Enter typed
+    assert ups_prompts(shim) == [text]
+    assert "/exit" in ups_prompts(shim)[0] and status(shim) == "idle"
+    assert json.loads(shim_run(shim, "status", "--json").stdout)["turns"] == 1
