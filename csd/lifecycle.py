@@ -59,6 +59,8 @@ DIALOG_CHECK_INTERVAL = 0.2
 #: selection during its first ~0.25 s; 0.5 s passed every time).
 DIALOG_SETTLE = 0.5
 PANE_WIDTH, PANE_HEIGHT = 200, 50
+#: A worker that recorded session_end during start-up exits within ~0.4 s (FACTS §4): this long for its exit status.
+EXIT_STATUS_WAIT = 3.0
 
 
 def hook_command() -> str:
@@ -285,6 +287,7 @@ async def start_worker(
     A launch of a name that another launch holds fails at once and touches nothing.
     """
     check_name(name)
+    check_claude_args(extra)
     real_cwd = _check_cwd(cwd)
     _check_consent()
     claude_bin = resolve_claude_bin()
@@ -359,9 +362,9 @@ async def _start_claimed(
             pane = await tmux.pane_of(name, socket)
             if pane is not None:
                 _check_real_cwd(name, pane.pid, real_cwd)
-            await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "off"], socket, check=False)
             progress.say("ready")
-            await asyncio.sleep(SETTLE_AFTER_START)
+            await _check_still_running(sup, tr, socket)
+            await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "off"], socket, check=False)
         shim = wdir.write_shim(name, socket or "")
         ok = True
     finally:
@@ -486,6 +489,41 @@ async def _signal_and_wait(pids: list[int], sig: int | None, timeout: float) -> 
             os.close(fd)
 
 
+async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None) -> None:
+    """The settle after session_start, watching the worker: one that exits right after starting (its pane kept
+    dead by remain-on-exit) fails the launch with its exit status and last lines, never a shim for nothing."""
+    try:
+        async with asyncio.timeout(SETTLE_AFTER_START):
+            await sup.wait_until(lambda: True if tr.state in (State.GONE, State.TERMINATED) or tr.removed else None)
+    except TimeoutError:
+        pass
+    pane = await tmux.pane_of(tr.name, socket)
+    if pane is not None and pane.alive and tr.state not in (State.GONE, State.TERMINATED):
+        return
+    # session_end comes just before the exit: wait for the process to end, for its exit status
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(EXIT_STATUS_WAIT):
+            await sup.wait_until(lambda: True if tr.state == State.GONE or tr.removed else None)
+    pane = await tmux.pane_of(tr.name, socket)
+    screen = await tmux.capture(tr.name, socket, lines=None)
+    status = _status_words(pane)
+    raise CsdError(f"worker {tr.name!r} exited right after starting{status}, before its first prompt.{_hint(screen)}{_last_lines(screen)}")
+
+
+#: Options that make Claude Code answer one prompt and exit: a worker is an interactive session.
+PRINT_FLAGS = ("-p", "--print")
+
+
+def check_claude_args(extra: list[str]) -> None:
+    """Refuse claude options that cannot give a worker, before anything is started."""
+    for arg in extra:
+        if arg in PRINT_FLAGS or arg.startswith("--print="):
+            raise UsageError(
+                f"claude option {arg!r} runs one prompt and exits, so it cannot give a worker; launch without it and "
+                "use the shim's converse (or run claude -p yourself)"
+            )
+
+
 async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progress: Progress) -> None:
     """Wait for session_start; meanwhile answer start-up dialogs and fail fast if the worker exits."""
     name = tr.name
@@ -496,7 +534,8 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
             if tr.state in (State.GONE, State.TERMINATED) or tr.removed:
                 break
             return
-        screen = await tmux.capture(name, socket, lines=PANE_HEIGHT)
+        # the visible screen only: a dialog redrawn by clearing leaves stale copies of itself in the history
+        screen = await tmux.visible(name, socket)
         pane = await tmux.pane_of(name, socket)
         if pane is None or not pane.alive:
             break
@@ -515,9 +554,13 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
         except TimeoutError:
             pass
     screen = await tmux.capture(name, socket, lines=None)
-    pane = await tmux.pane_of(name, socket)
-    status = f" (exit status {pane.dead_status})" if pane is not None and pane.dead_status else ""
+    status = _status_words(await tmux.pane_of(name, socket))
     raise CsdError(f"worker {name!r} exited during start-up{status}.{_hint(screen)}{_last_lines(screen)}")
+
+
+def _status_words(pane: tmux.Pane | None) -> str:
+    status = tmux.exit_status(pane) if pane is not None else ""
+    return f" (exit status {status})" if status else ""
 
 
 @dataclass(frozen=True)
@@ -559,14 +602,14 @@ async def _answer(dialog: Dialog, name: str, socket: str | None) -> None:
     """Move the marker onto the accepting option, check it moved, then press Enter (never a bare Enter)."""
     if dialog.keys:
         for _ in range(5):
-            screen = await tmux.capture(name, socket)
+            screen = await tmux.visible(name, socket)
             if marker_on(screen, dialog.yes_text):
                 break
             await tmux.send_keys(name, *dialog.keys, socket=socket)
             await asyncio.sleep(0.25)  # the TUI redraws the marker; no event tells us when
         else:
             raise CsdError(f"could not select {dialog.yes_text!r} in the {dialog.key} dialog of {name!r}")
-        if not marker_on(await tmux.capture(name, socket), dialog.yes_text):
+        if not marker_on(await tmux.visible(name, socket), dialog.yes_text):
             raise CsdError(f"could not select {dialog.yes_text!r} in the {dialog.key} dialog of {name!r}")
     await tmux.send_keys(name, "Enter", socket=socket)
 

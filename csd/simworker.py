@@ -58,6 +58,8 @@ ENV_IDLE = "CSD_SIM_IDLE_SECONDS"
 ENV_TRUST = "CSD_SIM_TRUST_DIALOG"
 ENV_DELAY = "CSD_SIM_STARTUP_DELAY"
 ENV_EXIT_AT_START = "CSD_SIM_EXIT_AT_START"
+ENV_EXIT_AFTER_START = "CSD_SIM_EXIT_AFTER_START"
+ENV_CLEAR_REDRAW = "CSD_SIM_CLEAR_REDRAW"
 ENV_NOT_READY = "CSD_SIM_NOT_READY_SECONDS"
 ENV_TURN = "CSD_SIM_TURN_SECONDS"
 ENV_AGENT = "CSD_SIM_AGENT_SECONDS"
@@ -138,6 +140,10 @@ Environment:
                                       CLI (unset or 0: never); "Yes" records projects[cwd].hasTrustDialogAccepted
   {ENV_DELAY}=<s>           delay start-up, before any dialog and SessionStart (default {DEFAULT_STARTUP_DELAY_S:g})
   {ENV_EXIT_AT_START}=<code>        print a line and exit with <code> before SessionStart
+  {ENV_EXIT_AFTER_START}=<code>     print a line and exit with <code> right after SessionStart (as `claude -p`
+                                      does once its one prompt is answered)
+  {ENV_CLEAR_REDRAW}=1             redraw by clearing the whole screen first (a TUI may; tmux then scrolls the
+                                      old frame, a stale dialog included, into the pane's history)
   {ENV_NOT_READY}=<s>       Enter is swallowed this long after SessionStart (default 0.4)
   {ENV_TURN}=<s>            model time per response (default {DEFAULT_TURN_S:g}; 0 for fast tests)
   {ENV_AGENT}=<s>           how long a TOOL:Agent sub-agent works (default {DEFAULT_AGENT_S:g})
@@ -836,9 +842,10 @@ class Transcript:
 class Terminal:
     """The controlling terminal: raw mode, bracketed paste, whole-screen redraws; never raises on a dead tty."""
 
-    def __init__(self, fd_in: int = 0, fd_out: int = 1) -> None:
+    def __init__(self, fd_in: int = 0, fd_out: int = 1, clear_redraw: bool = False) -> None:
         self.fd_in = fd_in
         self.fd_out = fd_out
+        self.clear_redraw = clear_redraw
         self._saved: list[Any] | None = None
         self._rows_drawn = 0
 
@@ -877,7 +884,7 @@ class Terminal:
             pass  # the pane is gone (kill-session); the SIGHUP handler ends the program
 
     def draw(self, rows: list[str], cursor: tuple[int, int] | None) -> None:
-        out = ["\x1b[?25l"]
+        out = ["\x1b[?25l" + ("\x1b[H\x1b[2J" if self.clear_redraw else "")]
         for r, row in enumerate(rows):
             out.append(f"\x1b[{r + 1};1H{row}\x1b[K")
         out.append(f"\x1b[{len(rows) + 1};1H\x1b[J")
@@ -1065,7 +1072,7 @@ class SimWorker:
         self.transcript = self._new_transcript(session_id)
         self.prompt_id: str | None = None  # the latest one handed out, as Claude Code reports it
 
-        self.term = Terminal()
+        self.term = Terminal(clear_redraw=env.get(ENV_CLEAR_REDRAW, "") not in ("", "0"))
         self.parser = KeyParser()
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.mode = "starting"  # starting | dialog | main | exiting
@@ -1206,6 +1213,11 @@ class SimWorker:
         # real TUI's readiness does not depend on how slow the hooks are.
         self.ready_at = time.monotonic() + self.not_ready_s
         await self.fire_session_start(self.source)
+        exit_after = self.env.get(ENV_EXIT_AFTER_START, "")
+        if exit_after:
+            self.add_history("", f"csd-simworker: exiting after start with status {exit_after} ({ENV_EXIT_AFTER_START})")
+            self.begin_shutdown("other", int(exit_after) if exit_after.lstrip("-").isdigit() else 1)
+            return
         if self.opts.prompt:
             self.submit(self.opts.prompt)
             self.redraw()

@@ -125,6 +125,21 @@ def worker_alive(pane: Pane | None, pid: int = 0, start: int = 0) -> bool:
     return pane.pid == pid and (not start or proc_start(pid) in (start, 0))
 
 
+def exit_status(pane: Pane) -> str:
+    """How the pane's process ended: tmux's ``pane_dead_status``, else (a zombie tmux has not reaped yet, which can
+    take seconds) the exit code the kernel keeps for it in /proc/PID/stat; empty when unknown or still running."""
+    if pane.dead_status:
+        return pane.dead_status
+    fields = proc_stat(pane.pid) if pane.pid > 0 else None
+    if not fields or fields[0] != b"Z":
+        return ""
+    try:
+        wait_status = int(fields[-1])  # field 52, exit_code: the status as waitpid reports it
+    except ValueError:
+        return ""
+    return f"signal {wait_status & 0x7F}" if wait_status & 0x7F else str(wait_status >> 8)
+
+
 def _no_server(stderr: str) -> bool:
     return any(m in stderr for m in NO_SERVER_MARKERS)
 

@@ -1,0 +1,51 @@
+"""Start-up over real tmux with the simulated worker: dialogs read from the visible screen only, and workers that
+exit before their first prompt make launch fail (issue 9, start-up)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from support import Env, leftovers
+
+from csd.lifecycle import detect_dialog, marker_on
+
+
+def csd(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "csd", *argv], capture_output=True, text=True, timeout=90,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_trust_dialog_redrawn_by_clearing_the_screen_is_answered(env: Env) -> None:
+    """A TUI that clears the screen to redraw leaves its earlier frames in tmux's history, the marker still on
+    "No, exit" there; launch must read only what the pane shows now."""
+    proc = csd("launch", "clr", str(env.root), env={"CSD_SIM_TRUST_DIALOG": "1", "CSD_SIM_CLEAR_REDRAW": "1"})
+    assert proc.returncode == 0, proc.stderr
+    history = env.tmux("capture-pane", "-p", "-t", "=clr:", "-S", "-", "-E", "-1").stdout
+    assert "❯ No, exit" in history  # the stale frame is really there
+    assert subprocess.run([proc.stdout.strip(), "status"], capture_output=True, text=True).stdout == "idle\n"
+
+
+def test_a_worker_that_exits_right_after_starting_fails_the_launch_with_its_status(env: Env) -> None:
+    proc = csd("launch", "quit", str(env.root), env={"CSD_SIM_EXIT_AFTER_START": "7"})
+    assert (proc.returncode, proc.stdout) == (1, ""), proc.stderr
+    assert "exited right after starting (exit status 7), before its first prompt" in proc.stderr
+    assert "exiting after start with status 7" in proc.stderr  # the pane's own last line
+    assert leftovers(env) == []
+
+
+def test_print_mode_is_refused_before_anything_starts(env: Env) -> None:
+    proc = csd("launch", "pm", str(env.root), "--", "-p", "hi")
+    assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+    assert "'-p' runs one prompt and exits" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert leftovers(env) == []
+
+
+def test_dialog_readers_are_pure_and_see_the_frame_they_are_given() -> None:
+    frame = "  ❯ 1. No, exit\n    2. Yes, I trust this folder\n"
+    moved = "    1. No, exit\n  ❯ 2. Yes, I trust this folder\n"
+    assert detect_dialog(moved) is not None and detect_dialog(moved).key == "workspace-trust"  # type: ignore[union-attr]
+    assert not marker_on(frame, "Yes, I trust this folder") and marker_on(moved, "Yes, I trust this folder")
+    # a history that still holds the old frame above the new one misleads marker_on: hence the visible screen only
+    assert not marker_on(frame + moved, "Yes, I trust this folder")
