@@ -743,7 +743,9 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
     conv_pre = Row("converse: start → user_prompt_submit", note="diagnostic")
     conv_post = Row("converse: stop appended → exit", note="diagnostic")
     send_fx = Row(f"{FAST_LABEL}, send: user_prompt_submit appended → send exits")
-    rows = [launch, stop, send, send_wall, wake, conv, conv_pre, conv_post] + ([send_fx] if diagnose else [])
+    sized = {n: Row(f"send: whole command wall time, {n}-character prompt", note=note) for n, note in (
+        (100, "one line"), (5000, "50 lines of 100: 50 pastes joined by C-j, one tmux paste"))}
+    rows = [launch, stop, send, send_wall, *sized.values(), wake, conv, conv_pre, conv_post] + ([send_fx] if diagnose else [])
 
     def do_launch(name: str) -> Path:
         ms, cp = w.run([CSD, "launch", name, str(w.proj)], env, timeout=60)
@@ -796,6 +798,17 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
             t_stop = tail.first("stop", mark)
             if not fast and t_stop is not None and t_blocked is not None and t_blocked < t_stop:
                 wake.samples.append((t_wexit - t_stop) * 1000)
+        for n, row in sized.items():
+            for i in range(send_runs):
+                body = "\n".join(f"{j:04d} " + "x" * 94 for j in range(n // 100)) if n > 100 else "x" * 90
+                prompt = (f"REPLY:x{i}\n" + body)[:n]
+                ms, cp = w.run([str(shim), "send", prompt], env, timeout=60)
+                if cp.returncode != 0:
+                    raise RuntimeError(f"send ({n} chars): exit {cp.returncode}: {cp.stderr.decode()[-300:]}")
+                row.samples.append(ms)
+                ms, cp = w.run([str(shim), "wait-for-turn", "30"], env, timeout=60)
+                if cp.returncode != 0:
+                    raise RuntimeError(f"wait-for-turn: exit {cp.returncode}: {cp.stderr.decode()[-300:]}")
         for i in range(converse_runs):
             mark = len(tail.events)
             t0 = now()

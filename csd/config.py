@@ -22,6 +22,8 @@ VARS: tuple[Var, ...] = (
     Var("CSD_LAUNCH_TIMEOUT", "30", "seconds launch/adopt wait for session_start"),
     Var("CSD_SUBMIT_TIMEOUT", "10", "seconds send waits for user_prompt_submit before failing"),
     Var("CSD_SUBMIT_RETRY_INTERVAL", "2", "seconds between Enter re-presses while send waits"),
+    Var("CSD_EXACT_PROMPT_LIMIT", "100000", "longest prompt (characters) send types exactly; a longer one goes as one "
+        "paste, which Claude Code wraps in <pasted_content> (exact typing costs ~0.1-0.15 ms per character)"),
     Var("CSD_STOP_TIMEOUT", "10", "seconds stop waits for session_end before killing the session"),
     Var("CSD_CONVERSE_DIAG_FILE", "", "converse writes a diagnostic here when it times out"),
     Var("CSD_WATCH_BACKEND", "", "inotify or poll (default: inotify where available)"),
@@ -65,6 +67,16 @@ def pin(option: str, value: str) -> None:
             f"unset {name} (a shim knows its own worker's) or run the shim of the worker you mean"
         )
     os.environ[name] = value
+
+
+def count(name: str) -> int:
+    """A whole number >= 0 from the environment; a bad value is a usage error naming the variable."""
+    raw = get(name)
+    if not raw.isascii() or not raw.isdigit():
+        from csd.errors import UsageError
+
+        raise UsageError(f"{name}={raw!r} is not a whole number; use e.g. {_BY_NAME[name].default}")
+    return int(raw)
 
 
 def seconds(name: str) -> float:

@@ -468,7 +468,7 @@ class Supervisor:
         input line is emptied first: what was left there (an unconfirmed send, a human's typing) is cleared
         and named on stderr. An unknown slash command fails at once with the screen's own words.
         """
-        from csd.prompt import clean_prompt, input_stream, unknown_command
+        from csd.prompt import INGEST_CHARS_PER_S, clean_prompt, input_stream, unknown_command
 
         tr = await self.track(handle)
         text = clean_prompt(prompt)
@@ -488,6 +488,13 @@ class Supervisor:
             raise NotRunning(f"cannot send to {tr.name!r}: it is {state}; check it with: {shim} status")
         submit_timeout = config.seconds("CSD_SUBMIT_TIMEOUT")
         retry = config.seconds("CSD_SUBMIT_RETRY_INTERVAL")
+        limit = config.count("CSD_EXACT_PROMPT_LIMIT")
+        exact = len(text) <= limit
+        if exact:
+            submit_timeout += len(text) / INGEST_CHARS_PER_S  # the TUI takes in many pastes at its own pace
+        else:
+            _warn(f"csd: note: the prompt has {len(text)} characters, over CSD_EXACT_PROMPT_LIMIT={limit}: sent as one "
+                  "paste, which Claude Code shows as [Pasted text] and hands to the model wrapped in <pasted_content>")
         slash = not shell and text.lstrip().startswith("/")
         command = text.split(None, 1)[0] if slash else ""
         with WorkerLock(self.wdir, tr.meta, "csd send"):
@@ -496,7 +503,7 @@ class Supervisor:
             try:
                 await self._empty_input(tr, socket)
                 before = await tmux.capture(tr.name, socket, lines=200) if slash else ""
-                await tmux.type_raw(tr.name, input_stream(text, shell), f"csd-{tr.meta.session_id}", socket)
+                await tmux.type_raw(tr.name, input_stream(text, shell, exact), f"csd-{tr.meta.session_id}", socket)
                 await tmux.send_keys(tr.name, "Enter", socket=socket)
             except tmux.TmuxError:
                 if await tmux.pane_of(tr.name, socket) is None:
@@ -534,7 +541,7 @@ class Supervisor:
                     presses += 1
                     next_press += retry
         got = ev.data.get("prompt")
-        if ev.name == "user_prompt_submit" and not (slash or shell) and isinstance(got, str) and not _arrived_as_sent(text, got):
+        if ev.name == "user_prompt_submit" and exact and not (slash or shell) and isinstance(got, str) and not _arrived_as_sent(text, got):
             _warn(f"csd: warning: {tr.name!r} received the prompt altered (sent {len(text)} characters, "
                   f"it recorded {got[:60]!r}...); see it with: {shim} read-turn")
         return ev

@@ -107,7 +107,8 @@ def test_a_1mb_prompt_from_stdin_arrives_intact(env: Env) -> None:
     assert proc.stdout == b"got it\n"
     ups = events(shim, "user_prompt_submit")[-1]
     (turn,) = turns(read_transcript(ups["transcript_path"]))
-    assert turn.prompt == prompt
+    # over CSD_EXACT_PROMPT_LIMIT it goes as one paste, which Claude Code wraps (and says so): intact inside
+    assert f"\n{prompt}\n</pasted_content" in turn.prompt and b"CSD_EXACT_PROMPT_LIMIT" in proc.stderr
 
 
 def test_paste_end_sequences_inside_a_prompt_cannot_break_out(env: Env) -> None:

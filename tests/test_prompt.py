@@ -165,3 +165,9 @@ def test_unknown_command_quotes_the_screen_only_for_a_new_refusal() -> None:
     assert unknown_command(before, after, "/nope") == "Unknown command: /nope / Args from unknown skill: foo bar"
     assert unknown_command(after, after, "/nope") is None
     assert unknown_command("", "● Unknown command: /other\n", "/nope") is None
+
+
+def test_past_the_exact_limit_the_prompt_goes_as_one_paste() -> None:
+    keys, box = typed(input_stream("!a\nb\n" + "c" * 900, exact=False))
+    assert [k.kind for k in keys] == ["paste", "ctrl_a", "paste", "delete", "paste"]
+    assert box.submitted().startswith('!\n\n<pasted_content id="')  # the simulated TUI wraps it, as the real one does

@@ -99,6 +99,15 @@ def test_send_delivers_long_and_many_line_prompts_byte_exact(env: Env, prompt: s
     assert turn.prompt == prompt and "pasted_content" not in turn.prompt
 
 
+def test_a_1mb_prompt_under_the_exact_limit_arrives_byte_exact(env: Env) -> None:
+    shim = launch(env, "big")
+    prompt = "REPLY:got it\n" + "\n".join(f"line {i:06d} " + "abcdefghij" * 9 for i in range(10_000))
+    proc = shim_run(shim, "converse", "-", input=prompt.encode(), env={"CSD_EXACT_PROMPT_LIMIT": "2000000"})
+    assert (proc.returncode, proc.stdout) == (0, b"got it\n"), proc.stderr
+    (turn,) = turns(read_transcript(events(shim, "user_prompt_submit")[0]["transcript_path"]))
+    assert turn.prompt == prompt
+
+
 def test_send_normalises_cr_tabs_and_trailing_whitespace_predictably(env: Env) -> None:
     shim = launch(env, "n")
     sent = "REPLY:ok\r\nwindows line\rold mac\tcolumn  \n\n"
@@ -185,3 +194,10 @@ def test_a_rebuilt_paste_marker_types_no_keys(env: Env, attack: bytes) -> None:
     assert ups_prompts(shim) == [text]
     assert "/exit" in ups_prompts(shim)[0] and status(shim) == "idle"
     assert json.loads(shim_run(shim, "status", "--json").stdout)["turns"] == 1
+
+
+def test_a_bad_exact_limit_is_a_usage_error(env: Env) -> None:
+    shim = launch(env, "lim")
+    proc = shim_run(shim, "send", "hi", env={"CSD_EXACT_PROMPT_LIMIT": "lots"})
+    assert proc.returncode == 2 and b"CSD_EXACT_PROMPT_LIMIT='lots' is not a whole number" in proc.stderr
+    assert ups_prompts(shim) == []

@@ -1,0 +1,100 @@
+"""Prompts reach the real Claude Code's model as written (the request bodies the mock API logged), offline.
+
+What `send` types is in csd/prompt.py; these tests check its rules against 2.1.330: long and many-line prompts
+arrive byte-exact (no ``<pasted_content>`` wrapper), a leading ``!`` is text and never runs, ``--shell`` runs,
+an unknown slash command fails at once with the screen's words, leftover input does not merge, and a rebuilt paste
+marker types nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from csd.prompt import clean_prompt
+
+
+def user_texts(request: dict) -> list[str]:
+    """The text blocks of the request's last user message, as the model got them (no reminders)."""
+    msg = [m for m in request["body"]["messages"] if m.get("role") == "user"][-1]
+    content = msg["content"]
+    blocks = [content] if isinstance(content, str) else [b.get("text", "") for b in content if b.get("type") == "text"]
+    return [b for b in blocks if not b.startswith("<system-reminder>")]
+
+
+def converse(real, name: str, prompt: str) -> tuple[dict, str]:
+    """converse through the shim with the prompt on stdin; the model's request for it, and csd's stderr."""
+    start = len(real.api.messages())
+    proc = real.run([str(real.shims[name]), "converse", "-", "60"], input=prompt)
+    assert proc.returncode == 0, proc.stderr
+    requests = [r for r in real.api.messages()[start:] if not r.get("subagent") and r.get("tools")]
+    assert requests, "no model request for the prompt"
+    return requests[0], proc.stderr
+
+
+LONG = "".join(chr(97 + i % 26) for i in range(1500))
+SIX = "\n".join(f"line {i} of six" for i in range(1, 7))
+
+
+@pytest.mark.parametrize("prompt", [LONG, SIX, "  indented\n\n\nafter blank lines\nends with a backslash\\"],
+                         ids=["1500-chars", "6-lines", "blanks-backslash"])
+def test_long_and_many_line_prompts_arrive_byte_exact(real, prompt: str) -> None:
+    real.worker("pd")
+    request, _ = converse(real, "pd", prompt)
+    assert user_texts(request)[-1] == prompt
+    assert not any("pasted_content" in t for t in user_texts(request))
+    assert real.events("pd", "user_prompt_submit")[-1]["prompt"] == prompt
+
+
+def test_cr_and_tabs_arrive_as_csd_documents(real) -> None:
+    real.worker("pd")
+    sent = "windows\r\nline\rold mac\tcolumn  "
+    request, _ = converse(real, "pd", sent)
+    assert user_texts(request)[-1] == clean_prompt(sent) == "windows\nline\nold mac    column"
+
+
+def test_a_leading_bang_arrives_as_text_and_runs_nothing(real) -> None:
+    real.worker("pd")
+    target = real.proj / "BANG_FILE"
+    request, _ = converse(real, "pd", "!touch BANG_FILE")
+    assert user_texts(request)[-1] == "!touch BANG_FILE"
+    assert not target.exists()
+
+
+def test_send_shell_runs_in_bash_mode(real) -> None:
+    real.worker("pd")
+    proc = real.shim("pd", "send", "--shell", "touch SHELL_FILE")
+    assert proc.returncode == 0, proc.stderr
+    assert (real.proj / "SHELL_FILE").exists()
+    assert real.shim("pd", "status").stdout == "idle\n"
+
+
+def test_an_unknown_slash_command_fails_fast_with_the_screens_words(real) -> None:
+    real.worker("pd")
+    t0 = time.monotonic()
+    proc = real.shim("pd", "send", "/notacommand foo bar")
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 2, proc.stderr
+    assert "Unknown command: /notacommand" in proc.stderr and "did not confirm" not in proc.stderr
+    assert elapsed < 10, elapsed  # CSD_SUBMIT_TIMEOUT is 10 s: the refusal was read off the screen
+    assert real.shim("pd", "status").stdout == "idle\n"
+
+
+def test_leftover_input_is_cleared_not_merged(real) -> None:
+    real.worker("pd")
+    real.tmux("send-keys", "-t", "=pd:", "-l", "alpha leftover")
+    request, err = converse(real, "pd", "beta")
+    assert user_texts(request)[-1] == "beta"
+    assert "cleared what was left in 'pd'" in err and "alpha leftover" in err
+
+
+@pytest.mark.parametrize("attack", ["hello\x1b[201\x00~\x15/exit\r", "hello\x1b[20\x1b[201~1~\x15/exit\r"],
+                         ids=["nul-rebuilt-marker", "nested-marker"])
+def test_a_rebuilt_paste_marker_types_no_keys(real, attack: str) -> None:
+    real.worker("pd")
+    request, _ = converse(real, "pd", attack)
+    assert user_texts(request)[-1] == clean_prompt(attack)
+    assert real.shim("pd", "status").stdout == "idle\n"  # /exit was never typed
+    assert json.loads(real.shim("pd", "status", "--json").stdout)["state"] == "idle"
