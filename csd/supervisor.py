@@ -35,6 +35,7 @@ from csd.watch import DirWatcher, Follower
 from csd.workers import Meta, WorkersDir, now_iso, open_regular
 
 if TYPE_CHECKING:
+    from csd.prompt import InputLine
     from csd.transcript import Transcript
 
 T = TypeVar("T")
@@ -491,7 +492,7 @@ class Supervisor:
         limit = config.count("CSD_EXACT_PROMPT_LIMIT")
         exact = len(text) <= limit
         if exact:
-            submit_timeout += len(text) / INGEST_CHARS_PER_S  # the TUI takes in many pastes at its own pace
+            submit_timeout += len(text) // INGEST_CHARS_PER_S  # the TUI takes in many pastes at its own pace
         else:
             _warn(f"csd: note: the prompt has {len(text)} characters, over CSD_EXACT_PROMPT_LIMIT={limit}: sent as one "
                   "paste, which Claude Code shows as [Pasted text] and hands to the model wrapped in <pasted_content>")
@@ -548,29 +549,45 @@ class Supervisor:
 
     async def _empty_input(self, tr: Tracked, socket: str | None) -> None:
         """Start from an empty prompt-mode input line: Esc, Esc clears it wherever the cursor is, Backspace leaves an
-        empty bash-mode line. What was cleared is named on stderr (it may be a human's typing after a handoff)."""
+        empty bash-mode line. What was cleared is named on stderr (it may be a human's typing after a handoff).
+
+        Text that Esc, Esc leaves exactly as it was is not input but a hint the TUI draws in an empty line
+        ("Press up to edit queued messages"): send goes on.
+        """
         from csd.prompt import input_line
 
-        line = input_line(await tmux.visible(tr.name, socket))
+        async def read() -> InputLine | None:
+            return input_line(await tmux.visible(tr.name, socket))
+
+        line = await read()
         if line is None or line.clean:
-            return  # no input line on the screen to read: nothing csd can check
+            return  # an empty line, or none on the screen to read (csd cannot check it)
         left = line
         deadline = time.monotonic() + CLEAR_INPUT_TIMEOUT
         while line is None or not line.clean:
             if time.monotonic() >= deadline:
+                if line == left and left.mode == "prompt":
+                    return  # Esc, Esc never changed it: a hint, not input
                 shows = "no input line" if line is None else repr(line.text[:80]) + (" in bash mode" if line.mode == "shell" else "")
                 raise CsdError(f"could not empty the input line of {tr.name!r} (it shows {shows}); see it with: {self.wdir.shim_path(tr.name)} handoff")
             if line is None:
-                # a second Escape on an input line that had just emptied opens Claude Code's rewind menu: close it
+                # Esc, Esc on an input line that was empty already opens Claude Code's rewind menu: close it. The
+                # line was empty, so what it showed was a hint.
                 await tmux.send_keys(tr.name, "Escape", socket=socket)
+                if left.mode == "prompt":
+                    return
             elif line.text:
                 await tmux.send_keys(tr.name, "Escape", socket=socket)
                 await asyncio.sleep(0.1)  # two Escapes in one read would be one Meta-Escape
                 await tmux.send_keys(tr.name, "Escape", socket=socket)
             else:
                 await tmux.send_keys(tr.name, "BSpace", socket=socket)
-            await asyncio.sleep(0.1)  # the TUI redraws; no event says when
-            line = input_line(await tmux.visible(tr.name, socket))
+            before = line
+            for _ in range(5):  # the TUI redraws; no event says when (~50 ms, more on a busy machine)
+                await asyncio.sleep(0.1)
+                line = await read()
+                if line != before:
+                    break
         what = f"{left.text[:80]!r}" if left.text else "nothing"
         _warn(f"csd: note: cleared what was left in {tr.name!r}'s input line" + (" (bash mode)" if left.mode == "shell" else "") + f": {what}")
 
