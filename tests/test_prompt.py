@@ -171,3 +171,30 @@ def test_past_the_exact_limit_the_prompt_goes_as_one_paste() -> None:
     keys, box = typed(input_stream("!a\nb\n" + "c" * 900, exact=False))
     assert [k.kind for k in keys] == ["paste", "ctrl_a", "paste", "delete", "paste"]
     assert box.submitted().startswith('!\n\n<pasted_content id="')  # the simulated TUI wraps it, as the real one does
+
+
+def test_the_simulated_input_line_edits_as_the_real_one_was_seen_to() -> None:
+    """Each rule as measured on 2.1.330 in tmux (csd/prompt.py's docstring)."""
+    box = InputBox()
+    box.insert("first line\nsecond line", pasted=True)
+    box.kill_line_before()  # C-u: back to the start of the line...
+    assert box.text == "first line\n"
+    box.kill_line_before()  # ...and at its start, the line break before it
+    assert box.text == "first line"
+    box.insert("!ls")  # not at the start of an empty line: text
+    assert (box.mode, box.text) == ("prompt", "first line!ls")
+    box.clear()  # Esc Esc
+    box.insert("!ls -la", pasted=True)  # first in an empty line: bash mode, the ! not kept
+    assert (box.mode, box.text) == ("shell", "ls -la")
+    box.clear()
+    assert box.mode == "shell"  # Esc Esc keeps bash mode...
+    box.backspace()
+    assert box.mode == "prompt"  # ...Backspace on the empty line leaves it
+    box.insert("a\tb\n\n\n\nc", pasted=True)  # more than 2 line breaks at 50 rows: a placeholder
+    assert box.text == "[Pasted text #1 +4 lines]"
+    box.clear()
+    box.insert("ends with \\")
+    assert box.enter_is_newline() and box.text == "ends with \n"
+    box.set("ends with \\")
+    box.move("left")
+    assert not box.enter_is_newline() and box.submitted() == "ends with \\"

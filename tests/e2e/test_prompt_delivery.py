@@ -98,3 +98,23 @@ def test_a_rebuilt_paste_marker_types_no_keys(real, attack: str) -> None:
     assert user_texts(request)[-1] == clean_prompt(attack)
     assert real.shim("pd", "status").stdout == "idle\n"  # /exit was never typed
     assert json.loads(real.shim("pd", "status", "--json").stdout)["state"] == "idle"
+
+
+def test_past_the_exact_limit_a_prompt_goes_as_one_paste_and_says_so(real) -> None:
+    real.worker("pd")
+    env = {**real.env, "CSD_EXACT_PROMPT_LIMIT": "1000"}
+    start = len(real.api.messages())
+    proc = real.run([str(real.shims["pd"]), "converse", "-", "60"], env=env, input=LONG)
+    assert proc.returncode == 0, proc.stderr
+    assert "CSD_EXACT_PROMPT_LIMIT=1000" in proc.stderr and "<pasted_content>" in proc.stderr
+    (request, *_) = [r for r in real.api.messages()[start:] if not r.get("subagent") and r.get("tools")]
+    got = user_texts(request)[-1]
+    assert got.startswith('\n\n<pasted_content id="') and f"\n{LONG}\n</pasted_content" in got
+
+
+def test_print_mode_is_refused_and_leaves_nothing(real) -> None:
+    proc = real.csd("launch", "printer", str(real.proj), "--", "-p", "hi")
+    assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+    assert "'-p' runs one prompt and exits" in proc.stderr
+    assert real.tmux("has-session", "-t", "=printer").returncode != 0
+    assert not (real.workers / "bin" / "printer").exists()
