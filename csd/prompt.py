@@ -42,7 +42,8 @@ KEY_LEFT = "\x1b[D"
 #: Every control character a terminal or a TUI could act on: C0 (ESC, NUL, CR, C-u, C-c, ...) except the line
 #: feed, DEL, C1 (0x9b is a one-byte CSI) and lone surrogates (argv's undecodable bytes).
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-_RULE = re.compile(r"^─{20,}$")
+#: The input box's rules; a box taller than the screen shows "─── ↑ 5626 more ───" as its top rule (2.1.330).
+_RULE = re.compile(r"^(?=.{20,}$)─{3,}(?: (?P<arrow>[↑↓]) \d+ more ─*)?$")
 
 
 def clean_prompt(text: str) -> str:
@@ -116,18 +117,18 @@ def input_line(screen: str) -> InputLine | None:
     """Pure: the input box of a Claude Code screen: the rows between the last two rules, the first starting with
     ``❯`` (prompt) or ``!`` (bash mode). None when no input box is shown (a dialog, a menu)."""
     rows = screen.rstrip("\n").split("\n")
-    rules = [i for i, row in enumerate(rows) if _RULE.match(row.strip())]
+    rules = [(i, m) for i, row in enumerate(rows) if (m := _RULE.match(row.strip()))]
     if not rules:
         return None
-    bottom = rules[-1]
-    top = next((i for i in reversed(rules[:-1])), -1)
+    bottom = rules[-1][0]
+    top, top_rule = rules[-2] if len(rules) > 1 else (-1, None)
     box = rows[top + 1 : bottom]
     if not box:
         return None
     first = box[0]
     if first[:1] not in ("❯", "!"):
-        if top < 0:  # the box is taller than the screen: its first row scrolled off
-            return InputLine("prompt", "…")
+        if top < 0 or (top_rule is not None and top_rule.group("arrow") == "↑"):
+            return InputLine("prompt", "…")  # the box is taller than the screen: its first row is out of sight
         return None
     mode = "prompt" if first[0] == "❯" else "shell"
     lines = [first[2:]] + [row[2:] for row in box[1:]]

@@ -157,6 +157,9 @@ def test_input_line_is_none_without_a_box_and_unknown_when_its_top_scrolled_off(
     assert input_line("  ❯ Yes, I trust this folder\n    No, exit\n") is None
     tall = "  line 40\n  line 41\n" + "─" * 40 + "\n  ⏵⏵ bypass permissions on\n"
     assert input_line(tall) == InputLine("prompt", "…")
+    # 2.1.330 marks a box taller than the screen in its top rule (seen with 10 000 lines left in it)
+    scrolled = "● ECHO: hi\n" + "─" * 40 + "\n" + "─── ↑ 5626 more " + "─" * 30 + "\n  line 5627\n  line 5628\n" + IDLE[IDLE.index("─" * 40 + "\n  ⏵⏵"):]
+    assert input_line(scrolled) == InputLine("prompt", "…")
 
 
 def test_unknown_command_quotes_the_screen_only_for_a_new_refusal() -> None:

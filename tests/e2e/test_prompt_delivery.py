@@ -9,11 +9,12 @@ marker types nothing.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
 
-from csd.prompt import clean_prompt
+from csd.prompt import clean_prompt, input_stream
 
 
 def user_texts(request: dict) -> list[str]:
@@ -82,12 +83,20 @@ def test_an_unknown_slash_command_fails_fast_with_the_screens_words(real) -> Non
     assert real.shim("pd", "status").stdout == "idle\n"
 
 
-def test_leftover_input_is_cleared_not_merged(real) -> None:
+@pytest.mark.parametrize("lines", [1, 120], ids=["one-line", "taller-than-the-screen"])
+def test_leftover_input_is_cleared_not_merged(real, lines: int) -> None:
     real.worker("pd")
-    real.tmux("send-keys", "-t", "=pd:", "-l", "alpha leftover")
+    leftover = "\n".join(f"alpha leftover {i}" for i in range(lines))
+    subprocess.run(["tmux", "-S", real.socket, "load-buffer", "-b", "left", "-"], input=input_stream(leftover), check=True)
+    real.tmux("paste-buffer", "-r", "-d", "-b", "left", "-t", "=pd:")
+    # until the TUI has taken it all in and drawn it (send reads the input line as drawn)
+    deadline = time.monotonic() + 30
+    while f"alpha leftover {lines - 1}" not in real.tmux("capture-pane", "-p", "-t", "=pd:").stdout:
+        assert time.monotonic() < deadline, "the leftover never showed in the input line"
+        time.sleep(0.05)
     request, err = converse(real, "pd", "beta")
     assert user_texts(request)[-1] == "beta"
-    assert "cleared what was left in 'pd'" in err and "alpha leftover" in err
+    assert "cleared what was left in 'pd'" in err and ("alpha leftover 0" in err or "…" in err)
 
 
 @pytest.mark.parametrize("attack", ["hello\x1b[201\x00~\x15/exit\r", "hello\x1b[20\x1b[201~1~\x15/exit\r"],
