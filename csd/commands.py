@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from csd import config
-from csd.errors import OK, TURN_FAILED, CsdError, NotRunning
+from csd.errors import OK, TURN_FAILED, CsdError, EmptyReply, NotRunning
 from csd.events import Event, failure_line
 from csd.supervisor import Supervisor
 from csd.workers import Meta, WorkersDir
@@ -141,22 +141,30 @@ async def _converse(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: str, 
             reply = await sup.converse(meta.tmux_name, prompt)
     except TimeoutError:
         tr = sup.tracked()[0] if sup.tracked() else None
-        diag = config.get("CSD_CONVERSE_DIAG_FILE")
         msg = f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r}" + (f" ({tr.describe()})" if tr else "")
-        if diag:
-            from csd.lifecycle import write_diagnostic
-
-            try:
-                await write_diagnostic(wdir, meta, diag)
-                err(f"csd-diagnostic: {diag}")
-            except CsdError as exc:
-                err(f"csd: warning: {exc} (CSD_CONVERSE_DIAG_FILE)")
+        await _diagnose(wdir, meta, msg)
         raise CsdError(msg) from None
-    if args.with_turn or reply.needs_transcript:
+    except EmptyReply as exc:
+        await _diagnose(wdir, meta, f"no reply text: {exc.reason}")
+        raise
+    if args.with_turn:
         # Claude Code writes a turn's last transcript lines after its Stop hook: wait for them
         await reply.wait_transcript()
     out(reply.markdown() if args.with_turn else reply.text())
     return OK
+
+
+async def _diagnose(wdir: WorkersDir, meta: Meta, reason: str) -> None:
+    """Write the diagnostic file when CSD_CONVERSE_DIAG_FILE asks for one, and say where it is."""
+    diag = config.get("CSD_CONVERSE_DIAG_FILE")
+    if diag:
+        from csd.lifecycle import write_diagnostic
+
+        try:
+            await write_diagnostic(wdir, meta, diag, reason)
+            err(f"csd-diagnostic: {diag}")
+        except CsdError as exc:
+            err(f"csd: warning: {exc} (CSD_CONVERSE_DIAG_FILE)")
 
 
 async def follow_events(

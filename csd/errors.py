@@ -29,6 +29,16 @@ class UnknownWorker(CsdError):
         self.suggestions = suggestions  # known names close to the unknown one (a likely typo)
 
 
+class EmptyReply(CsdError):
+    """The turn ended but neither its stop event nor its transcript holds any reply text."""
+
+    exit_code = FAILURE
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # what was looked at and missing, for the diagnostic file
+
+
 class TurnFailed(CsdError):
     """The turn ended in an API error (Claude Code's StopFailure); ``event`` is its stop_failure line."""
 

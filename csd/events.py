@@ -31,11 +31,21 @@ def failure_advice(error: str | None) -> str:
     return FAILURE_ADVICE.get(error or "", DEFAULT_FAILURE_ADVICE)
 
 
+#: Text in a Stop payload's ``last_assistant_message`` that may be Claude Code's synthetic API error message:
+#: releases before StopFailure (2.1.78) fire Stop for a failed turn, and only the transcript says it failed.
+API_ERROR_MARKERS = ("API Error", "limit · resets")
+
+
 def failure_line(name: str, event: Event) -> str:
     """One line for a turn that ended in an API error: which worker, the error type, Claude Code's own
     message, and what to do."""
-    message = _one_line(event.data.get("last_assistant_message"), 160)
-    return f"{name!r}: the turn ended in an API error ({event.error}{': ' + message if message else ''}); {failure_advice(event.error)}"
+    return failure_text(name, event.error, event.data.get("last_assistant_message"))
+
+
+def failure_text(name: str, error: str | None, message: object) -> str:
+    """failure_line for an error known from elsewhere (the transcript's synthetic error message)."""
+    shown = _one_line(message, 160)
+    return f"{name!r}: the turn ended in an API error ({error}{': ' + shown if shown else ''}); {failure_advice(error)}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,15 @@ class Event:
             return None
         value = self.data.get("error")
         return value if isinstance(value, str) and value else "unknown"
+
+    @property
+    def may_hide_api_error(self) -> bool:
+        """A ``stop`` that may end a failed turn of a release without StopFailure: no
+        ``last_assistant_message`` (before 2.1.47), or one that reads like an API error."""
+        if self.name != "stop":
+            return False
+        last = self.data.get("last_assistant_message")
+        return not isinstance(last, str) or not last.strip() or any(m in last for m in API_ERROR_MARKERS)
 
     @property
     def synthetic(self) -> bool:

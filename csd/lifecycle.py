@@ -681,12 +681,15 @@ async def stop_worker(meta: Meta, wdir: WorkersDir | None = None) -> None:
             LaunchClaim(wdir, name).release()
 
 
-async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str) -> None:
-    """What a human needs to see why a converse timed out: processes, screen, transcript and events tails."""
+async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str, reason: str = "") -> None:
+    """What a human needs to see why a converse failed (``reason``: timed out, no reply text): processes,
+    screen, transcript and events tails."""
     from csd.supervisor import transcript_file
 
     socket = meta.tmux_socket
     parts = [f"# csd diagnostic for {meta.tmux_name} ({meta.session_id}) at {now_iso()}"]
+    if reason:
+        parts += ["## reason", reason]
     pane = await tmux.pane_of(meta.tmux_name, socket)
     if pane is not None:
         proc = await asyncio.create_subprocess_exec(

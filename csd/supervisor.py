@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from csd import config, tmux
-from csd.errors import CsdError, NotRunning, TurnFailed, UsageError
-from csd.events import BadLine, Event, failure_line, parse_line
+from csd.errors import CsdError, EmptyReply, NotRunning, TurnFailed, UsageError
+from csd.events import BadLine, Event, failure_line, failure_text, parse_line
 from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
 from csd.watch import DirWatcher, Follower
 from csd.workers import Meta, WorkersDir, now_iso, open_regular
 
 if TYPE_CHECKING:
     from csd.prompt import InputLine
-    from csd.transcript import Transcript
+    from csd.transcript import Transcript, Turn
 
 T = TypeVar("T")
 
@@ -605,11 +605,21 @@ class Supervisor:
     async def converse(self, handle: str, prompt: str) -> Reply:
         """Send, wait for this turn to end, and return its reply (never an earlier turn's).
 
-        Raises TurnFailed (its ``event`` is the stop_failure line) when the turn ended in an API error,
-        and NotRunning when the worker exited or died during the turn.
+        The reply is the stop event's ``last_assistant_message`` when that is whole. Otherwise (a release
+        before 2.1.47 has none, the hook truncated a long one, or it reads like an API error) the turn is
+        found in the transcript, among the lines written after the send, and read once the transcript
+        holds its end (waited for, bounded by TRANSCRIPT_LAG_LIMIT, woken by the file's changes).
+
+        Raises TurnFailed (its ``event`` is the stop_failure line, or the stop of a release without
+        StopFailure whose transcript ends the turn with the synthetic API error message) when the turn
+        ended in an API error, EmptyReply when there is no reply text at all, and NotRunning when the
+        worker exited or died during the turn. A truncated reply the transcript cannot complete is
+        returned as it is, with a warning on stderr.
         """
+        tr = await self.track(handle)
+        before = transcript_file(self.wdir, tr.meta, _path_hint(tr))
+        offset = _size(before)
         submitted = await self.send(handle, prompt)
-        tr = self._tracked[self.resolve(handle).tmux_name]
 
         def ended() -> Event | None:
             w = tr.worker
@@ -625,33 +635,86 @@ class Supervisor:
         stop = await self.wait_until(ended)
         if stop.error is not None:
             raise TurnFailed(failure_line(tr.name, stop), stop)
-        return Reply(tr.meta, submitted, stop, transcript_file(self.wdir, tr.meta, submitted), self._backend)
+        path = transcript_file(self.wdir, tr.meta, submitted)
+        reply = Reply(tr.meta, submitted, stop, path, self._backend, offset if path == before else 0)
+        if reply.needs_transcript:
+            await reply.wait_transcript()
+            turn = reply.turn()
+            if turn is not None and turn.api_error is not None:
+                from csd.transcript import final_text
+
+                raise TurnFailed(failure_text(tr.name, turn.api_error, final_text(turn)), stop)
+        text = reply.text()
+        if not text.strip():
+            reason = reply.why_empty()
+            raise EmptyReply(
+                f"{tr.name!r} ended its turn with no reply text ({reason}); see it with: {self.wdir.shim_path(tr.name)} read-turn",
+                reason,
+            )
+        if reply.truncated(text):
+            _warn(
+                f"csd: warning: {tr.name!r}: the reply was cut to {len(text)} characters by the hook and the transcript "
+                f"({reply.transcript}) did not complete it within {TRANSCRIPT_LAG_LIMIT:g}s; printing what there is"
+            )
+        return reply
 
 
-#: Claude Code runs the Stop hook before the turn's last lines reach its transcript (2.1.330: the
-#: tool result and final text land 30-70 ms after the stop event); converse waits this long at most.
+#: Claude Code runs the Stop hook before the turn's last lines reach its transcript (2.1.330 and older
+#: releases: the tool result and final text land 30-70 ms after the stop event); converse waits this long at most.
 TRANSCRIPT_LAG_LIMIT = 2.0
+#: The marker csd's hook puts at the end of a value it cut (hook.cap).
+TRUNCATED_MARK = "…[truncated "
 
 
-async def _transcript_caught_up(path: Path | None, prompt_id: str | None, backend: str | None) -> None:
-    """Until the transcript shows the end of the turn of ``prompt_id``: woken by the file's changes, bounded."""
-    from csd.transcript import read_transcript, turn_for_prompt
+def _size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
 
-    if path is None or not prompt_id:
+
+def _path_hint(tr: Tracked) -> Event | None:
+    """The newest event the tracker has seen that names the transcript (it changes with /clear)."""
+    for ev in reversed(tr.events):
+        if isinstance(ev.data.get("transcript_path"), str):
+            return ev
+    w = tr.worker
+    for ev in (w.last_event, w.turn_end, w.turn_start):
+        if ev is not None and isinstance(ev.data.get("transcript_path"), str):
+            return ev
+    return None
+
+
+async def _transcript_caught_up(path: Path | None, complete: Callable[[], bool], backend: str | None) -> None:
+    """Until ``complete()`` says the transcript holds what is awaited: woken by the file's changes, bounded."""
+    if path is None:
         return
-
-    def complete() -> bool:
-        turn = turn_for_prompt(read_transcript(path), prompt_id)
-        return turn is not None and turn.complete
-
     with contextlib.suppress(TimeoutError, OSError):
-        async with asyncio.timeout(TRANSCRIPT_LAG_LIMIT), DirWatcher(path.parent, backend=backend) as watcher:
-            changes = watcher.changes()  # before the first read: a line written after it is not missed
-            if complete():
-                return
-            async for change in changes:
-                if change.name == path.name and complete():
+        async with asyncio.timeout(TRANSCRIPT_LAG_LIMIT):
+            if not path.parent.is_dir():
+                # nothing written yet in this project dir (a release that creates it late): wait for it
+                await _wait_dir(path.parent, backend)
+            async with DirWatcher(path.parent, backend=backend) as watcher:
+                changes = watcher.changes()  # before the first read: a line written after it is not missed
+                if complete():
                     return
+                async for change in changes:
+                    if change.name == path.name and complete():
+                        return
+
+
+async def _wait_dir(directory: Path, backend: str | None) -> None:
+    """Until ``directory`` exists, watching the nearest existing ancestor (one level at a time)."""
+    parent = directory.parent
+    if not parent.is_dir():
+        await _wait_dir(parent, backend)
+    async with DirWatcher(parent, backend=backend) as watcher:
+        changes = watcher.changes()
+        if directory.is_dir():
+            return
+        async for _ in changes:
+            if directory.is_dir():
+                return
 
 
 def _arrived_as_sent(sent: str, recorded: str) -> bool:
@@ -668,51 +731,88 @@ def _state_event(tr: Tracked) -> Event:
 
 @dataclass(frozen=True)
 class Reply:
-    """One finished turn: its prompt event, the stop that ended it, and where its transcript is."""
+    """One finished turn: its prompt event, the stop that ended it, and where its transcript is.
+
+    ``offset`` is the transcript's size before the prompt was sent: the turn is the first one after it
+    (by ``prompt_id`` where the release has one), so an earlier turn is never taken for this one.
+    """
 
     meta: Meta
     prompt: Event
     stop: Event
     transcript: Path | None
     backend: str | None = None
+    offset: int = 0
 
     @property
     def needs_transcript(self) -> bool:
-        """The stop event does not carry the whole reply (absent, or truncated by the hook)."""
+        """The stop event does not carry the whole reply: absent (Claude Code before 2.1.47), truncated by
+        the hook, or text that may be the synthetic API error message of a release without StopFailure."""
         last = self.stop.data.get("last_assistant_message")
-        return not isinstance(last, str) or "…[truncated " in last[-40:]
+        return not isinstance(last, str) or TRUNCATED_MARK in last[-40:] or self.stop.may_hide_api_error
 
-    async def wait_transcript(self) -> Reply:
-        """Until the transcript holds this whole turn (bounded by TRANSCRIPT_LAG_LIMIT); call before
-        ``markdown()``, or before ``text()`` when ``needs_transcript``."""
-        if self.prompt.name == "user_prompt_submit":
-            await _transcript_caught_up(self.transcript, self.prompt.prompt_id, self.backend)
-        return self
-
-    def text(self) -> str:
-        """The turn's final reply: the stop event's ``last_assistant_message`` (Claude Code's own
-        answer to that question), or the transcript's when the hook had to truncate it."""
-        from csd.transcript import final_text, read_transcript, turn_for_prompt
-
-        last = self.stop.data.get("last_assistant_message")
-        last = last if isinstance(last, str) else None
-        if not self.needs_transcript:
-            return last or ""
-        if self.transcript is not None and self.prompt.prompt_id:
-            turn = turn_for_prompt(read_transcript(self.transcript), self.prompt.prompt_id)
-            text = final_text(turn) if turn is not None else ""
-            if text and (last is None or text.startswith(last[: last.rfind("…[truncated ")])):
-                return text
-        return last or ""
-
-    def markdown(self, full: bool = False) -> str:
-        from csd.transcript import last_turn, read_transcript, turn_for_prompt, turn_markdown
+    def turn(self) -> Turn | None:
+        """This turn as the transcript has it now (None when it has no line of it yet)."""
+        from csd.transcript import read_transcript, turn_after
 
         if self.transcript is None:
+            return None
+        return turn_after(read_transcript(self.transcript, self.offset), self.prompt.prompt_id)
+
+    async def wait_transcript(self) -> Reply:
+        """Until the transcript holds this whole turn (bounded by TRANSCRIPT_LAG_LIMIT, woken by the file's
+        changes); call before ``markdown()``, or before ``text()`` when ``needs_transcript``."""
+
+        def complete() -> bool:
+            turn = self.turn()
+            return turn is not None and turn.complete
+
+        if self.prompt.name == "user_prompt_submit":
+            await _transcript_caught_up(self.transcript, complete, self.backend)
+        return self
+
+    def _last(self) -> str | None:
+        last = self.stop.data.get("last_assistant_message")
+        return last if isinstance(last, str) else None
+
+    def text(self) -> str:
+        """The turn's final reply: the stop event's ``last_assistant_message`` (Claude Code's own answer to
+        that question) when it is whole, else the transcript's, else what the stop event has."""
+        from csd.transcript import final_text
+
+        last = self._last()
+        if not self.needs_transcript:
+            return last or ""
+        text = final_text(self.turn())
+        cut = last.rfind(TRUNCATED_MARK) if last is not None else -1
+        if text and (last is None or cut < 0 or text.startswith(last[:cut])):
+            return text
+        return last or ""
+
+    def truncated(self, text: str) -> bool:
+        """``text`` is the hook's truncated copy (the transcript did not give the whole reply)."""
+        last = self._last()
+        return last is not None and text == last and TRUNCATED_MARK in last[-40:]
+
+    def why_empty(self) -> str:
+        """Why there is no reply text, for the error line and the diagnostic file."""
+        last = self._last()
+        said = "the stop event has no last_assistant_message" if last is None else "the stop event's last_assistant_message is empty"
+        if self.transcript is None or not self.transcript.is_file():
+            return f"{said} and there is no transcript ({self.transcript})"
+        turn = self.turn()
+        if turn is None:
+            where = f"no prompt line after byte {self.offset}" + (f" with promptId {self.prompt.prompt_id}" if self.prompt.prompt_id else "")
+            return f"{said} and the transcript {self.transcript} has {where} within {TRANSCRIPT_LAG_LIMIT:g}s of the stop"
+        return f"{said} and this turn in the transcript {self.transcript} has no assistant text within {TRANSCRIPT_LAG_LIMIT:g}s of the stop"
+
+    def markdown(self, full: bool = False) -> str:
+        from csd.transcript import turn_markdown
+
+        turn = self.turn()
+        if turn is None:
             return f"**Prompt:** {self.prompt.data.get('prompt', '')}\n\n{self.text()}"
-        entries = read_transcript(self.transcript)
-        turn = (turn_for_prompt(entries, self.prompt.prompt_id) if self.prompt.prompt_id else None) or last_turn(entries)
-        return turn_markdown(turn, full) if turn is not None else self.text()
+        return turn_markdown(turn, full)
 
 
 def transcript_file(wdir: WorkersDir, meta: Meta, hint: Event | None = None) -> Path | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ApiState",
     "Interrupt",
     "Item",
     "Text",
@@ -18,11 +19,14 @@ __all__ = [
     "Transcript",
     "Turn",
     "encode_cwd",
+    "api_state",
     "final_text",
     "last_turn",
     "parse_lines",
+    "read_api_state",
     "read_transcript",
     "transcript_path",
+    "turn_after",
     "turn_for_prompt",
     "turn_markdown",
     "turns",
@@ -154,10 +158,15 @@ def parse_lines(lines: Iterable[str]) -> Transcript:
     return Transcript(tuple(entries), tuple(bad), partial)
 
 
-def read_transcript(path: str | os.PathLike[str]) -> Transcript:
-    """Read and parse a transcript file; a missing file is an empty transcript."""
+def read_transcript(path: str | os.PathLike[str], offset: int = 0) -> Transcript:
+    """Read and parse a transcript file from byte ``offset`` on; a missing file is an empty transcript.
+
+    ``offset`` lets a reader that noted the file's size before sending a prompt read only what came after.
+    """
     try:
         with open(path, "rb") as f:
+            if offset:
+                f.seek(offset)
             data = f.read()
     except (FileNotFoundError, NotADirectoryError):
         return Transcript()
@@ -174,10 +183,15 @@ def read_transcript(path: str | os.PathLike[str]) -> Transcript:
 
 @dataclass(frozen=True)
 class Text:
-    """An assistant text block; `message_id` groups the blocks of one API message."""
+    """An assistant text block; `message_id` groups the blocks of one API message.
+
+    `error` is set on the synthetic message Claude Code writes when a turn's API calls failed
+    (`isApiErrorMessage`, model `<synthetic>`): the error type (`rate_limit`, `server_error`, ...).
+    """
 
     text: str
     message_id: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -246,6 +260,13 @@ class Turn:
         if isinstance(last, Interrupt):
             return True
         return isinstance(last, Text) and self.stop_reason != "tool_use"
+
+    @property
+    def api_error(self) -> str | None:
+        """The error type when the turn ended in an API error (its last item is Claude Code's synthetic
+        error message), else None. Releases before StopFailure (2.1.78) leave only this to tell."""
+        last = self.items[-1] if self.items else None
+        return last.error if isinstance(last, Text) else None
 
 
 Entries = Transcript | Iterable[Mapping[str, Any]]
@@ -363,6 +384,22 @@ def last_turn(entries: Entries, *, include_synthetic: bool = True) -> Turn | Non
         if include_synthetic or not turn.synthetic:
             return turn
     return None
+
+
+def turn_after(entries: Entries, prompt_id: str | None = None) -> Turn | None:
+    """The turn of a prompt among lines read from where the transcript ended before it was sent.
+
+    With a ``prompt_id`` (Claude Code 2.1.196 or so and later), the turn with that ``promptId``; without
+    one, or when no turn has it, the first turn whose prompt is not synthetic: a background task's
+    ``<task-notification>`` turn can start between the send and the prompt's own line, an earlier turn
+    cannot (it is before the offset).
+    """
+    found = turns(entries)
+    if prompt_id:
+        for turn in found:
+            if turn.prompt_id == prompt_id:
+                return turn
+    return next((turn for turn in found if not turn.synthetic), None)
 
 
 def turn_for_prompt(entries: Entries, prompt_id: str) -> Turn | None:
@@ -506,7 +543,10 @@ def _add_assistant(turn: _Builder, entry: Mapping[str, Any]) -> None:
             continue
         kind = block.get("type")
         if kind == "text":
-            turn.items.append(Text(_flatten(block.get("text")), message_id))
+            error = None
+            if entry.get("isApiErrorMessage"):
+                error = _str_or_none(entry.get("error")) or "unknown"
+            turn.items.append(Text(_flatten(block.get("text")), message_id, error))
         elif kind == "thinking":
             turn.items.append(Thinking(_flatten(block.get("thinking"))))
         elif kind == "redacted_thinking":
@@ -524,6 +564,104 @@ def _add_assistant(turn: _Builder, entry: Mapping[str, Any]) -> None:
         added = True
     if added:
         turn.stop_reason = _str_or_none(message.get("stop_reason"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The API call in flight, from the end of the transcript
+
+#: How far back from the end a read-side command looks for the last conversation lines (api-request
+#: lines are a few KB each; Claude Code makes at most 16 attempts per call).
+API_TAIL_LIMIT = 4 << 20
+_TAIL_BLOCK = 1 << 16
+
+
+@dataclass(frozen=True)
+class ApiState:
+    """What the end of a transcript says about the turn's API calls.
+
+    Claude Code writes one `api-request` line per request it sends, and the response's `assistant` lines
+    after it; a failed request leaves no line, and the retry writes another `api-request` line.
+    `attempts`: the requests sent since the last conversation line, i.e. of the call still waiting for its
+    response (0 when none is pending, e.g. while a tool runs). When the last conversation line is the
+    synthetic API error message (the call gave up), `error` is its type, `message` its text and `attempts`
+    the requests that call made.
+    """
+
+    attempts: int = 0
+    error: str | None = None
+    message: str | None = None
+
+    @property
+    def retrying(self) -> bool:
+        """More than one request sent for the call in flight, none answered yet."""
+        return self.error is None and self.attempts > 1
+
+
+def api_state(newest_first: Iterable[Mapping[str, Any]]) -> ApiState:
+    """Fold transcript lines, newest first, into an ApiState (reads only as far back as it needs)."""
+    attempts = 0
+    failed: Mapping[str, Any] | None = None
+    for entry in newest_first:
+        kind = entry.get("type")
+        if kind == "api-request":
+            attempts += 1
+            continue
+        if kind not in ("user", "assistant") or entry.get("isSidechain"):
+            continue
+        if failed is None and kind == "assistant" and entry.get("isApiErrorMessage"):
+            failed, attempts = entry, 0  # count the failed call's requests, before it
+            continue
+        break
+    if failed is None:
+        return ApiState(attempts)
+    message = final_text(Turn("", None, tuple(_assistant_items(failed)), False))
+    return ApiState(attempts, _str_or_none(failed.get("error")) or "unknown", message or None)
+
+
+def read_api_state(path: str | os.PathLike[str], limit: int = API_TAIL_LIMIT) -> ApiState:
+    """ApiState of a transcript file, read backwards from its end (at most ``limit`` bytes): the cost does
+    not grow with the transcript. A missing file is ApiState()."""
+    return api_state(_lines_backwards(path, limit))
+
+
+def _lines_backwards(path: str | os.PathLike[str], limit: int) -> Iterable[Mapping[str, Any]]:
+    """The JSON object lines of a file, newest first, reading blocks from the end; a line being written
+    (no newline yet) and lines that do not parse are skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return
+    try:
+        end = os.fstat(fd).st_size
+        pos = end
+        carry = b""  # the start of a line whose beginning is in an earlier block
+        first = True
+        while pos > 0 and end - pos < limit:
+            start = max(0, pos - _TAIL_BLOCK)
+            block = os.pread(fd, pos - start, start) + carry
+            pos = start
+            if first:
+                block = block[: block.rfind(b"\n") + 1]  # a last line without its newline is still being written
+                first = False
+            lines = block.split(b"\n")
+            carry = lines.pop(0) if pos > 0 else b""
+            for raw in reversed(lines):
+                if not raw.strip():
+                    continue
+                try:
+                    value = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    yield value
+    finally:
+        os.close(fd)
+
+
+def _assistant_items(entry: Mapping[str, Any]) -> list[Item]:
+    builder = _Builder({}, "", False)
+    _add_assistant(builder, entry)
+    return builder.items
 
 
 # --------------------------------------------------------------------------------------------------

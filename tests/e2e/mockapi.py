@@ -35,6 +35,11 @@ request offers <Name>                           (``Agent`` runs in the backgroun
 anything else                                   text ``ECHO: <prompt>``
 ==============================================  =====================================================
 
+``ERROR:<status>`` anywhere in the text makes every request for that prompt fail with that HTTP status and the
+Messages API's error body for it (``ERROR_TYPES``: 400 invalid_request_error, 401 authentication_error, 429
+rate_limit_error with ``retry-after: 0``, 500 api_error, 529 overloaded_error); ``ERROR:<status>x<n>`` fails only
+the first ``n`` requests for that prompt (Claude Code's retries), then answers as usual. Log kind ``error``.
+
 ``SLEEP:<seconds>`` anywhere in the text delays the reply (combined with the above).  While delaying, a
 streaming reply has already sent ``message_start`` and ``ping`` and keeps sending ``ping`` every 0.5 s, so an
 aborted request (Esc in the TUI) is noticed and logged as ``"aborted": true``.
@@ -82,6 +87,11 @@ _TOOL_BASH = re.compile(r"TOOL:Bash:(.*)", re.S)
 _TOOL_ANY = re.compile(r"TOOL:([A-Za-z_][A-Za-z0-9_]*):")
 _SLEEP = re.compile(r"SLEEP:(\d+(?:\.\d+)?)")
 _SUMMARY = re.compile(r"<summary>(.*?)</summary>", re.S)
+_ERROR = re.compile(r"ERROR:(\d{3})(?:x(\d+))?")
+#: HTTP status -> the Messages API's error type for it (the body is {"type": "error", "error": {type, message}}).
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+               529: "overloaded_error"}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -91,11 +101,22 @@ _SUMMARY = re.compile(r"<summary>(.*?)</summary>", re.S)
 class Reply:
     """What the mock answers: a list of content blocks plus stop_reason, after an optional delay."""
 
-    def __init__(self, kind: str, blocks: list[dict], stop_reason: str = "end_turn", delay: float = 0.0):
+    def __init__(self, kind: str, blocks: list[dict], stop_reason: str = "end_turn", delay: float = 0.0,
+                 status: int = 200, times: int | None = None):
         self.kind = kind
         self.blocks = blocks
         self.stop_reason = stop_reason
         self.delay = delay
+        self.status = status  # not 200: an error reply (kind "error"), no blocks
+        self.times = times  # an error reply: for this many requests of the prompt only (None: every one)
+
+    @classmethod
+    def error(cls, status: int, times: int | None = None) -> "Reply":
+        return cls("error", [], "", 0.0, status, times)
+
+    def error_body(self) -> dict:
+        kind = ERROR_TYPES.get(self.status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": f"mock: {kind} ({self.status}) on request"}}
 
     @classmethod
     def text(cls, kind: str, text: str, delay: float = 0.0) -> "Reply":
@@ -103,6 +124,8 @@ class Reply:
 
     def summary(self) -> dict:
         out: dict[str, Any] = {"kind": self.kind, "stop_reason": self.stop_reason}
+        if self.status != 200:
+            out["status"] = self.status
         if self.delay:
             out["delay"] = self.delay
         for b in self.blocks:
@@ -208,6 +231,9 @@ def decide(body: dict, ids: Callable[[], str] | None = None) -> Reply:
 
     directives = not text.startswith("<task-notification>")
     tools = _tool_names(body)
+    m = _ERROR.search(text) if directives else None
+    if m and not is_subagent(body):
+        return Reply.error(int(m.group(1)), int(m.group(2)) if m.group(2) else None)
     if directives:
         m = _TOOL_BASH.search(text)
         if m and "Bash" in tools:
@@ -284,12 +310,14 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return raw, raw.decode("utf-8", "replace")
 
-    def _send_json(self, code: int, obj: Any, head_only: bool = False) -> None:
+    def _send_json(self, code: int, obj: Any, head_only: bool = False, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(obj).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("request-id", "req_mock%06d" % next(self.server.counter))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         if not head_only:
             self.wfile.write(data)
@@ -339,7 +367,13 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server.api
         reply = api.decide(body)
         entry["reply"] = reply.summary()
-        entry["status"] = 200
+        entry["status"] = reply.status
+        if reply.status != 200:
+            extra = {"retry-after": "0"} if reply.status == 429 else {}
+            self._send_json(reply.status, reply.error_body(), headers=extra)
+            entry["t_end"] = time.time()
+            api._flush(entry)
+            return
         model = body.get("model") or DEFAULT_MODEL
         msg_id = "msg_mock%06d" % next(self.server.counter)
         usage_in = _rough_tokens(body.get("messages"))
@@ -440,6 +474,7 @@ class MockAPI:
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._ids = itertools.count(1)
+        self._errors_sent: dict[str, int] = {}  # prompt -> error replies sent for an ERROR:<status>x<n> directive
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -497,7 +532,16 @@ class MockAPI:
             r = self.script(body)
             if r is not None:
                 return r
-        return decide(body, ids=lambda: "toolu_mock%06d" % next(self._ids))
+        reply = decide(body, ids=lambda: "toolu_mock%06d" % next(self._ids))
+        if reply.status != 200 and reply.times is not None:
+            key = user_text(last_user_message(body))
+            with self._lock:
+                sent = self._errors_sent.get(key, 0)
+                self._errors_sent[key] = sent + 1
+            if sent >= reply.times:
+                # the prompt's errors are used up: answer it as if there were no ERROR directive
+                return Reply.text("echo", "ECHO: " + key[:ECHO_LIMIT])
+        return reply
 
     def _log(self, handler: _Handler, body: Any) -> dict:
         entry: dict[str, Any] = {"t": time.time(), "method": handler.command, "path": handler.path,
