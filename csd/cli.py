@@ -8,7 +8,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from csd import __version__, config
 from csd.completion import SHELLS
@@ -16,6 +16,10 @@ from csd.errors import FAILURE, INTERRUPTED, NOT_RUNNING, OK, TURN_FAILED, USAGE
 from csd.events import EVENT_NAMES, BadLine, Event
 from csd.states import STATES, State, Worker
 from csd.workers import Meta, WorkersDir
+
+if TYPE_CHECKING:
+    from csd.transcript import ApiState
+
 
 class Terminated(CsdError):
     exit_code = 143
@@ -294,6 +298,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[str, object]:
     last = w.last_event
+    outcome, error, api = turn_outcome(m, w)
     return {
         "name": m.tmux_name,
         "session_id": session_id,  # the id it has now (it changes on /clear)
@@ -302,8 +307,10 @@ def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[
         "bg_running": w.bg_running,
         "settled": w.settled,
         "turns": w.turns,
-        "turn_outcome": w.outcome,
-        "turn_error": w.turn_end.error if w.turn_end is not None else None,
+        "turn_outcome": outcome,
+        "turn_error": error,
+        "retrying": w.state == State.WORKING and api is not None and api.retrying,
+        "attempts": api.attempts if api is not None and (api.attempts or api.error) else None,
         "last_event": last.name if last else None,
         "last_event_ts": last.ts if last else None,
         "last_event_line": last.line_no if last else None,
@@ -313,6 +320,39 @@ def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[
         "events_file": str(wdir.events_path(m.session_id)),
         "started_at": m.started_at,
     }
+
+
+def turn_outcome(m: Meta, w: Worker) -> tuple[str | None, str | None, ApiState | None]:
+    """(turn_outcome, turn_error, the transcript's ApiState or None) for status/list --json.
+
+    The hooks decide, except where only the transcript knows: while the worker is working (is the API
+    call being retried, how many attempts), after a stop_failure (how many attempts the call made), and
+    after a ``stop`` that may end a failed turn of a release without StopFailure (no
+    ``last_assistant_message``, or one reading like an API error): then a final synthetic API error line
+    makes the outcome ``api_error``. The transcript is read backwards from its end, so this stays cheap;
+    nothing else reads it.
+    """
+    from csd.transcript import read_api_state
+
+    end = w.turn_end
+    outcome, error = w.outcome, end.error if end is not None else None
+    hidden = w.state == State.IDLE and end is not None and end.may_hide_api_error
+    if not (w.state == State.WORKING or outcome == "api_error" or hidden):
+        return outcome, error, None
+    api = read_api_state(_transcript_of(m, w))
+    if hidden and api.error is not None:
+        outcome, error = "api_error", api.error
+    return outcome, error, api
+
+
+def _transcript_of(m: Meta, w: Worker) -> str:
+    """The transcript path the newest event names (it changes with /clear), else Claude Code's own rule."""
+    from csd.transcript import transcript_path
+
+    for ev in (w.last_event, w.turn_end, w.turn_start):
+        if ev is not None and isinstance(ev.data.get("transcript_path"), str):
+            return ev.data["transcript_path"]
+    return transcript_path(m.cwd, m.session_id)
 
 
 def _resolve(handle: str) -> tuple[WorkersDir, Meta]:

@@ -58,6 +58,7 @@ class WorkerRow:
     turns: int  # turns ended by a stop
     bg_running: int  # background tasks still running at the last stop
     cwd: str
+    retrying: bool = False  # the API call in flight was sent more than once (last_event says how often)
 
 
 def format_duration(seconds: float) -> str:
@@ -93,12 +94,29 @@ def render_table(rows: Sequence[WorkerRow], as_of: str | None = None) -> Table:
             r.name,
             Text(r.state, style=STATE_STYLES.get(r.state, "")),
             format_duration(r.seconds),
-            Text(r.last_event or "—", no_wrap=True, overflow="ellipsis"),
+            Text(r.last_event or "—", no_wrap=True, overflow="ellipsis", style="bold red" if r.retrying else ""),
             str(r.turns),
             str(r.bg_running) if r.bg_running else "",
             Text(r.cwd, no_wrap=True, overflow="ellipsis"),
         )
     return table
+
+
+def api_summary(tr: Tracked, last: str) -> tuple[str, bool]:
+    """The LAST EVENT text with what the transcript says of the API calls: a retrying call while working
+    (its attempts so far), the attempts of a call that failed, the API error of a release without
+    StopFailure. Returns (text, retrying)."""
+    api, w = tr.api, tr.worker
+    if api is None:
+        return last, False
+    if tr.state == State.WORKING:
+        return (f"API retrying: attempt {api.attempts}", True) if api.retrying else (last, False)
+    end = w.turn_end
+    if api.error is not None and end is not None and end is w.last_event:
+        if end.error is None:  # a stop, and only the transcript says the turn failed
+            return f"stop: API error ({api.error})", False
+        return f"{last} after {api.attempts} attempt{'s' if api.attempts != 1 else ''}", False
+    return last, False
 
 
 def plain_line(ts: str, row: WorkerRow | None, name: str) -> str:
@@ -247,7 +265,8 @@ class LiveRows:
                 continue
             w = tr.worker
             last = w.last_event.summary() if w.last_event is not None else ""
-            rows.append(WorkerRow(tr.name, str(tr.state), now - e.since, last, w.turns + e.turns_offset, w.bg_running, e.meta.cwd))
+            last, retrying = api_summary(tr, last)
+            rows.append(WorkerRow(tr.name, str(tr.state), now - e.since, last, w.turns + e.turns_offset, w.bg_running, e.meta.cwd, retrying))
         return rows
 
     async def draw_on_change(self, draw: Callable[[list[WorkerRow]], None]) -> None:
@@ -367,6 +386,7 @@ async def watch(
     console = console or Console(stderr=True)
     stopping = False
     async with Supervisor() as sup:
+        sup.follow_api()  # retrying API calls show in the table, driven by the transcripts' changes
         # Listen before listing: a meta written in between is both listed and reported (add is idempotent).
         changes = sup.watcher.changes()
 

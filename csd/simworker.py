@@ -65,12 +65,21 @@ ENV_NOT_READY = "CSD_SIM_NOT_READY_SECONDS"
 ENV_TURN = "CSD_SIM_TURN_SECONDS"
 ENV_AGENT = "CSD_SIM_AGENT_SECONDS"
 ENV_LAG = "CSD_SIM_TRANSCRIPT_LAG_SECONDS"
+ENV_RETRY = "CSD_SIM_RETRY_SECONDS"
+ENV_RELEASE = "CSD_SIM_RELEASE"
+
+# Releases whose hook payloads and transcript lines changed (FACTS "Older Claude Code releases"; StopFailure
+# from Claude Code's own changelog). CSD_SIM_RELEASE below one of them speaks the older release's way.
+LAST_MESSAGE_SINCE = (2, 1, 47)  # Stop's last_assistant_message
+STOP_FAILURE_SINCE = (2, 1, 78)  # StopFailure; before it a failed turn fires Stop
+PROMPT_ID_SINCE = (2, 1, 196)  # prompt_id in hook payloads, promptId on transcript lines
 
 # Defaults of the timings above, close to the real 2.1.330 against a local mock API (FACTS §4 "Timings").
 DEFAULT_STARTUP_DELAY_S = 0.4  # + interpreter start: SessionStart (or the trust dialog) ~0.5 s after spawn
 DEFAULT_TURN_S = 0.1  # "model" time per response: a plain turn's UserPromptSubmit -> Stop is ~0.1-0.2 s
 DEFAULT_AGENT_S = 1.0  # how long a TOOL:Agent sub-agent works, unless its prompt says SLEEP:<s>
 DEFAULT_TRANSCRIPT_LAG_S = 0.05  # the turn's last lines reach the transcript this long after the Stop hooks
+DEFAULT_RETRY_S = 0.5  # between the attempts of a retried API call (2.1.330's first backoff is ~0.5 s)
 
 HOOK_EVENTS = (
     "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolBatch", "Notification",
@@ -123,6 +132,11 @@ Directives in a prompt (anywhere, combined, applied in order):
   FAIL:<error>            the turn's API calls fail, as 2.1.330 does: a synthetic assistant line
                           (isApiErrorMessage) and StopFailure instead of Stop; <error> is StopFailure's
                           error (rate_limit, server_error, authentication_failed, unknown, ...)
+  RETRY:<n>               the turn's next API call fails n times and is retried: n api-request transcript
+                          lines here, {ENV_RETRY} apart (Claude Code writes one per attempt), then the
+                          call's last attempt answers (or fails, with FAIL). RETRY:2 FAIL:server_error is
+                          what CLAUDE_CODE_MAX_RETRIES=2 and a 500 on every attempt give; RETRY:2 HANG
+                          shows a call retrying (2 attempts) that never ends
   SWALLOW-ENTER           the first Enter on this text is ignored
 
 Slash commands: /exit (/quit), /clear, /compact [instructions]; any other /word (not a path such as /tmp/x)
@@ -150,6 +164,13 @@ Environment:
   {ENV_AGENT}=<s>           how long a TOOL:Agent sub-agent works (default {DEFAULT_AGENT_S:g})
   {ENV_LAG}=<s>  the turn's last transcript lines land this long after the Stop hooks
                                       (default {DEFAULT_TRANSCRIPT_LAG_S:g})
+  {ENV_RETRY}=<s>           time between the attempts of a RETRY:<n> call (default {DEFAULT_RETRY_S:g})
+  {ENV_RELEASE}=<x.y.z>           speak that Claude Code release's payloads (default {SIM_CLAUDE_VERSION}):
+                                      before {'.'.join(map(str, PROMPT_ID_SINCE))} no prompt_id in hook payloads and no promptId in
+                                      the transcript; before {'.'.join(map(str, STOP_FAILURE_SINCE))} a failed turn fires Stop (the
+                                      transcript's synthetic line is all that tells); before {'.'.join(map(str, LAST_MESSAGE_SINCE))} no
+                                      last_assistant_message in Stop. The version is what --version
+                                      and the transcript report
   CLAUDE_CODE_TMPDIR=<dir>            agents' output files go to <dir>/claude-<uid>/... (default /tmp)
 """
 
@@ -277,6 +298,12 @@ def model_display_name(model: str) -> str:
     return m.group(1).capitalize() + " " + m.group(2) + (f".{m.group(3)}" if m.group(3) else "")
 
 
+def parse_release(text: str) -> tuple[int, ...] | None:
+    """``2.1.40`` -> (2, 1, 40); None when it is not a version."""
+    m = re.fullmatch(r"\s*v?(\d+)\.(\d+)\.(\d+)\s*", text)
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
 def is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)
@@ -289,7 +316,7 @@ def is_uuid(text: str) -> bool:
 class Directive:
     """One steering instruction found in a prompt."""
 
-    kind: str  # reply | tool | sleep | bg | crash | hang | fail
+    kind: str  # reply | tool | sleep | bg | crash | hang | fail | retry
     arg: str = ""
     name: str = ""
     seconds: float = 0.0
@@ -305,6 +332,7 @@ _DIRECTIVE_RE = re.compile(
     r"|(?P<crash>CRASH)(?![\w-])"
     r"|(?P<hang>HANG)(?![\w-])"
     r"|FAIL:(?P<fail>[a-z_]+)"
+    r"|RETRY:(?P<retry>\d+)"
     r")"
 )
 
@@ -327,6 +355,8 @@ def parse_directives(prompt: str) -> list[Directive]:
             found.append(Directive("hang"))
         elif m.group("fail") is not None:
             found.append(Directive("fail", arg=m.group("fail")))
+        elif m.group("retry") is not None:
+            found.append(Directive("retry", seconds=float(m.group("retry"))))
     return found
 
 
@@ -517,12 +547,16 @@ def _short_id(prefix: str) -> str:
 class Transcript:
     """Appends Claude Code-shaped lines to <config>/projects/<enc cwd>/<session>.jsonl, one write per line."""
 
-    def __init__(self, path: Path, session_id: str, cwd: str, permission_mode: str, model: str) -> None:
+    def __init__(self, path: Path, session_id: str, cwd: str, permission_mode: str, model: str,
+                 version: str = SIM_CLAUDE_VERSION, prompt_ids: bool = True) -> None:
         self.path = path
         self.session_id = session_id
         self.cwd = cwd
         self.permission_mode = permission_mode
         self.model = model
+        self.version = version
+        self.prompt_ids = prompt_ids  # releases before ~2.1.196 write no promptId
+        self.request_id: str | None = None  # the api-request line the next response answers
         self.parent_uuid: str | None = None
         self.message_count = 0
         self._fd: int | None = None
@@ -592,9 +626,11 @@ class Transcript:
         line_uuid = str(uuid.uuid4())
         obj: dict[str, Any] = {"parentUuid": self.parent_uuid if chained else None, "isSidechain": False}
         obj.update(body)
+        if not self.prompt_ids:
+            obj.pop("promptId", None)
         obj.update({
             "uuid": line_uuid, "timestamp": now_iso(), "userType": "external", "entrypoint": "cli",
-            "cwd": self.cwd, "sessionId": self.session_id, "version": SIM_CLAUDE_VERSION, "gitBranch": "HEAD",
+            "cwd": self.cwd, "sessionId": self.session_id, "version": self.version, "gitBranch": "HEAD",
         })
         self.write(obj)
         self.parent_uuid = line_uuid
@@ -613,16 +649,25 @@ class Transcript:
             body.update({"origin": {"kind": "human"}, "promptSource": "typed", "turnOrigin": "human"})
         return self.conversation(body)
 
+    def api_request(self) -> None:
+        """The line Claude Code writes for each request it sends (each attempt of a retried call too)."""
+        self.request_id = str(uuid.uuid4())
+        self.write({"type": "api-request", "sessionId": self.session_id, "id": self.request_id,
+                    "timestamp": now_iso(), "version": self.version, "querySource": "repl_main_thread"})
+
     def assistant(self, message_id: str, request_id: str, block: dict[str, Any], index: int,
                   stop_reason: str) -> str:
-        return self.conversation({
+        body: dict[str, Any] = {
             "message": {
                 "id": message_id, "type": "message", "role": "assistant", "model": self.model,
                 "content": [block], "stop_reason": stop_reason, "stop_sequence": None,
                 "usage": {"input_tokens": 0, "output_tokens": 0},
             },
             "apiBlockIndex": index, "requestId": request_id, "type": "assistant",
-        })
+        }
+        if self.request_id is not None:
+            body["requestRef"] = self.request_id
+        return self.conversation(body)
 
     def tool_result(self, prompt_id: str, tool_use_id: str, content: Any, is_error: bool,
                     tool_use_result: Any, source_uuid: str) -> str:
@@ -867,6 +912,12 @@ class SimWorker:
         self.turn_s = max(_env_float(env, ENV_TURN, DEFAULT_TURN_S), 0.0)
         self.agent_s = max(_env_float(env, ENV_AGENT, DEFAULT_AGENT_S), 0.0)
         self.lag_s = max(_env_float(env, ENV_LAG, DEFAULT_TRANSCRIPT_LAG_S), 0.0)
+        self.retry_s = max(_env_float(env, ENV_RETRY, DEFAULT_RETRY_S), 0.0)
+        self.version = env.get(ENV_RELEASE, "").strip() or SIM_CLAUDE_VERSION
+        release = parse_release(self.version) or parse_release(SIM_CLAUDE_VERSION) or ()
+        self.has_prompt_id = release >= PROMPT_ID_SINCE
+        self.has_stop_failure = release >= STOP_FAILURE_SINCE
+        self.has_last_message = release >= LAST_MESSAGE_SINCE
         trust = env.get(ENV_TRUST, "").strip().lower()
         self.trust_mode = "auto" if trust == "auto" else ("never" if trust in ("", "0", "no", "false") else "always")
 
@@ -908,7 +959,7 @@ class SimWorker:
 
     def _new_transcript(self, session_id: str) -> Transcript:
         return Transcript(transcript_path_for(self.env, self.cwd, session_id), session_id, self.cwd,
-                          self.permission_mode, self.model)
+                          self.permission_mode, self.model, self.version, self.has_prompt_id)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -1267,9 +1318,18 @@ class SimWorker:
         item.stopped = True
 
     async def think(self) -> None:
-        """The model's time for one response (the real CLI waits for the API here)."""
+        """One API request and the model's time for its response (the real CLI waits for the API here)."""
+        self.transcript.api_request()
         if self.turn_s > 0:
             await asyncio.sleep(self.turn_s)
+
+    async def failed_attempts(self, count: int) -> None:
+        """RETRY:<n>: n requests of the next API call that fail (an api-request line each, no response),
+        each followed by the retry's wait; the call's last attempt is the next think()."""
+        self.transcript.release()  # a request is being made: earlier lines are on disk by now
+        for _ in range(count):
+            self.transcript.api_request()
+            await asyncio.sleep(self.retry_s)
 
     async def do_turn(self, item: Item) -> None:
         try:
@@ -1320,6 +1380,8 @@ class SimWorker:
             elif d.kind == "fail":
                 failed = d.arg
                 break
+            elif d.kind == "retry":
+                await self.failed_attempts(int(d.seconds))
         if failed is not None:
             await self.fail_turn(item, failed)
             return
@@ -1371,9 +1433,15 @@ class SimWorker:
             "type": "assistant", "isApiErrorMessage": True, "error": error,
         })
         self.add_history("● ", text)
-        await self.fire("StopFailure", {
-            **self.common(item.prompt_id), "effort": {"level": "medium"}, "hook_event_name": "StopFailure",
-            "error": error, "last_assistant_message": text})
+        if self.has_stop_failure:
+            await self.fire("StopFailure", {
+                **self.common(item.prompt_id), "effort": {"level": "medium"}, "hook_event_name": "StopFailure",
+                "error": error, "last_assistant_message": text})
+        else:
+            # before StopFailure (2.1.78) a failed turn fired Stop; its message was the error text
+            await self.fire("Stop", {
+                **self.common(item.prompt_id), "permission_mode": self.permission_mode,
+                "hook_event_name": "Stop", "stop_hook_active": False, "last_assistant_message": text})
         item.stopped = True
         self.redraw()
 
@@ -1721,13 +1789,15 @@ class SimWorker:
         fields: dict[str, Any] = {"session_id": self.session_id, "transcript_path": str(self.transcript.path),
                                   "cwd": self.cwd}
         pid = prompt_id or self.prompt_id
-        if pid:
+        if pid and self.has_prompt_id:
             fields["prompt_id"] = pid
         return fields
 
     async def fire(self, event: str, payload: dict[str, Any], match_value: str | None = None) -> None:
         """Run every hook of an event concurrently and wait for all; events never overlap."""
         commands = select_hooks(self.hooks, event, match_value)
+        if not self.has_last_message:
+            payload.pop("last_assistant_message", None)  # arrived in 2.1.47
         job = HookJob(event, json.dumps(payload, ensure_ascii=False).encode("utf-8"), commands)
         task = self.spawn(self._run_job(job))
         try:
@@ -1789,7 +1859,7 @@ class SimWorker:
         self.redraw()
 
     def header(self) -> list[str]:
-        return ["", f" ▐▛███▜▌   Claude Code v{SIM_CLAUDE_VERSION} (simulated)",
+        return ["", f" ▐▛███▜▌   Claude Code v{self.version} (simulated)",
                 f"▝▜█████▛▘  {model_display_name(self.model)} · API Usage Billing", f"  ▘▘ ▝▝    {self.cwd}", ""]
 
     def busy(self) -> bool:
@@ -1865,7 +1935,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if opts.show_version:
-        print(f"{SIM_CLAUDE_VERSION} (Claude Code simulated)")
+        print(f"{env.get(ENV_RELEASE, '').strip() or SIM_CLAUDE_VERSION} (Claude Code simulated)")
         return 0
     if opts.show_help:
         print(HELP, end="")

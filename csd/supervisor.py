@@ -36,7 +36,7 @@ from csd.workers import Meta, WorkersDir, now_iso, open_regular
 
 if TYPE_CHECKING:
     from csd.prompt import InputLine
-    from csd.transcript import Transcript, Turn
+    from csd.transcript import ApiState, Transcript, Turn
 
 T = TypeVar("T")
 
@@ -78,6 +78,9 @@ class Tracked:
     removed: bool = False  # the events file was deleted (the worker was stopped)
     pidfd: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # what the transcript says of the turn's API calls (Supervisor.follow_api): while working, and after a
+    # turn that failed (its attempts); None otherwise or when not followed
+    api: ApiState | None = None
 
     @property
     def name(self) -> str:
@@ -174,6 +177,7 @@ class Supervisor:
         self._tracked: dict[str, Tracked] = {}
         self._changed = asyncio.Event()
         self._listeners: list[Callable[[Tracked, Event | None], None]] = []
+        self._follow_api = False
 
     # ------------------------------------------------------------ lifecycle of the supervisor
 
@@ -229,8 +233,60 @@ class Supervisor:
         self._tracked[meta.tmux_name] = tr
         follower = self.watcher.follow(path.name, start_line=tail.line_count)
         tr.tasks.append(self._tg.create_task(self._pump(tr, follower)))
+        if self._follow_api:
+            tr.tasks.append(self._tg.create_task(self._api_follower(tr)))
         await self._watch_liveness(tr)
         return tr
+
+    def follow_api(self) -> None:
+        """From now on keep ``Tracked.api`` of every tracked worker current: while a worker is working, its
+        transcript's changes (inotify on its directory, no polling) re-read the end of the file, so a
+        retrying API call is seen with its attempts; listeners hear of each change (event None)."""
+        if self._follow_api:
+            return
+        self._follow_api = True
+        assert self._tg is not None
+        for tr in self._tracked.values():
+            tr.tasks.append(self._tg.create_task(self._api_follower(tr)))
+
+    async def _api_follower(self, tr: Tracked) -> None:
+        from csd.transcript import read_api_state
+
+        def update(path: Path) -> None:
+            api = read_api_state(path)
+            if api != tr.api:
+                tr.api = api
+                self._notify(tr, None)
+
+        while True:
+            await self.wait_until(lambda: True if tr.state == State.WORKING else None)
+            path = transcript_file(self.wdir, tr.meta, _path_hint(tr))
+            if path is not None and path.parent.is_dir():
+                async with DirWatcher(path.parent, backend=self._backend) as watcher:
+                    changes = watcher.changes()  # before the first read: nothing written in between is missed
+
+                    async def turn_over() -> None:
+                        await self.wait_until(lambda: True if tr.state != State.WORKING else None)
+                        changes.close()
+
+                    assert self._tg is not None
+                    ending = self._tg.create_task(turn_over())
+                    try:
+                        update(path)
+                        async for change in changes:
+                            if change.name == path.name:
+                                update(path)
+                    finally:
+                        ending.cancel()
+            else:
+                await self.wait_until(lambda: True if tr.state != State.WORKING else None)
+            end = tr.worker.turn_end
+            # after the turn: keep what the transcript says of a failed one (its attempts), drop the rest
+            if path is not None and end is not None and (end.error is not None or end.may_hide_api_error):
+                update(path)
+            elif tr.api is not None:
+                tr.api = None
+                self._notify(tr, None)
 
     def _untrack(self, tr: Tracked) -> None:
         self._tracked.pop(tr.name, None)

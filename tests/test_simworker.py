@@ -348,14 +348,17 @@ def test_pasted_prompt_gets_echo_reply_transcript_and_idle_notification(sim: Sim
     assert (note["notification_type"], note["message"]) == ("idle_prompt", "Claude is waiting for your input")
     assert sim.names() == ["SessionStart", "UserPromptSubmit", "Stop", "Notification"]
 
-    # Like the real CLI, the Stop hook runs before the final assistant line reaches the transcript: the user
-    # line was on disk when the hooks ran, the answer and stop_hook_summary land ~50 ms later.
+    # Like the real CLI, the Stop hook runs before the final assistant line reaches the transcript: the
+    # request's api-request line (after the user line) was on disk when the hooks ran, the answer and
+    # stop_hook_summary land ~50 ms later.
     recs = {r["input"]["hook_event_name"]: r for r in sim.records()}
     assert recs["UserPromptSubmit"]["tail"]["promptId"] == ups["prompt_id"]
-    assert recs["Stop"]["tail"]["type"] == "user" and recs["Stop"]["tail"]["promptId"] == ups["prompt_id"]
+    assert recs["Stop"]["tail"]["type"] == "api-request"
     tail_kinds = [(x["type"], x.get("subtype")) for x in sim.transcript(sid)][-3:]
     assert tail_kinds == [("assistant", None), ("system", "stop_hook_summary"), ("system", "turn_duration")]
 
+    kinds = [x["type"] for x in sim.transcript(sid)]
+    assert kinds.index("user") < kinds.index("api-request") < kinds.index("assistant")
     lines = [x for x in sim.transcript(sid) if "uuid" in x]
     user, assistant = lines[0], lines[1]
     assert user["type"] == "user" and user["message"] == {"role": "user", "content": ups["prompt"]}
