@@ -224,3 +224,16 @@ def test_offline_env(tmp_path):
     assert cfg["hasCompletedOnboarding"] is True
     assert cfg["projects"][str(proj.resolve())]["hasTrustDialogAccepted"] is True
     assert "IS_SANDBOX" not in offline_env("http://x", root=tmp_path / "w2", sandbox=False)
+
+
+def test_error_directive_answers_with_the_api_error_body_and_can_clear_after_n():
+    r = decide(body(REMINDER, text("ERROR:429 slow down")))
+    assert (r.kind, r.status, r.times, r.error_body()["error"]["type"]) == ("error", 429, None, "rate_limit_error")
+    with MockAPI() as api:
+        status, headers, raw = post(api, body(text("ERROR:429 now")))
+        assert (status, headers.get("retry-after"), json.loads(raw)["error"]["type"]) == (429, "0", "rate_limit_error")
+        for _ in range(2):  # x2: the first two requests of that prompt fail, the third is answered
+            assert post(api, body(text("ERROR:500x2 flaky")))[0] == 500
+        status, _, raw = post(api, body(text("ERROR:500x2 flaky"), stream=False))
+        assert status == 200 and json.loads(raw)["content"][0]["text"] == "ECHO: ERROR:500x2 flaky"
+        assert [r["status"] for r in api.messages()] == [429, 500, 500, 200]

@@ -1,0 +1,98 @@
+"""The real Claude Code when its API calls fail: the mock answers ERROR:<status>[x<n>] (see mockapi.py).
+
+Observed on 2.1.330 (FACTS §7, "Shortening API retries"): a 400 ends the turn at once with StopFailure
+``unknown``; a 500 is retried, here only twice because the worker runs with ``CLAUDE_CODE_MAX_RETRIES=2`` (three
+requests, about 2 s), then StopFailure ``server_error``. Each request leaves one ``api-request`` transcript line,
+which is what ``status --json`` counts as ``attempts``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+RETRIES = {"CLAUDE_CODE_MAX_RETRIES": "2"}
+
+
+def status_json(real, name: str) -> dict:  # type: ignore[no-untyped-def]
+    proc = real.shim(name, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def retrier(real):  # type: ignore[no-untyped-def]
+    """A worker whose environment shortens Claude Code's retries (the setting is read at start-up)."""
+    return real.started("retrier", real.csd("launch", "retrier", str(real.proj), env={**real.env, **RETRIES}))
+
+
+def test_a_400_ends_the_turn_at_once_with_exit_4(real) -> None:  # type: ignore[no-untyped-def]
+    real.worker("a")
+    proc = real.shim("a", "converse", "ERROR:400 please", "60")
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("csd: error: 'a': the turn ended in an API error (unknown: API Error: 400")
+    (failure,) = real.events("a", "stop_failure")
+    assert failure["error"] == "unknown" and failure["last_assistant_message"].startswith("API Error: 400")
+    st = status_json(real, "a")
+    assert (st["state"], st["turn_outcome"], st["turn_error"], st["retrying"]) == ("idle", "api_error", "unknown", False)
+    # Claude Code sent the request a few times in a fraction of a second (variants of it, no backoff); each is a line
+    assert st["attempts"] == len([r for r in real.api.messages() if "ERROR:400 please" in r.get("last_user_text", "")])
+    # the worker takes the next prompt normally
+    ok = real.shim("a", "converse", "after the error", "60")
+    assert (ok.returncode, ok.stdout) == (0, "ECHO: after the error\n"), ok.stderr
+    assert status_json(real, "a")["turn_outcome"] == "ok"
+
+
+def test_a_retried_500_shows_retrying_then_ends_with_exit_4(real, retrier) -> None:  # type: ignore[no-untyped-def]
+    """While Claude Code retries, status --json says so; the mock holds the third request until the test has
+    looked, so the retrying state is observed without sleeping."""
+    prompt = "ERROR:500 retried"
+    seen: list[dict] = []
+    release = threading.Event()
+
+    def hold_third(body: dict) -> None:
+        from mockapi import last_user_message, user_text
+
+        if prompt in user_text(last_user_message(body)):
+            seen.append(body)
+            if len(seen) == 3:
+                release.wait(30)
+        return None  # the default scripting answers (with the 500)
+
+    real.api.script = hold_third
+    try:
+        conv = real.popen_shim("retrier", "converse", prompt, "60")
+
+        def retrying() -> dict | None:
+            st = status_json(real, "retrier")
+            return st if st["attempts"] == 3 else None
+
+        deadline = time.monotonic() + 30
+        while (st := retrying()) is None:
+            assert conv.poll() is None and time.monotonic() < deadline, conv.communicate()
+        assert (st["state"], st["retrying"], st["turn_outcome"]) == ("working", True, None)  # no turn ended yet
+        row = json.loads(real.csd("list", "--json", "retrier").stdout)
+        assert (row["retrying"], row["attempts"]) == (True, 3)
+        release.set()
+        out, err = conv.communicate(timeout=60)
+    finally:
+        release.set()
+        real.api.script = None
+    assert conv.returncode == 4, err
+    assert "the turn ended in an API error (server_error: API Error: 500" in err
+    assert "a server-side error, usually transient: resend the prompt" in err
+    st = status_json(real, "retrier")
+    assert (st["turn_outcome"], st["turn_error"], st["attempts"], st["retrying"]) == ("api_error", "server_error", 3, False)
+    assert len(seen) == 3  # CLAUDE_CODE_MAX_RETRIES=2: three requests
+
+
+def test_a_500_that_clears_on_the_last_retry_is_an_ordinary_turn(real, retrier) -> None:  # type: ignore[no-untyped-def]
+    proc = real.shim("retrier", "converse", "ERROR:500x2 flaky", "60")
+    assert (proc.returncode, proc.stdout) == (0, "ECHO: ERROR:500x2 flaky\n"), proc.stderr
+    st = status_json(real, "retrier")
+    assert (st["turn_outcome"], st["turn_error"], st["retrying"], st["attempts"]) == ("ok", None, False, None)
