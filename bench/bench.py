@@ -650,9 +650,11 @@ def bench_completion(w: World, runs: int) -> list[Row]:
     return rows
 
 
-def bench_wake(w: World, runs: int, backend: str = "", fast_exit: bool = False) -> list[Row]:
-    """wait-for-turn on a working worker; the bench appends `stop` with one write and times the exit."""
-    tag = backend + ("fx" if fast_exit else "")
+def bench_wake(w: World, runs: int, backend: str = "", fast_exit: bool = False, event: str = "stop") -> list[Row]:
+    """wait-for-turn on a working worker; the bench appends `stop` (or `stop_failure`, which ends the turn
+    the same way and makes the wait exit 4) with one write and times the exit."""
+    failure = event == "stop_failure"
+    tag = backend + ("fx" if fast_exit else "") + ("sf" if failure else "")
     wdir = w.wdir(f"wake{tag}")
     name = f"wake{tag}"
     pid0 = str(uuid.uuid4())
@@ -662,9 +664,9 @@ def bench_wake(w: World, runs: int, backend: str = "", fast_exit: bool = False) 
     suffix = " (poll fallback)" if backend else ""
     prefix = f"{FAST_LABEL}, " if fast_exit else ""
     main_row = not backend and not fast_exit
-    exit_row = Row(f"{prefix}wait-for-turn wake: stop appended → process exit{suffix}",
+    exit_row = Row(f"{prefix}wait-for-turn wake: {event} appended → process exit{suffix}",
                    budget=20 if main_row else None, budget_text="≤ 20 ms" if main_row else "")
-    line_row = Row(f"{prefix}wait-for-turn wake: stop appended → line on stdout{suffix}", note="diagnostic")
+    line_row = Row(f"{prefix}wait-for-turn wake: {event} appended → line on stdout{suffix}", note="diagnostic")
     prompt_id = pid0
     for i in range(runs):
         if i:
@@ -677,15 +679,16 @@ def bench_wake(w: World, runs: int, backend: str = "", fast_exit: bool = False) 
         except RuntimeError as exc:
             exit_row.error = str(exc)
             break
+        fields = {"error": "server_error", "last_assistant_message": "API Error: 500"} if failure else {"bg_running": 0}
         line = (json.dumps({"ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                            "event": "stop", "prompt_id": prompt_id, "bg_running": 0}) + "\n").encode()
+                            "event": event, "prompt_id": prompt_id, **fields}) + "\n").encode()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         t0 = now()
         os.write(fd, line)
         os.close(fd)
         t_exit, t_out = wait_exit(proc, 30, watch_stdout=True)
         out, err = proc.communicate()
-        if proc.returncode != 0 or b'"stop"' not in out:
+        if proc.returncode != (4 if failure else 0) or f'"{event}"'.encode() not in out:
             exit_row.error = f"exit {proc.returncode}, out {out[-200:]!r}, err {err.decode()[-300:]}"
             break
         exit_row.samples.append((t_exit - t0) * 1000)
@@ -693,6 +696,8 @@ def bench_wake(w: World, runs: int, backend: str = "", fast_exit: bool = False) 
             line_row.samples.append((t_out - t0) * 1000)
     if main_row:
         exit_row.note = "waits until blocked: inotify fd + liveness pidfd held, no child, wchan do_epoll_wait, CPU settled"
+        if failure:
+            exit_row.note = "as the stop row; the wait exits 4 with its line of advice on stderr"
     return [exit_row, line_row] if not fast_exit else [exit_row]
 
 
@@ -1049,6 +1054,7 @@ def main() -> int:
         section("status", lambda: bench_status(w, status_runs, args.diagnose))
         section("list", lambda: bench_list(w, list_runs))
         section("wait-for-turn wake", lambda: bench_wake(w, wake_runs))
+        section("wait-for-turn wake on stop_failure", lambda: bench_wake(w, wake_runs, event="stop_failure"))
         section("shell completion", lambda: bench_completion(w, list_runs))
         if args.diagnose:
             section("wait-for-turn wake (os._exit wrapper)", lambda: bench_wake(w, wake_runs, fast_exit=True))
