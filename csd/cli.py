@@ -310,7 +310,8 @@ def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[
         "turn_outcome": outcome,
         "turn_error": error,
         "retrying": w.state == State.WORKING and api is not None and api.retrying,
-        "attempts": api.attempts if api is not None and (api.attempts or api.error) else None,
+        # 0 after a failed call: a release that writes no api-request lines (2.1.112 has none), so unknown
+        "attempts": api.attempts if api is not None and api.attempts else None,
         "last_event": last.name if last else None,
         "last_event_ts": last.ts if last else None,
         "last_event_line": last.line_no if last else None,

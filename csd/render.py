@@ -115,7 +115,8 @@ def api_summary(tr: Tracked, last: str) -> tuple[str, bool]:
     if api.error is not None and end is not None and end is w.last_event:
         if end.error is None:  # a stop, and only the transcript says the turn failed
             return f"stop: API error ({api.error})", False
-        return f"{last} after {api.attempts} attempt{'s' if api.attempts != 1 else ''}", False
+        if api.attempts:  # 0: a release that writes no api-request lines
+            return f"{last} after {api.attempts} attempt{'s' if api.attempts != 1 else ''}", False
     return last, False
 
 

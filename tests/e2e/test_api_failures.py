@@ -9,6 +9,7 @@ which is what ``status --json`` counts as ``attempts``.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -96,3 +97,49 @@ def test_a_500_that_clears_on_the_last_retry_is_an_ordinary_turn(real, retrier) 
     assert (proc.returncode, proc.stdout) == (0, "ECHO: ERROR:500x2 flaky\n"), proc.stderr
     st = status_json(real, "retrier")
     assert (st["turn_outcome"], st["turn_error"], st["retrying"], st["attempts"]) == ("ok", None, False, None)
+
+
+# ---------------------------------------------------------------------------------------------- an older release
+
+OLD = os.environ.get("CSD_E2E_CLAUDE_OLD", "")
+LONG = "".join(f"{i:05d} " for i in range(600)).strip()  # 3599 characters: the hook keeps 2000
+
+
+@pytest.fixture(scope="module")
+def old_real(real, mock_api, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A world whose workers run an older Claude Code (``CSD_E2E_CLAUDE_OLD``: e.g. 2.1.112's ``cli.js``,
+    installed with ``npm install --prefix DIR @anthropic-ai/claude-code@2.1.112``). Opt-in: only the
+    pinned release is installed by .ci."""
+    if not OLD or not os.access(OLD, os.X_OK):
+        pytest.skip("an older Claude Code: set CSD_E2E_CLAUDE_OLD to its executable (e.g. 2.1.112's cli.js)")
+    world = type(real)(tmp_path_factory.mktemp("old"), OLD, mock_api)  # conftest.Real, for the older binary
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+def test_an_older_release_without_prompt_id_gets_whole_replies(old_real) -> None:  # type: ignore[no-untyped-def]
+    """2.1.112 has no prompt_id anywhere: a reply the hook truncated is completed from the transcript's
+    lines after the send, and --with-turn shows this turn, not an earlier one."""
+    from mockapi import Reply, last_user_message, user_text
+
+    old_real.api.script = lambda body: Reply.text("long", LONG) if "LONGREPLY" in user_text(last_user_message(body)) else None
+    try:
+        old_real.launch("o")
+        plain = old_real.shim("o", "converse", "hello old", "60")
+        assert (plain.returncode, plain.stdout) == (0, "ECHO: hello old\n"), plain.stderr
+        long = old_real.shim("o", "converse", "LONGREPLY please", "60")
+        assert (long.returncode, long.stdout, long.stderr) == (0, LONG + "\n", "")
+        stop = old_real.events("o", "stop")[-1]
+        assert "prompt_id" not in stop and "…[truncated " in stop["last_assistant_message"]
+        turn = old_real.shim("o", "converse", "--with-turn", "TOOL:Bash:echo hi", "60")
+        assert turn.returncode == 0 and turn.stdout.startswith("**Prompt:** TOOL:Bash:echo hi"), turn.stderr
+        assert turn.stdout.rstrip().endswith("DONE: hi")
+        failed = old_real.shim("o", "converse", "ERROR:400 old", "60")
+        assert failed.returncode == 4 and "(unknown: API Error: 400" in failed.stderr
+        # 2.1.112 writes no api-request lines: the attempts are unknown, not 0
+        st = status_json(old_real, "o")
+        assert (st["turn_outcome"], st["turn_error"], st["attempts"]) == ("api_error", "unknown", None)
+    finally:
+        old_real.api.script = None
