@@ -735,9 +735,9 @@ def _path_hint(tr: Tracked) -> Event | None:
         if isinstance(ev.data.get("transcript_path"), str):
             return ev
     w = tr.worker
-    for ev in (w.last_event, w.turn_end, w.turn_start):
-        if ev is not None and isinstance(ev.data.get("transcript_path"), str):
-            return ev
+    for known in (w.last_event, w.turn_end, w.turn_start):
+        if known is not None and isinstance(known.data.get("transcript_path"), str):
+            return known
     return None
 
 
