@@ -876,6 +876,8 @@ def transcript_file(wdir: WorkersDir, meta: Meta, hint: Event | None = None) -> 
     candidates: list[str] = []
     if hint is not None and isinstance(hint.data.get("transcript_path"), str):
         candidates.append(hint.data["transcript_path"])
+        if os.path.isfile(candidates[0]):
+            return Path(candidates[0])  # no need to read the events file for it
     path = wdir.events_path(meta.session_id)
     try:
         data = path.read_bytes()
