@@ -12,7 +12,7 @@ from pathlib import Path
 
 from csd import config
 from csd.errors import OK, TURN_FAILED, CsdError, EmptyReply, NotRunning
-from csd.events import Event, failure_line
+from csd.events import Event
 from csd.supervisor import Supervisor
 from csd.workers import Meta, WorkersDir
 
@@ -111,8 +111,9 @@ async def _wait_for_turn(sup: Supervisor, meta: Meta, args: argparse.Namespace) 
             f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r} to end its turn ({tr.describe()})"
         ) from None
     out(ev.raw)
-    if ev.error is not None:
-        err(f"csd: error: {failure_line(meta.tmux_name, ev)}")
+    failure = sup.turn_failure(meta.tmux_name, ev)
+    if failure is not None:
+        err(f"csd: error: {failure}")
         return TURN_FAILED
     return OK
 
@@ -129,9 +130,9 @@ async def _fan_wait(sup: Supervisor, args: argparse.Namespace) -> int:
         raise CsdError(f"timed out after {args.timeout:g}s; still busy: {', '.join(busy) or 'none'}") from None
     for name, ev in ended:
         out(f"{name}\t{ev.raw}")
-    failed = [(name, ev) for name, ev in ended if ev.error is not None]
-    for name, ev in failed:
-        err(f"csd: error: {failure_line(name, ev)}")
+    failed = [line for name, ev in ended if (line := sup.turn_failure(name, ev)) is not None]
+    for line in failed:
+        err(f"csd: error: {line}")
     return TURN_FAILED if failed else OK
 
 

@@ -484,6 +484,22 @@ class Supervisor:
             return _state_event(tr)  # idle with an empty tail window: nothing to print but the state itself
         return ev
 
+    def turn_failure(self, name: str, ev: Event) -> str | None:
+        """The one-line failure of the turn that ``ev`` ended, or None when it did not end in an API error:
+        a stop_failure, or a ``stop`` of a release without StopFailure (before 2.1.78) whose transcript ends
+        with Claude Code's synthetic API error line (read once, backwards from the end of the file)."""
+        from csd.transcript import read_api_state
+
+        if ev.error is not None:
+            return failure_line(name, ev)
+        if not ev.may_hide_api_error:
+            return None
+        path = transcript_file(self.wdir, self.resolve(name), ev)
+        api = read_api_state(path) if path is not None else None
+        if api is None or api.error is None:
+            return None
+        return failure_text(name, api.error, api.message)
+
     async def wait_any(self, handles: Iterable[str], settled: bool = False) -> tuple[str, Event]:
         """The first of several workers to end its turn (a gone one counts, with its last event)."""
         trs = [await self.track(h) for h in handles]

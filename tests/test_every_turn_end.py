@@ -102,6 +102,12 @@ def test_a_failed_turn_of_a_release_without_stop_failure_exits_4_and_shows_in_st
     assert (st["state"], st["turn_outcome"], st["turn_error"], st["attempts"], st["retrying"]) == ("idle", "api_error", "rate_limit", 1, False)
     (row,) = [json.loads(x) for x in csd("list", "--json").stdout.decode().splitlines()]
     assert (row["turn_outcome"], row["turn_error"]) == ("api_error", "rate_limit")
+    # the waits say so too: the worker is idle, its last turn failed
+    wait = run(shim, "wait-for-turn", "5")
+    assert wait.returncode == 4 and json.loads(wait.stdout)["event"] == "stop"
+    assert "the turn ended in an API error (rate_limit: " in wait.stderr
+    fan = csd("wait-for-turn", "--all", "old", "5")
+    assert fan.returncode == 4 and "'old': the turn ended in an API error (rate_limit" in fan.stderr.decode()
     # the next good turn is an ordinary one again
     ok = run(shim, "converse", "REPLY:back to normal")
     assert (ok.returncode, ok.stdout) == (0, "back to normal\n"), ok.stderr
