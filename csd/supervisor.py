@@ -22,7 +22,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -178,6 +178,9 @@ class Supervisor:
         self._changed = asyncio.Event()
         self._listeners: list[Callable[[Tracked, Event | None], None]] = []
         self._follow_api = False
+        # follow_api: one watcher per transcript directory, shared by the workers whose transcripts are there
+        # (workers in one cwd share it), so a table of many workers costs a few inotify instances, not one each
+        self._transcript_dirs: dict[Path, tuple[DirWatcher, int]] = {}
 
     # ------------------------------------------------------------ lifecycle of the supervisor
 
@@ -249,6 +252,24 @@ class Supervisor:
         for tr in self._tracked.values():
             tr.tasks.append(self._tg.create_task(self._api_follower(tr)))
 
+    @contextlib.asynccontextmanager
+    async def _transcript_dir(self, directory: Path) -> AsyncIterator[DirWatcher]:
+        """The shared watcher of a transcript directory, for as long as someone uses it."""
+        watcher, users = self._transcript_dirs.get(directory, (None, 0))
+        if watcher is None:
+            watcher = DirWatcher(directory, backend=self._backend)
+            await watcher.__aenter__()
+        self._transcript_dirs[directory] = (watcher, users + 1)
+        try:
+            yield watcher
+        finally:
+            watcher, users = self._transcript_dirs[directory]
+            if users > 1:
+                self._transcript_dirs[directory] = (watcher, users - 1)
+            else:
+                del self._transcript_dirs[directory]
+                await watcher.__aexit__(None, None, None)
+
     async def _api_follower(self, tr: Tracked) -> None:
         from csd.transcript import read_api_state
 
@@ -262,7 +283,7 @@ class Supervisor:
             await self.wait_until(lambda: True if tr.state == State.WORKING else None)
             path = transcript_file(self.wdir, tr.meta, _path_hint(tr))
             if path is not None and path.parent.is_dir():
-                async with DirWatcher(path.parent, backend=self._backend) as watcher:
+                async with self._transcript_dir(path.parent) as watcher:
                     changes = watcher.changes()  # before the first read: nothing written in between is missed
 
                     async def turn_over() -> None:

@@ -240,3 +240,27 @@ def test_no_reply_text_at_all_exits_1_with_the_reason_in_the_diagnostic(env: Env
     text = diag.read_text()
     assert "## reason\n\nno reply text: the stop event has no last_assistant_message" in text
     assert "## events tail" in text
+
+
+def test_watch_follows_two_retrying_workers_of_one_directory(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers in one cwd write their transcripts into one directory: one shared watch serves both rows."""
+    monkeypatch.setenv("CSD_SIM_RETRY_SECONDS", "0")
+    shims = [launch(env, "p1"), launch(env, "p2")]
+    watcher = subprocess.Popen([sys.executable, "-m", "csd", "watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout is not None
+        retrying: set[str] = set()
+        sent = False
+        for line in watcher.stdout:
+            _, name, state, last = line.rstrip("\n").split("\t")
+            if not sent and state == "idle":
+                sent = True
+                for shim in shims:
+                    assert run(shim, "send", "RETRY:2 HANG").returncode == 0
+            if last == "API retrying: attempt 2":
+                retrying.add(name)
+            if retrying == {"p1", "p2"}:
+                break
+    finally:
+        watcher.terminate()
+        watcher.communicate(timeout=10)
