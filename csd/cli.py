@@ -298,7 +298,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[str, object]:
     last = w.last_event
-    outcome, error, api = turn_outcome(m, w)
+    outcome, error, api = turn_outcome(m, w, session_id)
     return {
         "name": m.tmux_name,
         "session_id": session_id,  # the id it has now (it changes on /clear)
@@ -323,7 +323,7 @@ def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[
     }
 
 
-def turn_outcome(m: Meta, w: Worker) -> tuple[str | None, str | None, ApiState | None]:
+def turn_outcome(m: Meta, w: Worker, session_id: str) -> tuple[str | None, str | None, ApiState | None]:
     """(turn_outcome, turn_error, the transcript's ApiState or None) for status/list --json.
 
     The hooks decide, except where only the transcript knows: while the worker is working (is the API
@@ -340,20 +340,21 @@ def turn_outcome(m: Meta, w: Worker) -> tuple[str | None, str | None, ApiState |
     hidden = w.state == State.IDLE and end is not None and end.may_hide_api_error
     if not (w.state == State.WORKING or outcome == "api_error" or hidden):
         return outcome, error, None
-    api = read_api_state(_transcript_of(m, w))
+    api = read_api_state(_transcript_of(m, w, session_id))
     if hidden and api.error is not None:
         outcome, error = "api_error", api.error
     return outcome, error, api
 
 
-def _transcript_of(m: Meta, w: Worker) -> str:
-    """The transcript path the newest event names (it changes with /clear), else Claude Code's own rule."""
+def _transcript_of(m: Meta, w: Worker, session_id: str) -> str:
+    """The transcript path the newest event names (it changes with /clear), else Claude Code's own rule
+    for the worker's current ``session_id``."""
     from csd.transcript import transcript_path
 
     for ev in (w.last_event, w.turn_end, w.turn_start):
         if ev is not None and isinstance(ev.data.get("transcript_path"), str):
             return ev.data["transcript_path"]
-    return transcript_path(m.cwd, m.session_id)
+    return transcript_path(m.cwd, session_id)
 
 
 def _resolve(handle: str) -> tuple[WorkersDir, Meta]:
