@@ -73,6 +73,9 @@ ENV_RELEASE = "CSD_SIM_RELEASE"
 LAST_MESSAGE_SINCE = (2, 1, 47)  # Stop's last_assistant_message
 STOP_FAILURE_SINCE = (2, 1, 78)  # StopFailure; before it a failed turn fires Stop
 PROMPT_ID_SINCE = (2, 1, 196)  # prompt_id in hook payloads, promptId on transcript lines
+# api-request transcript lines (one per request): 2.1.330 writes them, 2.1.112 does not (both observed); the
+# first release that does is not known, so the simulator writes them only after 2.1.112
+API_REQUEST_AFTER = (2, 1, 112)
 
 # Defaults of the timings above, close to the real 2.1.330 against a local mock API (FACTS §4 "Timings").
 DEFAULT_STARTUP_DELAY_S = 0.4  # + interpreter start: SessionStart (or the trust dialog) ~0.5 s after spawn
@@ -169,8 +172,9 @@ Environment:
                                       before {'.'.join(map(str, PROMPT_ID_SINCE))} no prompt_id in hook payloads and no promptId in
                                       the transcript; before {'.'.join(map(str, STOP_FAILURE_SINCE))} a failed turn fires Stop (the
                                       transcript's synthetic line is all that tells); before {'.'.join(map(str, LAST_MESSAGE_SINCE))} no
-                                      last_assistant_message in Stop. The version is what --version
-                                      and the transcript report
+                                      last_assistant_message in Stop; 2.1.112 and older write no
+                                      api-request lines. The version is what --version and the
+                                      transcript report
   CLAUDE_CODE_TMPDIR=<dir>            agents' output files go to <dir>/claude-<uid>/... (default /tmp)
 """
 
@@ -548,7 +552,7 @@ class Transcript:
     """Appends Claude Code-shaped lines to <config>/projects/<enc cwd>/<session>.jsonl, one write per line."""
 
     def __init__(self, path: Path, session_id: str, cwd: str, permission_mode: str, model: str,
-                 version: str = SIM_CLAUDE_VERSION, prompt_ids: bool = True) -> None:
+                 version: str = SIM_CLAUDE_VERSION, prompt_ids: bool = True, api_requests: bool = True) -> None:
         self.path = path
         self.session_id = session_id
         self.cwd = cwd
@@ -556,6 +560,7 @@ class Transcript:
         self.model = model
         self.version = version
         self.prompt_ids = prompt_ids  # releases before ~2.1.196 write no promptId
+        self.api_requests = api_requests  # 2.1.112 and older write no api-request lines
         self.request_id: str | None = None  # the api-request line the next response answers
         self.parent_uuid: str | None = None
         self.message_count = 0
@@ -651,6 +656,8 @@ class Transcript:
 
     def api_request(self) -> None:
         """The line Claude Code writes for each request it sends (each attempt of a retried call too)."""
+        if not self.api_requests:
+            return
         self.request_id = str(uuid.uuid4())
         self.write({"type": "api-request", "sessionId": self.session_id, "id": self.request_id,
                     "timestamp": now_iso(), "version": self.version, "querySource": "repl_main_thread"})
@@ -918,6 +925,7 @@ class SimWorker:
         self.has_prompt_id = release >= PROMPT_ID_SINCE
         self.has_stop_failure = release >= STOP_FAILURE_SINCE
         self.has_last_message = release >= LAST_MESSAGE_SINCE
+        self.has_api_requests = release > API_REQUEST_AFTER
         trust = env.get(ENV_TRUST, "").strip().lower()
         self.trust_mode = "auto" if trust == "auto" else ("never" if trust in ("", "0", "no", "false") else "always")
 
@@ -959,7 +967,8 @@ class SimWorker:
 
     def _new_transcript(self, session_id: str) -> Transcript:
         return Transcript(transcript_path_for(self.env, self.cwd, session_id), session_id, self.cwd,
-                          self.permission_mode, self.model, self.version, self.has_prompt_id)
+                          self.permission_mode, self.model, self.version, self.has_prompt_id,
+                          self.has_api_requests)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

@@ -99,7 +99,8 @@ def test_a_failed_turn_of_a_release_without_stop_failure_exits_4_and_shows_in_st
     assert "the turn ended in an API error (rate_limit: API Error: Request rejected (429)" in line
     assert "rate limited: wait, then resend the prompt" in line
     st = status_json(shim)
-    assert (st["state"], st["turn_outcome"], st["turn_error"], st["attempts"], st["retrying"]) == ("idle", "api_error", "rate_limit", 1, False)
+    # these releases write no api-request lines: how many requests the call made is not known
+    assert (st["state"], st["turn_outcome"], st["turn_error"], st["attempts"], st["retrying"]) == ("idle", "api_error", "rate_limit", None, False)
     (row,) = [json.loads(x) for x in csd("list", "--json").stdout.decode().splitlines()]
     assert (row["turn_outcome"], row["turn_error"]) == ("api_error", "rate_limit")
     # the waits say so too: the worker is idle, its last turn failed
