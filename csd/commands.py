@@ -101,15 +101,23 @@ async def _check_stopped(wdir: WorkersDir, handle: str, unknown: CsdError, own_d
         )
 
 
+def timed_out(message: str) -> CsdError:
+    """The error for a wait that timed out: tmux's silence when a tmux call was what kept it waiting."""
+    from csd import tmux
+
+    return tmux.unanswered() or CsdError(message)
+
+
 async def _wait_for_turn(sup: Supervisor, meta: Meta, args: argparse.Namespace) -> int:
-    tr = await sup.track(meta, min_line=None if args.after_line is None else args.after_line + 1)
     try:
+        # tracking asks tmux about the worker's process: inside the timeout, which holds whatever tmux does
         async with asyncio.timeout(args.timeout):
+            await sup.track(meta, min_line=None if args.after_line is None else args.after_line + 1)
             ev = await sup.wait_for_turn(meta.tmux_name, args.after_line, args.settled)
     except TimeoutError:
-        raise CsdError(
-            f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r} to end its turn ({tr.describe()})"
-        ) from None
+        tr = sup.tracked()
+        doing = f" ({tr[0].describe()})" if tr else ""
+        raise timed_out(f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r} to end its turn{doing}") from None
     out(ev.raw)
     failure = sup.turn_failure(meta.tmux_name, ev)
     if failure is not None:
@@ -127,7 +135,7 @@ async def _fan_wait(sup: Supervisor, args: argparse.Namespace) -> int:
                 ended = await sup.wait_all(args.names, args.settled)
     except TimeoutError:
         busy = [f"{tr.name} ({tr.describe()})" for tr in sup.tracked() if tr.state in ("working", "launching")]
-        raise CsdError(f"timed out after {args.timeout:g}s; still busy: {', '.join(busy) or 'none'}") from None
+        raise timed_out(f"timed out after {args.timeout:g}s; still busy: {', '.join(busy) or 'none'}") from None
     for name, ev in ended:
         out(f"{name}\t{ev.raw}")
     failed = [line for name, ev in ended if (line := sup.turn_failure(name, ev)) is not None]
@@ -144,7 +152,7 @@ async def _converse(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: str, 
         tr = sup.tracked()[0] if sup.tracked() else None
         msg = f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r}" + (f" ({tr.describe()})" if tr else "")
         await _diagnose(wdir, meta, msg)
-        raise CsdError(msg) from None
+        raise timed_out(msg) from None
     except EmptyReply as exc:
         await _diagnose(wdir, meta, f"no reply text: {exc.reason}")
         raise

@@ -25,6 +25,7 @@ VARS: tuple[Var, ...] = (
     Var("CSD_EXACT_PROMPT_LIMIT", "100000", "longest prompt (characters) send types exactly; a longer one goes as one "
         "paste, which Claude Code wraps in <pasted_content> (exact typing costs ~0.1-0.15 ms per character)"),
     Var("CSD_STOP_TIMEOUT", "10", "seconds stop waits for session_end before killing the session"),
+    Var("CSD_TMUX_TIMEOUT", "10", "seconds any one tmux command may take before csd says the server is not answering"),
     Var("CSD_CONVERSE_DIAG_FILE", "", "converse writes a diagnostic here when it times out or gets no reply text"),
     Var("CSD_WATCH_BACKEND", "", "inotify or poll (default: inotify where available)"),
     Var("HOME", "~", "consent file ~/.claude/.claude-session-driver-consent"),

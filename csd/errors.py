@@ -39,6 +39,10 @@ class EmptyReply(CsdError):
         self.reason = reason  # what was looked at and missing, for the diagnostic file
 
 
+class TmuxNotAnswering(CsdError):
+    """The tmux server took no notice of a command within ``CSD_TMUX_TIMEOUT`` (stopped, or swamped)."""
+
+
 class TurnFailed(CsdError):
     """The turn ended in an API error (Claude Code's StopFailure); ``event`` is its stop_failure line."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csd import __version__, config, tmux
-from csd.errors import OK, CsdError, UsageError
+from csd.errors import OK, CsdError, TmuxNotAnswering, UsageError
 from csd.hook import HOOK_TO_EVENT
 from csd.states import State
 from csd.supervisor import Supervisor, Tracked
@@ -650,6 +650,7 @@ async def stop_worker(meta: Meta, wdir: WorkersDir | None = None) -> None:
     socket = meta.tmux_socket
     name = meta.tmux_name
     timeout = config.seconds("CSD_STOP_TIMEOUT")
+    remove = True
     try:
         pane = await tmux.pane_of(name, socket)
         if pane is not None and pane.alive and not tmux.worker_alive(pane, meta.pid, meta.proc_start):
@@ -674,11 +675,16 @@ async def stop_worker(meta: Meta, wdir: WorkersDir | None = None) -> None:
                     except TimeoutError:
                         print(f"csd: {name!r} did not exit within {timeout:g}s of /exit; killing its tmux session", file=sys.stderr)
         await tmux.kill_session(name, socket)
+    except TmuxNotAnswering as exc:
+        # the worker may well be alive: keep its files, so that stop can be run again once tmux answers
+        remove = False
+        raise TmuxNotAnswering(f"{exc} (worker {name!r} not stopped, its files kept: run stop again once tmux answers)") from None
     finally:
-        wdir.remove_files(meta)
-        # the claim file a launcher killed mid-launch left (never one a launch under way holds: that fails)
-        with contextlib.suppress(CsdError, OSError):
-            LaunchClaim(wdir, name).release()
+        if remove:
+            wdir.remove_files(meta)
+            # the claim file a launcher killed mid-launch left (never one a launch under way holds: that fails)
+            with contextlib.suppress(CsdError, OSError):
+                LaunchClaim(wdir, name).release()
 
 
 async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str, reason: str = "") -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from csd import config
-from csd.errors import CsdError
+from csd.errors import CsdError, TmuxNotAnswering
 
 #: What csd asks tmux for, one pane per line (workers run a single pane each).
 PANE_FORMAT = "#{session_name}\t#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}"
@@ -148,12 +149,35 @@ def _error(args: Sequence[str], stderr: str) -> TmuxError:
     return TmuxError(f"tmux {args[0] if args else ''}: {stderr.strip() or 'failed'}")
 
 
+def _not_answering(args: Sequence[str], socket: str | None, seconds: float, bound: str = " (CSD_TMUX_TIMEOUT)") -> str:
+    where = " ".join(socket_args(socket)) or "(default socket)"
+    return (
+        f"the tmux server {where} is not answering: 'tmux {args[0] if args else ''}' got no reply in {seconds:.1f}s{bound}; "
+        "it may be stopped (kill -STOP) or swamped: find it with: ps -C tmux -o pid,stat,args"
+    )
+
+
+#: The last tmux command cut short while the server was silent, for a wait that timed out meanwhile.
+_unanswered: str | None = None
+
+
+def unanswered() -> TmuxNotAnswering | None:
+    """The error for a tmux command that was cancelled (a wait's own timeout) after the server had
+    been silent for over a second, else None: a wait that timed out then should name tmux, not the worker."""
+    return TmuxNotAnswering(_unanswered) if _unanswered else None
+
+
 def run_sync(args: Sequence[str], socket: str | None = None, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """For the read-side commands, which should not pay for an event loop."""
+    """For the read-side commands, which should not pay for an event loop. Bounded by CSD_TMUX_TIMEOUT."""
+    seconds = config.seconds("CSD_TMUX_TIMEOUT")
     try:
-        return subprocess.run(argv(args, socket), input=input, capture_output=True, check=False, env=client_env())
+        # run() kills the client on timeout and waits only for its exit, not for its pipes (which a
+        # stopped server keeps open)
+        return subprocess.run(argv(args, socket), input=input, capture_output=True, check=False, timeout=seconds, env=client_env())
     except FileNotFoundError:
         raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None
+    except subprocess.TimeoutExpired:
+        raise TmuxNotAnswering(_not_answering(args, socket, seconds)) from None
 
 
 def list_panes_sync(socket: str | None = None) -> dict[str, Pane]:
@@ -167,31 +191,74 @@ def list_panes_sync(socket: str | None = None) -> dict[str, Pane]:
     return parse_panes(proc.stdout.decode(errors="replace"))
 
 
+def _scratch(name: str) -> int:
+    """An anonymous file for one stream of a tmux client. Not a pipe: the tmux server receives the
+    client's descriptors, so a stopped server would hold a pipe open and a reader would wait forever
+    after the client is killed."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create(name, os.MFD_CLOEXEC)
+    import tempfile
+
+    return os.dup(tempfile.TemporaryFile().fileno())  # the dup keeps the unlinked file alive
+
+
+def _drain(fd: int) -> str:
+    chunks = []
+    pos = 0
+    while chunk := os.pread(fd, 1 << 16, pos):
+        chunks.append(chunk)
+        pos += len(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
 async def run(
     args: Sequence[str], socket: str | None = None, input: bytes | None = None, check: bool = True
 ) -> tuple[int, str, str]:
-    """Run one tmux command; with ``check`` a non-zero exit raises TmuxError."""
+    """Run one tmux command; with ``check`` a non-zero exit raises TmuxError.
+
+    Bounded by CSD_TMUX_TIMEOUT (TmuxNotAnswering); a cancellation kills the client and returns at once.
+    """
     import asyncio
 
+    global _unanswered
+    seconds = config.seconds("CSD_TMUX_TIMEOUT")
+    fds = [_scratch("tmux-out"), _scratch("tmux-err")]
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv(args, socket),
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=client_env(),
-        )
-    except FileNotFoundError:
-        raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None
-    try:
-        out, err = await proc.communicate(input)
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        raise
-    rc = proc.returncode or 0
-    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        if input is not None:
+            fds.append(_scratch("tmux-in"))
+            os.write(fds[2], input)
+            os.lseek(fds[2], 0, os.SEEK_SET)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv(args, socket),
+                stdin=fds[2] if input is not None else subprocess.DEVNULL,
+                stdout=fds[0],
+                stderr=fds[1],
+                env=client_env(),
+            )
+        except FileNotFoundError:
+            raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(seconds):
+                await proc.wait()
+        except TimeoutError:
+            raise TmuxNotAnswering(_not_answering(args, socket, seconds)) from None
+        except asyncio.CancelledError:
+            waited = time.monotonic() - started
+            if waited > 1.0:
+                _unanswered = _not_answering(args, socket, waited, bound="")
+            raise
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                # no pipes: the killed client's exit is all there is to wait for
+                await asyncio.shield(proc.wait())
+        rc = proc.returncode or 0
+        stdout, stderr = _drain(fds[0]), _drain(fds[1])
+    finally:
+        for fd in fds:
+            os.close(fd)
     if check and rc != 0:
         raise _error(args, stderr)
     return rc, stdout, stderr
