@@ -7,7 +7,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from csd import __version__, config
@@ -381,7 +381,7 @@ def cmd_status(handle: str, args: argparse.Namespace) -> int:
 
 
 def cmd_read_events(handle: str, args: argparse.Namespace) -> int:
-    from csd.workers import iter_events
+    from csd.workers import iter_events, last_events
 
     wdir, m = _resolve(handle)
     path = wdir.events_path(m.session_id)
@@ -389,9 +389,14 @@ def cmd_read_events(handle: str, args: argparse.Namespace) -> int:
         from csd.commands import follow_events
 
         return run_async(follow_events(wdir, m, args.last, args.type, lambda e: print(e.raw, flush=True)))
-    events = [e for e in iter_events(path, warn_bad_line(path)) if args.type is None or e.name == args.type]
+    def keep(e: Event) -> bool:
+        return args.type is None or e.name == args.type
+
     if args.last is not None:
-        events = events[-args.last :] if args.last else []
+        # from the end: a long log costs what the last N events take, not its size
+        events: Iterable[Event] = last_events(path, args.last, keep, warn_bad_line(path))
+    else:
+        events = (e for e in iter_events(path, warn_bad_line(path)) if keep(e))
     out = sys.stdout
     for e in events:
         out.write(e.raw + "\n")

@@ -180,11 +180,12 @@ async def follow_events(
     wdir: WorkersDir, meta: Meta, last: int | None, type_: str | None, emit: Callable[[Event], None]
 ) -> int:
     """read-events --follow: what is there (or the last N), then new lines until the worker is stopped."""
-    from csd.events import BadLine, parse_line
+    from csd.events import BadLine, parse_line, too_long
+    from csd.lines import MAX_LINE
 
     path = wdir.events_path(meta.session_id)
     async with Supervisor(wdir) as sup:
-        follower = sup.watcher.follow(path.name)
+        follower = sup.watcher.follow(path.name, on_long=lambda n: err(f"csd: warning: {path}: skipping {too_long(n, MAX_LINE)}"))
         present = _count_lines(path)  # the backlog; --last applies to it only
         backlog: list[Event] = []
         flushed = present == 0
@@ -220,10 +221,13 @@ def _flush(backlog: list[Event], last: int | None, emit: Callable[[Event], None]
 
 
 def _count_lines(path: Path) -> int:
-    from csd.workers import open_regular
+    from csd.lines import count_newlines
+    from csd.workers import open_if_there
 
-    try:
-        with os.fdopen(open_regular(path), "rb") as f:
-            return f.read().count(b"\n")
-    except FileNotFoundError:
+    fd = open_if_there(path)
+    if fd is None:
         return 0
+    try:
+        return count_newlines(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)

@@ -57,6 +57,14 @@ class Event:
     ts: str
     data: dict[str, Any] = field(repr=False)
     raw: str = field(repr=False)
+    #: How many times the file had been truncated or replaced (log rotation) before this line was read:
+    #: line numbers restart at 1 each time, so order is (gen, line_no), never line_no alone.
+    gen: int = 0
+
+    @property
+    def pos(self) -> tuple[int, int]:
+        """Where the line is in the worker's log across truncations: later lines compare greater."""
+        return (self.gen, self.line_no)
 
     @property
     def known(self) -> bool:
@@ -149,8 +157,17 @@ class BadLine(ValueError):
     """A malformed or half-written line (a hook killed mid-write)."""
 
     def __init__(self, line_no: int, reason: str, text: str) -> None:
-        super().__init__(f"line {line_no}: {reason}: {text[:80]!r}")
-        self.line_no = line_no
+        super().__init__(f"{f'line {line_no}' if line_no else 'a line'}: {reason}" + (f": {text[:80]!r}" if text else ""))
+        self.line_no, self.reason, self.text = line_no, reason, text
+
+    def at(self, line_no: int) -> BadLine:
+        """The same report for line ``line_no`` (a backward read learns line numbers last)."""
+        return BadLine(line_no, self.reason, self.text)
+
+
+def too_long(line_no: int, limit: int) -> BadLine:
+    """A line over the readers' limit (lines.MAX_LINE): skipped unread, so it is not quoted."""
+    return BadLine(line_no, f"longer than {limit} bytes (the hook never writes such a line)", "")
 
 
 def parse_line(text: str, line_no: int) -> Event:

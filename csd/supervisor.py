@@ -23,13 +23,14 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from csd import config, tmux
 from csd.errors import CsdError, EmptyReply, NotRunning, TurnFailed, UsageError
-from csd.events import BadLine, Event, failure_line, failure_text, parse_line
+from csd.events import BadLine, Event, failure_line, failure_text, parse_line, too_long
+from csd.lines import MAX_LINE
 from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
 from csd.watch import DirWatcher, Follower
 from csd.workers import Meta, WorkersDir, now_iso, open_regular
@@ -65,17 +66,22 @@ def _warn_bad(path: object) -> Callable[[BadLine], None]:
     return lambda bad: _warn(f"csd: warning: {path}: skipping {bad}")
 
 
+def _warn_long(path: object) -> Callable[[int], None]:
+    return lambda number: _warn(f"csd: warning: {path}: skipping {too_long(number, MAX_LINE)}")
+
+
 @dataclass
 class Tracked:
     """A worker the supervisor follows: its meta, its machine, and what arrived since tracking began."""
 
     meta: Meta
     worker: Worker
-    line_count: int  # complete lines seen so far
+    line_count: int  # complete lines seen so far in the current file
     # the latest events read since tracking began (send looks for its confirmation among them); bounded
     # so that a long-lived watch over busy workers does not grow without end
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     removed: bool = False  # the events file was deleted (the worker was stopped)
+    gen: int = 0  # truncations or replacements of the events file seen (see Event.gen)
     pidfd: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # what the transcript says of the turn's API calls (Supervisor.follow_api): while working, and after a
@@ -89,6 +95,11 @@ class Tracked:
     @property
     def state(self) -> State:
         return State(self.worker.state)
+
+    @property
+    def pos(self) -> tuple[int, int]:
+        """The position of the last line read, comparable with Event.pos."""
+        return (self.gen, self.line_count)
 
     def describe(self) -> str:
         """What the worker was doing, for timeout messages."""
@@ -234,7 +245,7 @@ class Supervisor:
         tail = self.wdir.read_tail(meta.session_id, _warn_bad(path), min_line)
         tr = Tracked(meta, fold(tail.events), tail.line_count)
         self._tracked[meta.tmux_name] = tr
-        follower = self.watcher.follow(path.name, start_line=tail.line_count)
+        follower = self.watcher.follow(path.name, start_line=tail.line_count, on_long=_warn_long(path))
         tr.tasks.append(self._tg.create_task(self._pump(tr, follower)))
         if self._follow_api:
             tr.tasks.append(self._tg.create_task(self._api_follower(tr)))
@@ -327,11 +338,15 @@ class Supervisor:
         path = self.wdir.events_path(tr.meta.session_id)
         try:
             async for number, text in follower:
-                tr.line_count = max(tr.line_count, number)
+                if follower.resets != tr.gen:
+                    # truncated (log rotation) or replaced: a reset, its lines count from 1 again and
+                    # are all later than anything read before
+                    tr.gen = follower.resets
+                tr.line_count = number
                 if not text.strip():
                     continue
                 try:
-                    event = parse_line(text, number)
+                    event = replace(parse_line(text, number), gen=tr.gen)
                 except BadLine as bad:
                     _warn(f"csd: warning: {path}: skipping {bad}")
                     continue
@@ -499,7 +514,8 @@ class Supervisor:
             return None
         ev = w.turn_end or w.state_event
         if after_line is not None:
-            candidates = [e for e in (w.turn_end, w.state_event) if e is not None and e.line_no > after_line]
+            # a line after a truncation is later than any line number of the file before it
+            candidates = [e for e in (w.turn_end, w.state_event) if e is not None and e.pos > (0, after_line)]
             ev = candidates[0] if candidates else None
         if ev is None and after_line is None:
             return _state_event(tr)  # idle with an empty tail window: nothing to print but the state itself
@@ -592,7 +608,7 @@ class Supervisor:
         slash = not shell and text.lstrip().startswith("/")
         command = text.split(None, 1)[0] if slash else ""
         with WorkerLock(self.wdir, tr.meta, "csd send"):
-            mark = tr.line_count
+            mark = tr.pos
             socket = tr.meta.tmux_socket
             try:
                 await self._empty_input(tr, socket)
@@ -684,11 +700,11 @@ class Supervisor:
         what = f"{left.text[:80]!r}" if left.text else "nothing"
         _warn(f"csd: note: cleared what was left in {tr.name!r}'s input line" + (" (bash mode)" if left.mode == "shell" else "") + f": {what}")
 
-    def _submitted(self, tr: Tracked, mark: int, slash: bool) -> Event | None:
+    def _submitted(self, tr: Tracked, mark: tuple[int, int], slash: bool) -> Event | None:
         if tr.removed or tr.state in NOT_RUNNING:
             raise NotRunning(f"worker {tr.name!r} ended while the prompt was being sent ({tr.describe()})")
         for ev in tr.events:
-            if ev.line_no <= mark:
+            if ev.pos <= mark:
                 continue
             # slash commands such as /compact or /clear fire their own events, not user_prompt_submit
             if ev.name == "user_prompt_submit" or (slash and ev.known):
@@ -721,7 +737,7 @@ class Supervisor:
             if w.state == State.TERMINATED:
                 raise NotRunning(f"worker {tr.name!r} exited during the turn ({tr.describe()})")
             end = w.turn_end
-            if w.state == State.IDLE and end is not None and end.line_no > submitted.line_no:
+            if w.state == State.IDLE and end is not None and end.pos > submitted.pos:
                 return end
             return None
 
@@ -915,17 +931,12 @@ def transcript_file(wdir: WorkersDir, meta: Meta, hint: Event | None = None) -> 
         candidates.append(hint.data["transcript_path"])
         if os.path.isfile(candidates[0]):
             return Path(candidates[0])  # no need to read the events file for it
-    path = wdir.events_path(meta.session_id)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = b""
-    pos = data.rfind(b'"transcript_path"')
-    if pos >= 0:
-        start = data.rfind(b"\n", 0, pos) + 1
-        end = data.find(b"\n", pos)
+    from csd.workers import last_line_with
+
+    raw = last_line_with(wdir.events_path(meta.session_id), b'"transcript_path"')
+    if raw is not None:
         try:
-            ev = parse_line(data[start : end if end >= 0 else len(data)].decode("utf-8", "replace"), 0)
+            ev = parse_line(raw.decode("utf-8", "replace"), 0)
             if isinstance(ev.data.get("transcript_path"), str):
                 candidates.append(ev.data["transcript_path"])
         except BadLine:

@@ -10,10 +10,12 @@ import os
 import stat
 import sys
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import IntFlag, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
+
+from csd.lines import CHUNK, MAX_LINE, Splitter
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -30,7 +32,10 @@ BACKENDS = ("inotify", "poll")
 # where inotify is missing (macOS) or when forced, so its CPU cost is accepted there.
 POLL_INTERVAL = 0.05
 
-_READ_CHUNK = 1 << 16
+#: Most bytes a follower reads before it lets the loop run again: a huge append never blocks the loop.
+READ_BUDGET = 4 << 20
+#: Bytes just before a follower's offset that it re-reads to tell an append from a truncate-and-regrow.
+_MARK = 4096  # one page: it reaches back past a line's fixed-shape end into what makes it unique
 
 # Errors from inotify_init1/inotify_add_watch meaning "no inotify for us right now", not "bad directory".
 _FALLBACK_ERRNOS = frozenset({errno.EMFILE, errno.ENOSPC, errno.ENOSYS})
@@ -92,12 +97,6 @@ class Line(NamedTuple):
 
 # (st_dev, st_ino, st_size, st_mtime_ns): identity first, so [:2] tells a replacement from a write.
 FileStat = tuple[int, int, int, int]
-
-
-def split_lines(tail: bytes, data: bytes) -> tuple[list[bytes], bytes]:
-    """Append `data` to the unterminated `tail`; return the complete lines (without "\\n") and the new tail."""
-    *lines, rest = (tail + data).split(b"\n")
-    return lines, rest
 
 
 def scan_directory(directory: str | os.PathLike[str]) -> dict[str, FileStat]:
@@ -164,7 +163,7 @@ def _choose_backend(requested: str | None) -> tuple[str, bool]:
 class Follower:
     """Async iterator of the complete lines of one file of a DirWatcher; made by DirWatcher.follow()."""
 
-    def __init__(self, watcher: DirWatcher, name: str, start_line: int) -> None:
+    def __init__(self, watcher: DirWatcher, name: str, start_line: int, on_long: Callable[[int], None] | None = None) -> None:
         self.name = name
         self.path = watcher.directory / name
         self.resets = 0  # truncations + replacements seen; each one restarts line numbers at 1
@@ -174,8 +173,9 @@ class Follower:
         self._ident: tuple[int, int] | None = None
         self._opened = False  # once any file was opened, a missing name means "deleted", not "not yet"
         self._offset = 0
-        self._tail = b""
-        self._count = 0
+        self._mark = b""  # the bytes just before _offset, as read
+        self._on_long = on_long or (lambda n: log.warning("%s: skipping line %d: longer than %d bytes", self.path, n, MAX_LINE))
+        self._splitter = Splitter(MAX_LINE, self._on_long)
         self._lines: deque[Line] = deque()
         self._ended = False
         self._wake = asyncio.Event()
@@ -199,8 +199,9 @@ class Follower:
                     self._read_to_eof()
                 self._end()
                 continue
-            self._sync()
-            if not self._lines and not self._ended:
+            if self._sync():
+                await asyncio.sleep(0)  # more to read: let the loop run first
+            elif not self._lines and not self._ended:
                 await self._wake.wait()
         return self._lines.popleft()
 
@@ -230,50 +231,69 @@ class Follower:
         self._fd, self._ident, self._opened = fd, (st.st_dev, st.st_ino), True
         return True
 
-    def _sync(self) -> None:
-        """Bring this follower up to date with the name: read new bytes, restart on a new file, or end."""
+    def _sync(self) -> bool:
+        """Bring this follower up to date with the name: read new bytes, restart on a new file, or end.
+
+        Returns True when it stopped early with more to read (READ_BUDGET)."""
         while True:
             if self._fd is None and not self._open():
                 if self._opened:
                     self._end()
-                return
+                return False
             assert self._fd is not None
-            if os.fstat(self._fd).st_size < self._offset:
-                # Shrunk under us: what we read is no longer the file. Only detectable while the file is
-                # still shorter than our offset when we look; a truncate-and-regrow past it is not.
+            if self._rewritten():
+                # Truncated (log rotation) under us, even if already written past our offset again:
+                # what we read is no longer the file.
                 self._restart("truncated")
-            self._read_to_eof()
+            if self._read(READ_BUDGET):
+                return True
             try:
                 now = os.stat(self.path, follow_symlinks=False)
             except FileNotFoundError:
                 self._end()
-                return
+                return False
             if (now.st_dev, now.st_ino) == self._ident:
-                return
+                return False
             # Another file under the name (rename over it, or delete + recreate between two looks): the old
             # one has been drained above, so start over on the new one.
             self._close_fd()
             self._restart("replaced")
 
-    def _read_to_eof(self) -> None:
+    def _rewritten(self) -> bool:
+        """Shorter than what we read, or no longer holding the bytes we read last."""
         assert self._fd is not None
-        while data := os.pread(self._fd, _READ_CHUNK, self._offset):
+        if os.fstat(self._fd).st_size < self._offset:
+            return True
+        return bool(self._mark) and os.pread(self._fd, len(self._mark), self._offset - len(self._mark)) != self._mark
+
+    def _read(self, budget: int) -> bool:
+        """Read and split up to ``budget`` bytes; True when that left more to read."""
+        assert self._fd is not None
+        while data := os.pread(self._fd, min(CHUNK, budget), self._offset):
             self._offset += len(data)
-            lines, self._tail = split_lines(self._tail, data)
-            for raw in lines:
-                self._count += 1
-                if self._count > self._skip:
-                    self._lines.append(Line(self._count, raw.decode("utf-8", errors="replace")))
+            budget -= len(data)
+            self._mark = (self._mark + data[-_MARK:])[-_MARK:]
+            for number, raw in self._splitter.feed(data):
+                if number > self._skip:
+                    self._lines.append(Line(number, raw.decode("utf-8", errors="replace")))
+            if budget <= 0:
+                return True
+        return False
+
+    def _read_to_eof(self) -> None:
+        while self._read(READ_BUDGET):
+            pass
 
     def _restart(self, why: str) -> None:
         log.warning("%s was %s; following it again from line 1", self.path, why)
         self.resets += 1
         # start_line referred to the file the caller had read; the new content is all unseen.
-        self._offset, self._tail, self._count, self._skip = 0, b"", 0, 0
+        self._offset, self._mark, self._skip = 0, b"", 0
+        self._splitter = Splitter(MAX_LINE, self._on_long)
 
     def _end(self) -> None:
-        if self._tail and not self._ended:
-            log.debug("%s ended with an unterminated line of %d bytes; dropped", self.path, len(self._tail))
+        if self._splitter.pending and not self._ended:
+            log.debug("%s ended with an unterminated line of %d bytes; dropped", self.path, self._splitter.pending)
         self._ended = True
         self._close_fd()
         self._wake.set()
@@ -328,7 +348,9 @@ class DirWatcher:
 
     `w.follow(name, start_line=0)` -> Follower, an async iterator of Line(number, text): every complete
     line of the file (text without "\\n", UTF-8 with errors="replace"; a trailing unterminated line is held
-    until its "\\n"), numbered from 1, skipping the first `start_line`. It opens the file at once and reads
+    until its "\\n"), numbered from 1, skipping the first `start_line`. A line over lines.MAX_LINE is
+    skipped (it still counts) and reported through `on_long(number)` (default: a logged warning); at most
+    READ_BUDGET bytes are read before the loop runs again. It opens the file at once and reads
     what is there (so nothing written after the watch began is lost), waits for the file if it does not
     exist yet, restarts from line 1 on truncation or on another file taking the name (Follower.resets
     counts these, and a warning is logged), and ends when the file is deleted (after its last complete
@@ -394,12 +416,12 @@ class DirWatcher:
             if failure is not None:
                 raise failure
 
-    def follow(self, name: str, start_line: int = 0) -> Follower:
+    def follow(self, name: str, start_line: int = 0, on_long: Callable[[int], None] | None = None) -> Follower:
         """Follow the lines of file `name` in the directory; see the class docstring."""
         self._check_usable(name)
         if start_line < 0:
             raise ValueError(f"start_line must be >= 0, not {start_line}")
-        follower = Follower(self, name, start_line)
+        follower = Follower(self, name, start_line, on_long)
         self._followers.setdefault(name, set()).add(follower)
         return follower
 

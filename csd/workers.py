@@ -10,15 +10,16 @@ import shlex
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from csd import config
 from csd.errors import CsdError, UnknownWorker, UsageError
-from csd.events import BadLine, Event, parse_line
+from csd.events import BadLine, Event, parse_line, too_long
 from csd.hook import dir_refusal
+from csd.lines import MAX_LINE, count_newlines, read_backward, read_forward
 from csd.states import is_anchor
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -337,6 +338,14 @@ def open_regular(path: str | os.PathLike[str], flags: int = os.O_RDONLY, mode: i
     return fd
 
 
+def open_if_there(path: str | os.PathLike[str]) -> int | None:
+    """open_regular for reading, or None when there is no such file (yet, or any more)."""
+    try:
+        return open_regular(path)
+    except FileNotFoundError:
+        return None
+
+
 def _unlink(p: Path) -> None:
     try:
         os.unlink(p)
@@ -352,9 +361,6 @@ def entry_point() -> list[str]:
     return [sys.executable, "-m", "csd"]
 
 
-_BLOCK = 1 << 16
-
-
 def read_tail(
     path: Path, on_bad: Callable[[BadLine], None] | None = None, min_line: int | None = None, count_lines: bool = True
 ) -> Tail:
@@ -362,88 +368,67 @@ def read_tail(
 
     The state depends only on the events since the last anchor (``states.ANCHORS``), so a long log
     costs a read of its tail, never a replay of every line. A missing file is an empty tail. A
-    half-written last line (no newline yet) is not counted. With ``min_line`` the tail reaches back
-    at least to that line (``--after-line`` needs it). Line numbers need a newline count of the whole
-    file; without ``count_lines`` (plain ``status``, ``list``) it is skipped: line numbers are then 0
-    and ``line_count`` is -1.
+    half-written last line (no newline yet) is not counted; a line over ``lines.MAX_LINE`` is skipped
+    and reported. With ``min_line`` the tail reaches back at least to that line (``--after-line``
+    needs it). Line numbers need a newline count of the whole file; without ``count_lines`` (plain
+    ``status``, ``list``) it is skipped: line numbers are then 0 and ``line_count`` is -1.
     """
     if min_line is not None:
         return _full_tail(path, on_bad, min_line)  # --after-line, for bash v3 callers: a forward read
-    try:
-        fd = open_regular(path)
-    except FileNotFoundError:
+    fd = open_if_there(path)
+    if fd is None:
         return Tail([], 0)
+    collected: list[tuple[int, bytes]] = []  # (k, line), newest first
+    longs: list[int] = []
     try:
         size = os.fstat(fd).st_size
-        window = _BLOCK
-        while True:
-            start = max(0, size - window)
-            data = os.pread(fd, size - start, start)
-            found, collected = _scan_back(data, start == 0)
-            if found or start == 0:
+        for k, _, raw in read_backward(fd, size, longs.append):
+            collected.append((k, raw))
+            if _is_anchor(raw):
                 break
-            window *= 4
-        if count_lines:
-            line_count = _count_newlines(fd, start) + data.count(b"\n", 0, data.rfind(b"\n") + 1)
-        else:
-            line_count = -1
+        line_count = count_newlines(fd, size) if count_lines else -1
     finally:
         os.close(fd)
-    events = []
-    first_no = line_count - len(collected) + 1 if line_count >= 0 else 0
-    for i, raw in enumerate(reversed(collected)):
+    number = (lambda k: line_count - k) if line_count >= 0 else (lambda k: 0)
+    if on_bad is not None:
+        for k in reversed(longs):
+            if not collected or k < collected[-1][0]:  # only those inside the tail
+                on_bad(too_long(number(k), MAX_LINE))
+    return Tail(list(_parse(((number(k), raw) for k, raw in reversed(collected)), on_bad)), line_count)
+
+
+def _parse(lines: Iterable[tuple[int, bytes]], on_bad: Callable[[BadLine], None] | None) -> Iterator[Event]:
+    for number, raw in lines:
         text = raw.decode("utf-8", "replace")
         if not text.strip():
             continue
         try:
-            events.append(parse_line(text, first_no + i if line_count >= 0 else 0))
+            yield parse_line(text, number)
         except BadLine as bad:
-            if on_bad:
+            if on_bad is not None:
                 on_bad(bad)
-    return Tail(events, line_count)
 
 
-def _scan_back(data: bytes, at_file_start: bool) -> tuple[bool, list[bytes]]:
-    """Complete lines of ``data`` from the end back to the last anchor: (anchor found, lines newest first)."""
-    end = data.rfind(b"\n") + 1
-    collected: list[bytes] = []
-    pos = end
-    while pos > 0:
-        nl = data.rfind(b"\n", 0, pos - 1)
-        if nl < 0 and not at_file_start:
-            break  # the window starts mid-line: that line is not whole here
-        raw = data[nl + 1 : pos - 1]
-        collected.append(raw)
-        if _is_anchor(raw):
-            return True, collected
-        pos = nl + 1
-    return False, collected
-
-
-def _count_newlines(fd: int, end: int) -> int:
-    count, pos = 0, 0
-    while pos < end:
-        chunk = os.pread(fd, min(1 << 20, end - pos), pos)
-        if not chunk:
-            break
-        count += chunk.count(b"\n")
-        pos += len(chunk)
-    return count
+def _on_long(on_bad: Callable[[BadLine], None] | None) -> Callable[[int], None] | None:
+    return None if on_bad is None else (lambda number: on_bad(too_long(number, MAX_LINE)))
 
 
 def _full_tail(path: Path, on_bad: Callable[[BadLine], None] | None, min_line: int) -> Tail:
     """The tail from the last anchor at or before ``min_line``, by a forward read of the whole file."""
-    events = list(iter_events(path, on_bad))
-    anchor = 0
-    for i, ev in enumerate(events):
-        if ev.line_no <= min_line and is_anchor(ev.name, ev.data):
-            anchor = i
+    fd = open_if_there(path)
+    if fd is None:
+        return Tail([], 0)
+    events: list[Event] = []
     try:
-        with os.fdopen(open_regular(path), "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        data = b""
-    return Tail(events[anchor:], data.count(b"\n", 0, data.rfind(b"\n") + 1))
+        size = os.fstat(fd).st_size
+        for ev in _parse(read_forward(fd, _on_long(on_bad), end=size), on_bad):
+            if ev.line_no <= min_line and is_anchor(ev.name, ev.data):
+                events.clear()
+            events.append(ev)
+        line_count = count_newlines(fd, size)
+    finally:
+        os.close(fd)
+    return Tail(events, line_count)
 
 
 def _is_anchor(raw: bytes) -> bool:
@@ -451,23 +436,70 @@ def _is_anchor(raw: bytes) -> bool:
         return False
     try:
         obj = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and is_anchor(obj.get("event"), obj)
 
 
 def iter_events(path: Path, on_bad: Callable[[BadLine], None] | None = None) -> Iterator[Event]:
-    """Every event of a file, oldest first (for read-events and the live table)."""
-    from csd.events import parse_lines
-
-    try:
-        fd = open_regular(path)
-    except FileNotFoundError:
+    """Every event of a file, oldest first, read a piece at a time (for read-events and the live table)."""
+    fd = open_if_there(path)
+    if fd is None:
         return
-    with os.fdopen(fd, "rb") as f:
-        data = f.read()
-    end = data.rfind(b"\n") + 1
-    yield from parse_lines(data[:end].decode("utf-8", "replace").split("\n")[:-1] if end else [], 1, on_bad)
+    try:
+        yield from _parse(read_forward(fd, _on_long(on_bad)), on_bad)
+    finally:
+        os.close(fd)
+
+
+def last_events(path: Path, n: int, keep: Callable[[Event], bool], on_bad: Callable[[BadLine], None] | None = None) -> list[Event]:
+    """The last ``n`` events that ``keep`` accepts, oldest first, read backwards from the file's end.
+
+    Line numbers (on the events and in reports) cost a newline count of the file: only paid when a
+    bad line has to be reported."""
+    fd = open_if_there(path)
+    if fd is None or n <= 0:
+        if fd is not None:
+            os.close(fd)
+        return []
+    found: list[tuple[int, Event]] = []
+    bad: list[tuple[int, BadLine]] = []
+    try:
+        size = os.fstat(fd).st_size
+        for k, _, raw in read_backward(fd, size, lambda k: bad.append((k, too_long(0, MAX_LINE)))):
+            text = raw.decode("utf-8", "replace")
+            if not text.strip():
+                continue
+            try:
+                ev = parse_line(text, 0)
+            except BadLine as exc:
+                bad.append((k, exc))
+                continue
+            if keep(ev):
+                found.append((k, ev))
+                if len(found) == n:
+                    break
+        if bad and on_bad is not None:
+            line_count = count_newlines(fd, size)
+            for k, exc in reversed(bad):
+                on_bad(exc.at(line_count - k))
+    finally:
+        os.close(fd)
+    return [ev for _, ev in reversed(found)]
+
+
+def last_line_with(path: Path, needle: bytes) -> bytes | None:
+    """The last complete line holding ``needle``, read backwards from the end (None: no such line)."""
+    fd = open_if_there(path)
+    if fd is None:
+        return None
+    try:
+        for _, _, raw in read_backward(fd, os.fstat(fd).st_size):
+            if needle in raw:
+                return raw
+    finally:
+        os.close(fd)
+    return None
 
 
 def has_consent(home: str | None = None) -> bool:

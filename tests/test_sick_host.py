@@ -6,12 +6,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from support import Env, csd, launch, popen, status
+from support import Env, csd, launch, popen, wait_blocked
 
 TMUX_BOUND = {"CSD_TMUX_TIMEOUT": "2"}
 
@@ -86,3 +87,100 @@ def test_stop_keeps_the_files_when_tmux_does_not_answer(env: Env, stopped_tmux: 
     os.kill(stopped_tmux, signal.SIGCONT)
     assert csd("--worker", "h", "stop").returncode == 0
     assert not env.wdir.meta_path(meta.session_id).exists()
+
+
+# --- big events content -------------------------------------------------------------------------------
+
+BIG = 100 << 20  # the issue's 100 MB line
+
+
+def big_event_line(size: int = BIG) -> bytes:
+    """An events line of ``size`` bytes that is a valid event: only its size is wrong."""
+    head = b'{"ts":"2026-11-25T00:00:02Z","event":"pre_tool_use","tool":"Bash","tool_input":"'
+    return head + b"x" * (size - len(head) - 3) + b'"}\n'
+
+
+def append(path: os.PathLike[str], data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def test_a_huge_line_is_skipped_and_the_stop_after_it_ends_the_wait(env: Env) -> None:
+    """A 100 MB line arrives while wait-for-turn waits: it is skipped (one warning), the stop after it
+    ends the wait (the old code spent 96 s on a quadratic buffer, blocking the loop)."""
+    meta = env.add_worker("big", [{"event": "session_start"}, {"event": "user_prompt_submit", "prompt": "p"}])
+    path = env.wdir.events_path(meta.session_id)
+    waiter = popen("--worker", "big", "wait-for-turn", "60")
+    wait_blocked(waiter)
+    append(path, big_event_line())
+    append(path, json.dumps({"ts": "2026-11-25T00:00:03Z", "event": "stop", "last_assistant_message": "done"}).encode() + b"\n")
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert json.loads(out)["last_assistant_message"] == "done"
+    assert err.decode().count("skipping line 3: longer than") == 1, err
+
+
+def test_a_huge_line_in_the_tail_does_not_fool_a_fan_out_wait(env: Env) -> None:
+    """An idle worker whose log ends in a 100 MB line is idle: the fan-out wait returns at once (the old
+    code read it whole and timed out with 'still busy: none')."""
+    meta = env.add_worker("idle", [{"event": "session_start"}, {"event": "stop", "last_assistant_message": "ok"}])
+    append(env.wdir.events_path(meta.session_id), big_event_line())
+    proc = csd("wait-for-turn", "--any", "idle", "5", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    name, line = proc.stdout.decode().rstrip("\n").split("\t", 1)
+    assert name == "idle" and json.loads(line)["event"] == "stop"
+    assert b"skipping line 3: longer than" in proc.stderr
+    status = csd("--worker", "idle", "status", timeout=60)
+    assert status.stdout == b"idle\n"
+
+
+def max_rss_kib(*argv: str) -> tuple[int, subprocess.CompletedProcess[bytes]]:
+    """Run csd in a fresh parent, whose largest child is then csd itself: (its peak RSS in KiB, result)."""
+    code = (
+        "import resource, subprocess, sys; "
+        "p = subprocess.run([sys.executable, '-m', 'csd', *sys.argv[1:]], capture_output=True); "
+        "sys.stdout.buffer.write(p.stdout); sys.stderr.buffer.write(p.stderr); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(p.returncode)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, timeout=120)
+    *err, rss = proc.stderr.decode().rstrip("\n").split("\n")
+    return int(rss), subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, "\n".join(err).encode())
+
+
+def test_reading_the_end_of_a_big_log_costs_memory_for_the_end_only(env: Env) -> None:
+    """read-events --last 1 on a 300 MB log: the last line, in tens of MB of memory (the old code held
+    the file several times over: 12 GB for 2 GB)."""
+    meta = env.add_worker("log", [{"event": "session_start"}], live=False)
+    path = env.wdir.events_path(meta.session_id)
+    line = json.dumps({"ts": "2026-11-25T00:00:02Z", "event": "pre_tool_use", "tool": "Bash", "tool_input": {"command": "x" * 200}}).encode() + b"\n"
+    block = line * ((1 << 20) // len(line))
+    with open(path, "ab") as f:
+        for _ in range(300):
+            f.write(block)
+        f.write(json.dumps({"ts": "2026-11-25T00:00:03Z", "event": "stop", "last_assistant_message": "last"}).encode() + b"\n")
+    rss, proc = max_rss_kib("--worker", "log", "read-events", "--last", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["last_assistant_message"] == "last"
+    assert rss < 100 << 10, f"peak RSS {rss} KiB"
+    rss, proc = max_rss_kib("--worker", "log", "read-events", "--type", "stop")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["event"] == "stop"
+    assert rss < 100 << 10, f"peak RSS {rss} KiB (a forward read holds a piece at a time)"
+
+
+# --- log rotation ---------------------------------------------------------------------------------------
+
+
+def test_converse_accepts_a_stop_that_lands_as_line_one_after_a_truncation(env: Env) -> None:
+    """The events file is truncated (log rotation) between the prompt and the stop: the stop is line 1
+    of the new file, later than the prompt all the same (the old code compared line numbers alone)."""
+    launch(env, "rot")
+    follow = popen("--worker", "rot", "read-events", "--follow", "--type", "user_prompt_submit")
+    conv = popen("--worker", "rot", "converse", "SLEEP:3 REPLY:after rotation", "30")
+    assert follow.stdout is not None and b"user_prompt_submit" in follow.stdout.readline()
+    follow.send_signal(signal.SIGINT)
+    follow.wait(10)
+    os.truncate(env.wdir.events_path(env.wdir.resolve("rot").session_id), 0)
+    out, err = conv.communicate(timeout=60)
+    assert conv.returncode == 0, err
+    assert out == b"after rotation\n"
+

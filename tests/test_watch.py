@@ -20,7 +20,6 @@ from csd.watch import (
     Line,
     diff_snapshots,
     scan_directory,
-    split_lines,
 )
 
 T = TypeVar("T")
@@ -69,14 +68,6 @@ async def wait_for_change(changes: AsyncIterator[Change], wanted: Change) -> Non
 
 
 # --- pure helpers ------------------------------------------------------------------------------------
-
-
-def test_split_lines_holds_the_unterminated_tail() -> None:
-    """Only "\\n" completes a line; the rest waits for more data."""
-    assert split_lines(b"", b"a\nb") == ([b"a"], b"b")
-    assert split_lines(b"b", b"c\n") == ([b"bc"], b"")
-    assert split_lines(b"", b"") == ([], b"")
-    assert split_lines(b"x", b"\n\n") == ([b"x", b""], b"")
 
 
 def test_diff_snapshots_reports_created_modified_replaced_deleted() -> None:
@@ -259,6 +250,51 @@ async def test_truncation_restarts_from_line_one(tmp_path: Path, backend: str) -
         append(path, "new\n")
         assert await take(lines, 1) == [(1, "new")]
         assert lines.resets == 1
+
+
+async def test_truncation_then_regrowth_past_the_offset_is_still_a_reset(tmp_path: Path, backend: str) -> None:
+    """Log rotation (copytruncate) then a long line before the follower looks: the file is longer than
+    what was read, yet it is a new file from line 1 (the old follower read on from its stale offset)."""
+    path = tmp_path / "s.events.jsonl"
+    append(path, "one\ntwo\n")
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name)
+        assert await take(lines, 2) == [(1, "one"), (2, "two")]
+        # no await in between: the follower cannot look before the file has grown past its offset
+        os.truncate(path, 0)
+        append(path, "a line longer than the old file\nnext\n")
+        assert await take(lines, 2) == [(1, "a line longer than the old file"), (2, "next")]
+        assert lines.resets == 1
+
+
+async def test_a_huge_append_is_read_in_pieces_between_which_the_loop_runs(tmp_path: Path, backend: str) -> None:
+    """Lines over lines.MAX_LINE are skipped and reported; no single read step holds the loop for the
+    whole append (other tasks run while a follower works through it)."""
+    from csd import lines as lines_mod
+    from csd import watch
+
+    path = tmp_path / "s.events.jsonl"
+    path.write_bytes(b"")
+    long: list[int] = []
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        lines = w.follow(path.name, on_long=long.append)
+        oks = watch.READ_BUDGET // 3 * 2  # with the long line: more than one budget in all
+        append(path, "x" * (lines_mod.MAX_LINE * 3) + "\n" + "ok\n" * oks)
+        task = asyncio.create_task(ticker())
+        try:
+            got = await take(lines, oks)
+        finally:
+            task.cancel()
+        assert got[0] == (2, "ok") and got[-1] == (oks + 1, "ok") and long == [1]
+        assert ticks >= 1  # the ticker ran while the follower was still reading the append (never, before)
 
 
 async def test_replacement_restarts_on_the_new_file(tmp_path: Path, backend: str) -> None:
