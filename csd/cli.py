@@ -373,6 +373,12 @@ def cmd_status(handle: str, args: argparse.Namespace) -> int:
     # line numbers (a count of every line) only where they are printed
     tail = wdir.read_tail(m.session_id, warn_bad_line(wdir.events_path(m.session_id)), count_lines=args.json)
     worker = fold(tail.events, alive=tmux.worker_alive(pane, m.pid, m.proc_start))
+    if worker.state in (State.LAUNCHING, State.WORKING):
+        from csd.workers import events_unwritable
+
+        why = events_unwritable(wdir)
+        if why is not None:
+            err(f"csd: warning: this state may be stale: {why}")
     if args.json:
         print(json.dumps(_status_json(wdir, m, worker, tail.session_id or m.session_id)))
     else:
@@ -658,11 +664,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exc.exit_code
     except BrokenPipeError:
         code = FAILURE
+    except OSError as exc:
+        # what the host refused (no space, no descriptors, no inotify, a file that is not one): one line
+        err(f"csd: error: {os_error_line(exc)}")
+        code = FAILURE
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         pass
     return code
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: what failed, on which file, and what to do where there is something to do."""
+    import errno
+
+    what = exc.strerror or str(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    hint = {
+        errno.EMFILE: "; too many open files for this process: raise the limit (ulimit -n) or track fewer workers at once",
+        errno.ENFILE: "; the system is out of open files",
+        errno.ENOSPC: "; the file system is full (or out of inotify watches): free some space",
+        errno.EROFS: "; the file system is read-only",
+        errno.EACCES: "; check the permissions of the workers dir and its parent (CSD_WORKERS_DIR)",
+        errno.ELOOP: "; it is a symlink, which csd does not follow: remove it",
+    }.get(exc.errno or 0, "")
+    return f"{what}{where}{hint}"
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

@@ -1,8 +1,15 @@
 """The hook Claude Code runs on each lifecycle event: it appends one capped JSON line to the worker's events file.
 
 Standard library only and no csd imports, so it starts fast (run as ``python -I -S hook.py``).
-It never exits non-zero, never hangs on an unclosed stdin, and writes each line with a single
-``write`` on an ``O_APPEND`` descriptor so concurrent hooks (parallel tool calls) never interleave.
+It never hangs on an unclosed stdin, and writes each line with a single ``write`` on an ``O_APPEND``
+descriptor so concurrent hooks (parallel tool calls) never interleave.
+
+Exit status: 0, whatever the payload or the session, except when a line for a managed worker could not
+be written (a full disk): then it says so on stderr and exits 1, which Claude Code reports as a hook
+error and otherwise ignores (never 2: that would block the prompt, the tool call or the stop). The
+event is lost then; csd sees the full disk itself (``workers.events_unwritable``). A write cut short
+leaves a partial line: the next hook starts its line with a newline, so the partial line stays a bad
+line of its own and never swallows the next event.
 
 Which file: a worker csd launched carries ``CSD_EVENTS_FILE`` in its environment (it survives
 ``/clear``, which gives the session a new id); that file must already exist (launch creates it,
@@ -14,6 +21,7 @@ one others may write to), nor into anything but a regular file (a planted FIFO m
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -24,6 +32,7 @@ import time
 STDIN_LIMIT = 16 << 20  # bytes; a payload bigger than this is not a hook payload
 STDIN_SECONDS = 2.0  # total time allowed to read stdin
 CAP = 2000  # longest string kept in an events line
+ID_CAP = 4096  # the identifying fields (session_id, cwd, transcript_path, prompt_id): a path's length
 LINE_LIMIT = 64 << 10  # longest events line; beyond it the big fields are summarised
 DEFAULT_WORKERS_DIR = "/tmp/claude-workers"
 
@@ -129,7 +138,8 @@ def record(payload: dict, now: float | None = None) -> dict:
     rec: dict = {"ts": ts, "event": name}
     for key in ("session_id", "cwd", "transcript_path", "prompt_id"):
         if payload.get(key) is not None:
-            rec[key] = payload[key]
+            # capped like the rest: a nested prompt_id would otherwise make a line too deep to parse
+            rec[key] = cap(payload[key], ID_CAP)
     if name in ("pre_tool_use", "post_tool_use"):
         rec["tool"] = payload.get("tool_name")
         rec["tool_input"] = cap(payload.get("tool_input"))
@@ -218,12 +228,19 @@ def target(payload: dict, environ: dict) -> tuple[str, int] | None:
 
 
 def append(path: str, data: bytes, extra_flags: int) -> None:
-    # O_NONBLOCK: a FIFO planted as the events file fails at once (ENXIO) instead of blocking the hook
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | extra_flags, 0o600)
+    """One write of one line; OSError when it could not be written whole (e.g. ENOSPC)."""
+    # O_NONBLOCK: a FIFO planted as the events file is refused at once instead of blocking the hook
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | extra_flags, 0o600)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path}: not a regular file; nothing written")
-        os.write(fd, data)
+            # a refusal, not a failed write (ValueError, not OSError): said on stderr, exit 0
+            raise ValueError(f"{path}: not a regular file; nothing written")
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # an earlier write was cut short: end its partial line first
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (wrote {written} of {len(data)} bytes)", path)
     finally:
         os.close(fd)
 
@@ -249,7 +266,14 @@ def main() -> int:
         where = target(payload, environ)
         if where is None:
             return 0
-        append(where[0], encode(record(payload)), where[1])
+        rec = record(payload)
+        try:
+            append(where[0], encode(rec), where[1])
+        except FileNotFoundError:
+            return 0  # a late hook after stop removed the file: nobody is listening
+        except OSError as exc:
+            sys.stderr.write(f"csd hook: could not record {rec['event']} in {where[0]}: {exc.strerror or exc}\n")
+            return 1
     except Exception as exc:  # the hook must never fail Claude Code's event
         try:
             sys.stderr.write(f"csd hook: {exc}\n")

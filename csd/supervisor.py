@@ -33,7 +33,7 @@ from csd.events import BadLine, Event, failure_line, failure_text, parse_line, t
 from csd.lines import MAX_LINE
 from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
 from csd.watch import DirWatcher, Follower
-from csd.workers import Meta, WorkersDir, now_iso, open_regular
+from csd.workers import Meta, WorkersDir, events_unwritable, now_iso, open_regular
 
 if TYPE_CHECKING:
     from csd.prompt import InputLine
@@ -54,6 +54,9 @@ LOCK_HOLDER_WAIT, LOCK_HOLDER_RETRY = 1.0, 0.005
 UNKNOWN_COMMAND_CHECK = 0.1
 #: How long send waits for the screen to show an emptied input line (the TUI redraws within ~50 ms).
 CLEAR_INPUT_TIMEOUT = 2.0
+#: While a wait needs the hook's next lines, how often it checks that they can be written (a full disk
+#: has no event; one statvfs per period).
+SPACE_CHECK_INTERVAL = 2.0
 
 
 def _warn(msg: str) -> None:
@@ -164,8 +167,9 @@ class WorkerLock:
             except BaseException:
                 os.close(fd)
                 raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({self.what}, since {now_iso()})".encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is a courtesy: a full disk must not fail the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({self.what}, since {now_iso()})".encode(), 0)
         self.fd = fd
         return self
 
@@ -192,6 +196,8 @@ class Supervisor:
         # follow_api: one watcher per transcript directory, shared by the workers whose transcripts are there
         # (workers in one cwd share it), so a table of many workers costs a few inotify instances, not one each
         self._transcript_dirs: dict[Path, tuple[DirWatcher, int]] = {}
+        self._unwritable: str | None = None  # why the events files cannot be written, once seen
+        self._space_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle of the supervisor
 
@@ -206,6 +212,8 @@ class Supervisor:
     async def __aexit__(self, *exc: object) -> None:
         for tr in list(self._tracked.values()):
             self._untrack(tr)
+        if self._space_task is not None:
+            self._space_task.cancel()
         try:
             if self._tg is not None:
                 # Every task was just cancelled; the body's own exception (if any) propagates as is,
@@ -361,10 +369,13 @@ class Supervisor:
             self._notify(tr, None)
 
     def _notify(self, tr: Tracked, event: Event | None) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._wake()
         for fn in self._listeners:
             fn(tr, event)
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def wait_until(self, check: Callable[[], T | None]) -> T:
         """Return ``check()`` once it is not None; re-checked after every change (never polled)."""
@@ -373,6 +384,27 @@ class Supervisor:
             if result is not None:
                 return result
             await self._changed.wait()
+
+    async def wait_events(self, check: Callable[[], T | None]) -> T:
+        """wait_until for what only the hook's next lines can bring: fails (CsdError) instead of waiting
+        blind once the events files cannot be written (a full disk)."""
+        if self._space_task is None:
+            assert self._tg is not None
+            self._space_task = self._tg.create_task(self._watch_space())
+
+        def guarded() -> T | None:
+            result = check()
+            if result is None and self._unwritable is not None:
+                raise CsdError(self._unwritable)
+            return result
+
+        return await self.wait_until(guarded)
+
+    async def _watch_space(self) -> None:
+        while (why := events_unwritable(self.wdir)) is None:
+            await asyncio.sleep(SPACE_CHECK_INTERVAL)
+        self._unwritable = why
+        self._wake()
 
     # ------------------------------------------------------------ liveness
 
@@ -499,7 +531,7 @@ class Supervisor:
         Raises NotRunning when the worker is gone (died without session_end) or was stopped.
         """
         tr = await self.track(handle, min_line=None if after_line is None else after_line + 1)
-        return await self.wait_until(lambda: self._turn_over(tr, after_line, settled))
+        return await self.wait_events(lambda: self._turn_over(tr, after_line, settled))
 
     def _turn_over(self, tr: Tracked, after_line: int | None, settled: bool) -> Event | None:
         w = tr.worker
@@ -551,7 +583,7 @@ class Supervisor:
                     return tr.name, ev
             return None
 
-        return await self.wait_until(check)
+        return await self.wait_events(check)
 
     async def wait_all(self, handles: Iterable[str], settled: bool = False) -> list[tuple[str, Event]]:
         trs = [await self.track(h) for h in handles]
@@ -568,7 +600,7 @@ class Supervisor:
                 out.append((tr.name, ev))
             return out
 
-        return await self.wait_until(check)
+        return await self.wait_events(check)
 
     async def send(self, handle: str, prompt: str, shell: bool = False) -> Event:
         """Submit a prompt and return the event that confirms it; refuses unless the worker is idle.
@@ -596,6 +628,10 @@ class Supervisor:
             raise CsdError(f"cannot send to {tr.name!r} while it is launching; run: {shim} wait-for-turn")
         if state in NOT_RUNNING:
             raise NotRunning(f"cannot send to {tr.name!r}: it is {state}; check it with: {shim} status")
+        why = events_unwritable(self.wdir)
+        if why is not None:
+            # the prompt would run, but its events (and the turn's end) would be lost
+            raise CsdError(f"not sending to {tr.name!r}: {why}")
         submit_timeout = config.seconds("CSD_SUBMIT_TIMEOUT")
         retry = config.seconds("CSD_SUBMIT_RETRY_INTERVAL")
         limit = config.count("CSD_EXACT_PROMPT_LIMIT")
@@ -632,7 +668,7 @@ class Supervisor:
                 wake = min(deadline, next_press, now + UNKNOWN_COMMAND_CHECK if slash else deadline)
                 try:
                     async with asyncio.timeout(max(0.0, wake - now)):
-                        ev = await self.wait_until(lambda: self._submitted(tr, mark, slash or shell))
+                        ev = await self.wait_events(lambda: self._submitted(tr, mark, slash or shell))
                     break
                 except TimeoutError:
                     pass
@@ -741,7 +777,7 @@ class Supervisor:
                 return end
             return None
 
-        stop = await self.wait_until(ended)
+        stop = await self.wait_events(ended)
         if stop.error is not None:
             raise TurnFailed(failure_line(tr.name, stop), stop)
         path = transcript_file(self.wdir, tr.meta, submitted)

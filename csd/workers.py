@@ -18,7 +18,7 @@ from typing import Any
 from csd import config
 from csd.errors import CsdError, UnknownWorker, UsageError
 from csd.events import BadLine, Event, parse_line, too_long
-from csd.hook import dir_refusal
+from csd.hook import LINE_LIMIT, dir_refusal
 from csd.lines import MAX_LINE, count_newlines, read_backward, read_forward
 from csd.states import is_anchor
 
@@ -500,6 +500,27 @@ def last_line_with(path: Path, needle: bytes) -> bytes | None:
     finally:
         os.close(fd)
     return None
+
+
+#: Free space under which the hook's next line may not fit: it writes lines of up to hook.LINE_LIMIT.
+MIN_FREE = LINE_LIMIT
+
+
+def events_unwritable(wdir: WorkersDir) -> str | None:
+    """Why the hook cannot append events lines now (the workers dir's file system is full), else None.
+
+    The hook reports a failed write only to Claude Code (stderr, exit 1); csd looks at the file system."""
+    try:
+        st = os.statvfs(wdir.path)
+    except OSError:
+        return None
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+    if free >= MIN_FREE:
+        return None
+    return (
+        f"events file could not be written: the file system of {wdir.path} is full ({free} bytes free), so the "
+        "hook is losing the workers' events; free some space, then see where the worker is with: status, read-turn"
+    )
 
 
 def has_consent(home: str | None = None) -> bool:

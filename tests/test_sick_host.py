@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -184,3 +185,86 @@ def test_converse_accepts_a_stop_that_lands_as_line_one_after_a_truncation(env: 
     assert conv.returncode == 0, err
     assert out == b"after rotation\n"
 
+
+
+# --- a full disk ------------------------------------------------------------------------------------------
+
+HOOK = [sys.executable, "-I", "-S", str(Path(__file__).resolve().parent.parent / "csd" / "hook.py")]
+PAGE = 4096
+
+
+@pytest.fixture
+def small_fs(env: Env) -> Iterator[Path]:
+    """The workers dir on a 256 KiB tmpfs of its own (needs mount rights: root, or skipped saying so)."""
+    path = env.wdir.path
+    path.mkdir(mode=0o700)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill it: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(directory: Path, events: Path, room: int) -> Path:
+    """Use up the file system, leaving ``room`` bytes in the events file's last page (tmpfs counts pages:
+    a write into a page already held still succeeds). Returns the filler file."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * PAGE)
+        except OSError:
+            pass
+    pad = (PAGE - events.stat().st_size % PAGE) % PAGE - room
+    with open(events, "ab", buffering=0) as f:
+        f.write(b"\n" * max(0, pad))  # blank lines: readers skip them
+    return filler
+
+
+def hook_stop(events: Path) -> subprocess.CompletedProcess[bytes]:
+    payload = {"hook_event_name": "Notification", "session_id": "s", "notification_type": "idle_prompt", "message": "after"}
+    return subprocess.run(HOOK, input=json.dumps(payload).encode(), capture_output=True, env={**os.environ, "CSD_EVENTS_FILE": str(events)})
+
+
+def test_a_full_disk_is_said_not_waited_out(env: Env, small_fs: Path) -> None:
+    """The stop cannot be appended: the hook says so (stderr, exit 1), csd says 'events file could not be
+    written' instead of waiting blind, send refuses in one line, and once space is back the partial
+    line stays a bad line of its own: the next event is read whole."""
+    shim = launch(env, "full")
+    events_file = env.wdir.events_path(env.wdir.resolve("full").session_id)
+    assert subprocess.run([str(shim), "send", "SLEEP:1 REPLY:lost"], capture_output=True).returncode == 0
+    filler = fill(small_fs, events_file, room=100)
+    before = events_file.stat().st_size
+    # the worker's stop hook writes what fits (100 bytes) and fails
+    deadline = time.monotonic() + 20
+    while events_file.stat().st_size == before:
+        assert time.monotonic() < deadline, "the worker's stop hook never ran"
+        time.sleep(0.05)
+    assert not events_file.read_bytes().endswith(b"\n")  # a partial line
+
+    wait = subprocess.run([str(shim), "wait-for-turn", "20"], capture_output=True, timeout=60)
+    assert wait.returncode == 1 and wait.stdout == b""
+    assert wait.stderr.count(b"\n") == 1 and b"events file could not be written" in wait.stderr, wait.stderr
+
+    fan = csd("wait-for-turn", "--all", "full", "20", timeout=60)
+    assert fan.returncode == 1 and b"events file could not be written" in fan.stderr, fan.stderr
+
+    send = subprocess.run([str(shim), "send", "REPLY:more"], capture_output=True, timeout=60)
+    assert send.returncode == 1 and send.stderr.count(b"\n") == 1, send.stderr
+    # csd's state is stale: it says why next to it (a warning; stdout keeps the bare state)
+    st = subprocess.run([str(shim), "status"], capture_output=True, timeout=60)
+    assert st.stdout == b"working\n" and b"events file could not be written" in st.stderr
+
+    # the hook itself, on the full disk: one line on stderr, exit 1 (Claude Code shows it, and goes on)
+    failed = hook_stop(events_file)
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.decode().startswith("csd hook: could not record notification in ") and b"No space left" in failed.stderr
+
+    filler.unlink()
+    assert hook_stop(events_file).returncode == 0
+    proc = subprocess.run([str(shim), "read-events", "--last", "1"], capture_output=True, timeout=60)
+    assert json.loads(proc.stdout)["message"] == "after", proc
+    every = subprocess.run([str(shim), "read-events"], capture_output=True, timeout=60)
+    assert b"skipping line" in every.stderr and b"not JSON" in every.stderr  # the partial stop, alone
