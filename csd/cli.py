@@ -62,22 +62,16 @@ class Parser(argparse.ArgumentParser):
 
 
 def timeout_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (0 < value <= MAX_TIMEOUT):
-        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: use seconds, 0 < t <= {int(MAX_TIMEOUT)}")
+    value = config.parse_seconds(text)
+    if value is None or not (0 < value <= MAX_TIMEOUT):
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: use seconds in ASCII digits, 0 < t <= {int(MAX_TIMEOUT)}, e.g. 60 or 2.5")
     return value
 
 
 def count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number >= 0")
+    value = config.parse_count(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number >= 0 in ASCII digits")
     return value
 
 
@@ -255,7 +249,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         print("STATUS\tTMUX\tSESSION_ID\tSHIM\tCWD")
         for m, w, sid in rows:
-            print(f"{w.state}\t{m.tmux_name}\t{sid}\t{wdir.shim_path(m.tmux_name)}\t{m.cwd}")
+            fields = (w.state, m.tmux_name, sid, wdir.shim_path(m.tmux_name), m.cwd)
+            print("\t".join(tsv_field(str(f)) for f in fields))
     return OK
 
 
@@ -294,6 +289,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not pruned:
         err(f"No gone workers in {wdir.path}: nothing to prune")
     return OK
+
+
+_TSV_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def tsv_field(text: str) -> str:
+    """One TSV field that cannot make another field or row: backslash, tab, newline and CR escaped as
+    \\\\ \\t \\n \\r, other control characters as \\xHH (a directory name may hold any of them)."""
+    return "".join(_TSV_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in text)
 
 
 def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[str, object]:
@@ -643,10 +647,25 @@ def dispatch(argv: Sequence[str]) -> int:
             try:
                 timeout = timeout_arg(names[-1])
                 names.pop()
-            except argparse.ArgumentTypeError:
-                pass
+            except argparse.ArgumentTypeError as exc:
+                # 'nan', '-1', 'inf', '5_0': meant as a timeout, unless a worker has that name
+                if _numberish(names[-1]) and not _is_worker(names[-1]):
+                    raise UsageError(f"csd wait-for-turn: {exc}") from None
         args.names, args.timeout = names, timeout
     return cmd_top_engine(cmd, args)
+
+
+def _numberish(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_worker(name: str) -> bool:
+    wdir = WorkersDir()
+    return wdir.check() and any(m.tmux_name == name for m in wdir.metas())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -680,16 +699,15 @@ def os_error_line(exc: OSError) -> str:
     import errno
 
     what = exc.strerror or str(exc)
-    where = f": {exc.filename}" if exc.filename else ""
+    where = f"{exc.filename}: " if exc.filename else ""
     hint = {
         errno.EMFILE: "; too many open files for this process: raise the limit (ulimit -n) or track fewer workers at once",
         errno.ENFILE: "; the system is out of open files",
         errno.ENOSPC: "; the file system is full (or out of inotify watches): free some space",
         errno.EROFS: "; the file system is read-only",
         errno.EACCES: "; check the permissions of the workers dir and its parent (CSD_WORKERS_DIR)",
-        errno.ELOOP: "; it is a symlink, which csd does not follow: remove it",
     }.get(exc.errno or 0, "")
-    return f"{what}{where}{hint}"
+    return f"{where}{what}{hint}"
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

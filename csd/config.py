@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 DEFAULT_WORKERS_DIR = "/tmp/claude-workers"
@@ -70,24 +71,38 @@ def pin(option: str, value: str) -> None:
     os.environ[name] = value
 
 
+#: What csd takes for a number of seconds or a count: plain ASCII digits. Python's float() and int()
+#: also take "5_0", "٥", "inf", "nan" and "1e3", none of which a user means as a timeout.
+_SECONDS_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+_COUNT_RE = re.compile(r"[0-9]+", re.ASCII)
+
+
+def parse_seconds(text: str) -> float | None:
+    """``text`` as a number of seconds (ASCII digits, an optional fraction), else None."""
+    return float(text) if _SECONDS_RE.fullmatch(text.strip()) else None
+
+
+def parse_count(text: str) -> int | None:
+    """``text`` as a whole number >= 0 (ASCII digits), else None."""
+    return int(text) if _COUNT_RE.fullmatch(text.strip()) else None
+
+
 def count(name: str) -> int:
     """A whole number >= 0 from the environment; a bad value is a usage error naming the variable."""
     raw = get(name)
-    if not raw.isascii() or not raw.isdigit():
+    value = parse_count(raw)
+    if value is None:
         from csd.errors import UsageError
 
         raise UsageError(f"{name}={raw!r} is not a whole number; use e.g. {_BY_NAME[name].default}")
-    return int(raw)
+    return value
 
 
 def seconds(name: str) -> float:
     """A positive duration from the environment; a bad value is a usage error naming the variable."""
     raw = get(name)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (0 < value <= 86400 * 7):
+    value = parse_seconds(raw)
+    if value is None or not (0 < value <= 86400 * 7):
         from csd.errors import UsageError
 
         raise UsageError(f"{name}={raw!r} is not a duration; use seconds > 0, e.g. {_BY_NAME[name].default}")

@@ -178,6 +178,8 @@ def parse_line(text: str, line_no: int) -> Event:
         raise BadLine(line_no, f"not JSON ({exc.msg})", text) from None
     except ValueError as exc:  # e.g. a lone surrogate
         raise BadLine(line_no, f"not JSON ({exc})", text) from None
+    except RecursionError:
+        raise BadLine(line_no, "nested too deeply to be an event", text) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("event"), str):
         raise BadLine(line_no, "not an event object", text)
     ts = obj.get("ts")

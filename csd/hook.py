@@ -93,7 +93,7 @@ def read_stdin(fd: int = 0, limit: int = STDIN_LIMIT, seconds: float = STDIN_SEC
             try:
                 json.loads(data)
                 return data
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
     return b"".join(chunks)
 
@@ -259,7 +259,7 @@ def main() -> int:
         raw = read_stdin()
         try:
             payload = json.loads(raw.decode("utf-8", "replace"))
-        except ValueError:
+        except (ValueError, RecursionError):
             return 0
         if not isinstance(payload, dict) or not isinstance(payload.get("hook_event_name"), str):
             return 0

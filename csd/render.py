@@ -19,7 +19,7 @@ from rich.text import Text
 
 from csd.errors import OK, CsdError
 from csd.states import State, fold
-from csd.workers import Meta, iter_events, now_iso, open_regular
+from csd.workers import Meta, iter_events, meta_problem, now_iso, open_regular
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -294,8 +294,8 @@ def _read_meta(path: os.PathLike[str] | str) -> Meta | None:
             return Meta.from_json(json.loads(f.read()))
     except FileNotFoundError:
         return None  # stopped again before we looked
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, CsdError) as exc:
-        _warn(f"csd: warning: skipping unreadable meta {path}: {exc}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, CsdError) as exc:
+        _warn(f"csd: warning: skipping unreadable meta {path}: {meta_problem(exc)}")
         return None
 
 

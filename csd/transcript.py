@@ -145,7 +145,7 @@ def parse_lines(lines: Iterable[str]) -> Transcript:
         last_seen = number
         try:
             value = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to be a transcript line
             value = None
         if isinstance(value, dict):
             entries.append(value)

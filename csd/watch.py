@@ -15,6 +15,7 @@ from enum import IntFlag, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from csd.errors import CsdError, UsageError
 from csd.lines import CHUNK, MAX_LINE, Splitter
 
 if TYPE_CHECKING:
@@ -150,13 +151,13 @@ def _choose_backend(requested: str | None) -> tuple[str, bool]:
     choice = requested if requested is not None else os.environ.get(BACKEND_ENV, "")
     choice = choice.strip().lower() or "auto"
     if choice not in ("auto", *BACKENDS):
-        raise ValueError(f"watch backend {choice!r} is not one of: auto, {', '.join(BACKENDS)} (set by {BACKEND_ENV})")
+        raise UsageError(f"watch backend {choice!r} is not one of: auto, {', '.join(BACKENDS)} (set by {BACKEND_ENV})")
     if choice == "poll":
         return "poll", True
     if _inotify_available():
         return "inotify", choice == "inotify"
     if choice == "inotify":
-        raise RuntimeError(f"watch backend 'inotify' is unavailable here; unset {BACKEND_ENV} or set it to 'poll'")
+        raise CsdError(f"watch backend 'inotify' is unavailable here; unset {BACKEND_ENV} or set it to 'poll'")
     return "poll", False
 
 
@@ -387,8 +388,13 @@ class DirWatcher:
                 self._start_inotify()
             except OSError as exc:
                 # Out of inotify instances or watches: polling still works, unless inotify was insisted on.
-                if self._insisted or exc.errno not in _FALLBACK_ERRNOS:
+                if exc.errno not in _FALLBACK_ERRNOS:
                     raise
+                if self._insisted:
+                    raise CsdError(
+                        f"{BACKEND_ENV}=inotify, but no inotify is left for this user ({exc.strerror}: the limits are "
+                        "fs.inotify.max_user_instances and max_user_watches); unset it to fall back to polling, or raise the limits"
+                    ) from None
                 log.warning("inotify unavailable (%s); polling %s every %.0f ms", exc, self.directory, POLL_INTERVAL * 1000)
                 self.backend = "poll"
         if self.backend == "poll":

@@ -144,11 +144,16 @@ class WorkersDir:
         """Create the dir and bin/ (0700) if missing; refuse ones another user could write to."""
         for d in (self.path, self.bin):
             try:
-                os.mkdir(d, 0o700)
-            except FileExistsError:
-                pass
-            except FileNotFoundError:
-                os.makedirs(d, 0o700, exist_ok=True)
+                try:
+                    os.mkdir(d, 0o700)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError:
+                    os.makedirs(d, 0o700, exist_ok=True)
+            except OSError as exc:
+                raise CsdError(
+                    f"cannot create workers dir {str(d)!r}: {exc.strerror}; set CSD_WORKERS_DIR to a dir you can write"
+                ) from None
             _check_private_dir(d)
         return self
 
@@ -207,9 +212,9 @@ class WorkersDir:
                 out.append(self.read_meta(fn[: -len(".meta")]))
             except FileNotFoundError:
                 continue  # removed by a concurrent stop
-            except (OSError, ValueError, KeyError, TypeError, CsdError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, CsdError) as exc:
                 if warn:
-                    warn(f"skipping unreadable meta {self.path / fn}: {exc}")
+                    warn(f"skipping unreadable meta {self.path / fn}: {meta_problem(exc)}")
         out.sort(key=lambda m: (m.tmux_name, m.started_at))
         return out
 
@@ -283,6 +288,15 @@ class WorkersDir:
         argv = [*entry_point(), "--workers-dir", str(self.path), "--tmux-socket", socket, "--worker", name]
         text = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n'
         return _atomic_write(self.shim_path(name), text, 0o700)
+
+
+def meta_problem(exc: BaseException) -> str:
+    """What is wrong with an unreadable meta, in a few words (a RecursionError says nothing useful)."""
+    if isinstance(exc, RecursionError):
+        return "its JSON is nested too deeply"
+    if isinstance(exc, (KeyError, TypeError, AttributeError)):
+        return f"not a meta object ({type(exc).__name__}: {exc})"
+    return str(exc)
 
 
 def _check_private_dir(d: Path) -> None:

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 
+from csd.errors import CsdError, UsageError
 from csd.watch import (
     BACKEND_ENV,
     Change,
@@ -128,7 +129,7 @@ async def test_without_inotify_simple_auto_falls_back_to_poll(
         append(tmp_path / "s.events.jsonl", "a\n")
         assert await take(lines, 1) == [(1, "a")]
     monkeypatch.setenv(BACKEND_ENV, "inotify")
-    with pytest.raises(RuntimeError, match="'inotify' is unavailable"):
+    with pytest.raises(CsdError, match="'inotify' is unavailable"):
         DirWatcher(tmp_path)
 
 
@@ -139,7 +140,7 @@ def test_argument_wins_over_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_unknown_backend_names_the_valid_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BACKEND_ENV, "kqueue")
-    with pytest.raises(ValueError, match=r"'kqueue' is not one of: auto, inotify, poll"):
+    with pytest.raises(UsageError, match=r"'kqueue' is not one of: auto, inotify, poll"):
         DirWatcher(tmp_path)
 
 
