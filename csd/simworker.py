@@ -1823,9 +1823,9 @@ class SimWorker:
                 return
             job.started = True
             if job.commands:
-                await asyncio.gather(*(self._run_hook(c, job.payload) for c in job.commands))
+                await asyncio.gather(*(self._run_hook(c, job.payload, job.event) for c in job.commands))
 
-    async def _run_hook(self, hook: HookCommand, payload: bytes) -> None:
+    async def _run_hook(self, hook: HookCommand, payload: bytes, event: str = "") -> None:
         env = {**self.env, "CLAUDE_PROJECT_DIR": self.cwd, "CLAUDE_CODE_SESSION_ID": self.session_id,
                "CLAUDE_PID": str(self.pid), "CLAUDECODE": "1"}
         command = hook.command
@@ -1835,7 +1835,7 @@ class SimWorker:
         try:
             proc = await asyncio.create_subprocess_exec(
                 "/bin/sh", "-c", command, cwd=self.cwd, env=env, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True)
         except OSError:
             return
 
@@ -1848,7 +1848,15 @@ class SimWorker:
                 pass  # a hook that does not read its stdin is fine
             finally:
                 proc.stdin.close()
+            assert proc.stderr is not None
+            err = await proc.stderr.read()
             await proc.wait()
+            if proc.returncode not in (0, 2):
+                # like Claude Code 2.1.330: a failed hook (exit 1) is shown under the prompt, with the first
+                # line of its stderr, and the turn goes on (tests/e2e/test_full_disk_real.py)
+                line = (err.decode(errors="replace").splitlines() or [""])[0]
+                self.history += [f"  ⎿  {event} hook failed", f"     {line}"]
+                self.redraw()
 
         try:
             await asyncio.wait_for(feed_and_wait(), hook.timeout)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +107,38 @@ def leftovers(env: Env) -> list[str]:
     files = sorted(p.name for p in env.wdir.path.iterdir() if p.is_file()) if env.wdir.path.exists() else []
     shims = sorted(p.name for p in env.wdir.bin.iterdir()) if env.wdir.bin.exists() else []
     return sessions + files + shims
+
+
+PAGE = 4096
+
+
+@contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs of its own mounted at ``path`` (made if missing), e.g. to fill it; skips the test, saying
+    why, where mounting is not allowed (not root)."""
+    import pytest
+
+    path.mkdir(mode=0o700, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}): {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(directory: Path, events: Path, room: int) -> Path:
+    """Use up the file system of ``directory``, leaving ``room`` bytes in the events file's last page
+    (tmpfs counts pages: a write into a page already held still succeeds). Returns the filler file."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * PAGE)
+        except OSError:
+            pass
+    pad = (PAGE - events.stat().st_size % PAGE) % PAGE - room
+    with open(events, "ab", buffering=0) as f:
+        f.write(b"\n" * max(0, pad))  # blank lines: readers skip them
+    return filler

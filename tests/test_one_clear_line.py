@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from csd.cli import tsv_field
-from support import Env, csd, launch
+from support import Env, csd, tmpfs
 
 DEEP = 100_000
 
@@ -139,16 +139,9 @@ def test_no_inotify_left(env: Env) -> None:
 
 
 def test_a_workers_dir_whose_parent_cannot_be_written(env: Env, tmp_path: Path) -> None:
-    parent = tmp_path / "ro"
-    parent.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(parent)], capture_output=True, text=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs: {mount.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as parent:
         proc = csd("launch", "x", str(env.root), env={"CSD_WORKERS_DIR": str(parent / "workers")})
         one_line(proc, 1, f"cannot create workers dir '{parent / 'workers'}'", "Read-only file system", "CSD_WORKERS_DIR")
-    finally:
-        subprocess.run(["umount", "-l", str(parent)], capture_output=True)
 
 
 # --- one's own files, replaced ----------------------------------------------------------------------

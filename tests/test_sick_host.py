@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Env, csd, launch, popen, wait_blocked
+from support import Env, csd, fill, launch, popen, tmpfs, wait_blocked
 
 TMUX_BOUND = {"CSD_TMUX_TIMEOUT": "2"}
 
@@ -190,37 +190,11 @@ def test_converse_accepts_a_stop_that_lands_as_line_one_after_a_truncation(env: 
 # --- a full disk ------------------------------------------------------------------------------------------
 
 HOOK = [sys.executable, "-I", "-S", str(Path(__file__).resolve().parent.parent / "csd" / "hook.py")]
-PAGE = 4096
-
-
 @pytest.fixture
 def small_fs(env: Env) -> Iterator[Path]:
     """The workers dir on a 256 KiB tmpfs of its own (needs mount rights: root, or skipped saying so)."""
-    path = env.wdir.path
-    path.mkdir(mode=0o700)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(path)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill it: {proc.stderr.strip() or proc.returncode}")
-    try:
+    with tmpfs(env.wdir.path, "size=256k,mode=0700") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-def fill(directory: Path, events: Path, room: int) -> Path:
-    """Use up the file system, leaving ``room`` bytes in the events file's last page (tmpfs counts pages:
-    a write into a page already held still succeeds). Returns the filler file."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * PAGE)
-        except OSError:
-            pass
-    pad = (PAGE - events.stat().st_size % PAGE) % PAGE - room
-    with open(events, "ab", buffering=0) as f:
-        f.write(b"\n" * max(0, pad))  # blank lines: readers skip them
-    return filler
 
 
 def hook_stop(events: Path) -> subprocess.CompletedProcess[bytes]:
@@ -243,6 +217,11 @@ def test_a_full_disk_is_said_not_waited_out(env: Env, small_fs: Path) -> None:
         assert time.monotonic() < deadline, "the worker's stop hook never ran"
         time.sleep(0.05)
     assert not events_file.read_bytes().endswith(b"\n")  # a partial line
+    # the simulated worker shows the failed hook as Claude Code does (tests/e2e/test_full_disk_real.py)
+    while "Stop hook failed" not in (screen := env.tmux("capture-pane", "-p", "-t", "=full:").stdout):
+        assert time.monotonic() < deadline, screen
+        time.sleep(0.05)
+    assert "csd hook: could not record stop in " in screen
 
     wait = subprocess.run([str(shim), "wait-for-turn", "20"], capture_output=True, timeout=60)
     assert wait.returncode == 1 and wait.stdout == b""
