@@ -56,7 +56,7 @@ UNKNOWN_COMMAND_CHECK = 0.1
 CLEAR_INPUT_TIMEOUT = 2.0
 #: While a wait needs the hook's next lines, how often it checks that they can be written (a full disk
 #: has no event; one statvfs per period).
-SPACE_CHECK_INTERVAL = 2.0
+SPACE_CHECK_INTERVAL = 5.0
 
 
 def _warn(msg: str) -> None:
