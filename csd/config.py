@@ -27,6 +27,9 @@ VARS: tuple[Var, ...] = (
     Var("CSD_STOP_TIMEOUT", "10", "seconds stop waits for session_end before killing the session"),
     Var("CSD_CONVERSE_DIAG_FILE", "", "converse writes a diagnostic here when it times out or gets no reply text"),
     Var("CSD_WATCH_BACKEND", "", "inotify or poll (default: inotify where available)"),
+    Var("CSD_HOSTS_FILE", "~/.config/csd/hosts.toml", "the hosts file naming remote hosts (csd launch --host NAME)"),
+    Var("CSD_SSH_CONTROL_DIR", "/tmp/csd-ssh-UID", "private (0700) dir of the per-host SSH control sockets"),
+    Var("CSD_SSH_PERSIST", "600", "seconds an idle per-host SSH connection stays open"),
     Var("HOME", "~", "consent file ~/.claude/.claude-session-driver-consent"),
 )
 _BY_NAME = {v.name: v for v in VARS}

@@ -351,6 +351,11 @@ class Supervisor:
         for fn in self._listeners:
             fn(tr, event)
 
+    def changed(self) -> None:
+        """Wake every ``wait_until``: something it checks changed outside this supervisor (a remote host's stream)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     async def wait_until(self, check: Callable[[], T | None]) -> T:
         """Return ``check()`` once it is not None; re-checked after every change (never polled)."""
         while True:
@@ -520,6 +525,15 @@ class Supervisor:
         if api is None or api.error is None:
             return None
         return failure_text(name, api.error, api.message)
+
+    def turn_result(self, name: str, settled: bool = False) -> Event | None:
+        """What a fan-out wait says of a tracked worker now: the line that ended its turn, a ``gone``
+        stand-in when it is not running, or None while its turn goes on."""
+        tr = self._tracked[name]
+        try:
+            return self._turn_over(tr, None, settled)
+        except NotRunning:
+            return _state_event(tr)
 
     async def wait_any(self, handles: Iterable[str], settled: bool = False) -> tuple[str, Event]:
         """The first of several workers to end its turn (a gone one counts, with its last event)."""
