@@ -19,6 +19,7 @@ ssh_config says (csd never turns that off).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -154,7 +155,10 @@ def ssh_argv(host: Host, *, tty: bool = False, multiplex: bool = True) -> list[s
     opts = ["-o", "BatchMode=yes"]
     if multiplex:
         persist = int(config.seconds("CSD_SSH_PERSIST"))
-        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir()}/%C", "-o", f"ControlPersist={persist}"]
+        # one control socket per host *entry* (name, destination, ssh_args), not ssh's %C (user, host,
+        # port): two entries for one machine with other keys or options must not share a logged-in link
+        key = hashlib.sha256(json.dumps([host.name, host.ssh, host.ssh_args]).encode()).hexdigest()[:24]
+        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir()}/{key}", "-o", f"ControlPersist={persist}"]
     return ["ssh", *opts, "-t" if tty else "-T", *host.ssh_args, "--", host.ssh]
 
 

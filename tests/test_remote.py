@@ -79,6 +79,8 @@ def far(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
         try:
             for h in remote.load_hosts().values():
                 remote.close(h)
+            for pid in masters(str(ctl)):  # one a test left behind (its host entry rewritten, say)
+                os.kill(pid, 9)
         finally:
             sshd.stop()
             kill_server(r.socket)
@@ -127,3 +129,197 @@ def test_a_remote_worker_through_its_local_shim(env: Env, far: Remote) -> None:
     assert stopped.returncode == 0, stopped.stderr
     assert not shim.exists() and not env.wdir.remote_path("w1").exists()
     assert far.sessions() == [] and far.wdir.metas() == []
+
+
+def test_one_fleet_list_and_fan_out_over_a_local_and_a_remote_worker(env: Env, far: Remote) -> None:
+    here = launch(env, "here")
+    there = launch_far("there", env.root)
+    listed = csd("list").stdout.decode().splitlines()
+    assert listed[0].split("\t") == ["STATUS", "TMUX", "SESSION_ID", "SHIM", "CWD", "HOST"]
+    rows = {r.split("\t")[1]: r.split("\t") for r in listed[1:]}
+    assert rows["here"][0] == "idle" and rows["here"][5] == "-"
+    assert rows["there"][0] == "idle" and rows["there"][5] == "box" and rows["there"][3] == str(there)
+    js = {j["name"]: j for j in map(json.loads, csd("list", "--json").stdout.decode().splitlines())}
+    assert js["here"]["host"] is None and js["there"]["host"] == "box"
+    assert js["there"]["session_id"] == sh(there, "session-id").stdout.strip()
+
+    # --any: the local worker never ends its turn, the remote one ends it in 0.5 s
+    assert sh(here, "send", "HANG").returncode == 0
+    assert sh(there, "send", "SLEEP:0.5").returncode == 0
+    assert json.loads(csd("list", "--json").stdout.decode().splitlines()[1])["state"] == "working"
+    anyw = csd("wait-for-turn", "--any", "here", "there", "30")
+    assert anyw.returncode == 0, anyw.stderr.decode()
+    name, line = anyw.stdout.decode().rstrip("\n").split("\t", 1)
+    assert name == "there" and json.loads(line)["event"] == "stop"
+    # and the other way round: the remote one hangs, the local one ends
+    assert sh(here, "stop").returncode == 0
+    here = launch(env, "here")
+    assert sh(there, "send", "HANG").returncode == 0
+    assert sh(here, "send", "SLEEP:0.5").returncode == 0
+    anyw = csd("wait-for-turn", "--any", "there", "here", "30")
+    assert anyw.stdout.decode().startswith("here\t"), anyw.stderr.decode()
+    # --all waits for both; the hung remote one keeps it waiting until its timeout, naming it
+    allw = csd("wait-for-turn", "--all", "here", "there", "1")
+    assert allw.returncode == 1 and "still busy: there" in allw.stderr.decode()
+    assert sh(there, "stop").returncode == 0
+    there = launch_far("there", env.root)
+    assert sh(there, "send", "SLEEP:0.3").returncode == 0
+    allw = csd("wait-for-turn", "--all", "here", "there", "30")
+    assert allw.returncode == 0, allw.stderr.decode()
+    assert [ln.split("\t")[0] for ln in allw.stdout.decode().splitlines()] == ["here", "there"]
+    # an unknown name among them is refused before any wait
+    bad = csd("wait-for-turn", "--any", "there", "nosuch", "5")
+    assert bad.returncode == 1 and "unknown worker 'nosuch'" in bad.stderr.decode()
+    for shim in (here, there):
+        assert sh(shim, "stop").returncode == 0
+    assert far.sessions() == []
+
+
+HOSTILE = "it's \"quoted\" $(touch /tmp/csd-pwned) `id` ; echo no && exit 7 | cat\nsecond line\t\\n $HOME *"
+
+
+def test_a_hostile_prompt_and_cwd_cross_the_ssh_boundary_unchanged(env: Env, far: Remote) -> None:
+    cwd = env.root / "dir with 'quotes' $(touch x); \"and\" `more`"
+    cwd.mkdir()
+    shim = launch_far("h", cwd)
+    js = json.loads(sh(shim, "status", "--json").stdout)
+    assert js["cwd"] == str(cwd)
+    assert json.loads(csd("list", "--json").stdout)["cwd"] == str(cwd)
+    conv = sh(shim, "converse", HOSTILE)  # the simulated worker echoes the whole prompt
+    assert (conv.returncode, conv.stdout) == (0, "ECHO: " + HOSTILE + "\n"), conv.stderr
+    piped = sh(shim, "converse", "-", input=HOSTILE.encode())
+    assert piped.stdout == "ECHO: " + HOSTILE + "\n"
+    prompts = [json.loads(ln)["prompt"] for ln in sh(shim, "read-events", "--type", "user_prompt_submit").stdout.splitlines()]
+    assert prompts == [HOSTILE] * 2
+    assert not Path("/tmp/csd-pwned").exists() and not (cwd / "x").exists()
+    assert sh(shim, "stop").returncode == 0
+
+
+def test_faults_are_named_at_once_with_their_own_exit_code(env: Env, far: Remote, tmp_path: Path) -> None:
+    other_key = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+    args = far.sshd.ssh_args()
+    far.write_hosts(
+        nocsd={"ssh": "root@127.0.0.1", "ssh_args": args, "csd": "/nonexistent/bin/csd"},
+        notcsd={"ssh": "root@127.0.0.1", "ssh_args": args, "csd": "/bin/echo"},
+        down={"ssh": "root@127.0.0.1", "ssh_args": ["-F", "/dev/null", "-p", str(far.sshd.port + 1 if far.sshd.port < 65535 else 1),
+                                                    "-o", "ConnectTimeout=5"]},
+        stranger={"ssh": "root@127.0.0.1", "ssh_args": [a if a != str(far.sshd.key) else str(other_key) for a in args]},
+    )
+    cases = [
+        ("box2", 2, "unknown host 'box2'"),
+        ("nocsd", 6, "csd not found there"),
+        ("notcsd", 6, "not a compatible csd"),
+        ("down", 5, "is unreachable"),
+        ("stranger", 5, "authentication refused"),
+    ]
+    for host, code, text in cases:
+        started = time.monotonic()
+        proc = csd("launch", "--host", host, "x", str(env.root))
+        stderr = proc.stderr.decode()
+        assert proc.returncode == code, (host, stderr)
+        assert text in stderr and stderr.count("\n") == 1, stderr
+        assert proc.stdout == b""
+        assert time.monotonic() - started < 10
+    assert "known hosts: box, down, nocsd, notcsd, stranger" in csd("launch", "--host", "box2", "x", str(env.root)).stderr.decode()
+    assert not env.wdir.shim_path("x").exists() and not env.wdir.remote_path("x").exists() and far.sessions() == []
+    # a per-worker command on an unreachable host: the same exit code, the host named
+    shim = launch_far("w", env.root)
+    far.sshd.stop()
+    for h in remote.load_hosts().values():
+        remote.close(h)
+    st = sh(shim, "status")
+    assert st.returncode == 5 and "host 'box'" in st.stderr and "unreachable" in st.stderr
+    # list shows its workers as unreachable, not gone
+    rows = [ln.split("\t") for ln in csd("list").stdout.decode().splitlines()[1:]]
+    assert rows == [["unreachable", "w", rows[0][2], str(shim), str(env.root), "box"]]
+    far.sshd.start()
+    assert sh(shim, "stop").returncode == 0
+
+
+def remote_streams(far: Remote) -> list[int]:
+    """The remote csd stream processes that far's sshd serves."""
+    assert far.sshd.proc is not None
+    out = []
+    for pid in descendants(far.sshd.proc.pid):
+        try:
+            if b"stream" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def wchar(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def masters(ctl: str | None = None) -> list[int]:
+    """The local ssh connection masters (ControlPersist renames them ``ssh: PATH [mux]``)."""
+    ctl = ctl or os.environ["CSD_SSH_CONTROL_DIR"]
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and ctl.encode() in (d / "cmdline").read_bytes() and b"[mux]" in (d / "cmdline").read_bytes():
+                out.append(int(d.name))
+        except OSError:
+            pass
+    return out
+
+
+def stream_delivered(far: Remote) -> None:
+    """Until the remote stream's first lines have reached the controller: the remote csd has written
+    them and, after that, the local connection master has written again (it forwards them into the
+    waiting csd's pipe). Read from /proc: nothing in the protocol says so."""
+    wait_for(lambda: any(wchar(p) for p in remote_streams(far)), "the remote stream never wrote")
+    before = {p: wchar(p) for p in masters()}
+    wait_for(lambda: any(wchar(p) > w for p, w in before.items()), "the connection master never forwarded it")
+
+
+def wait_for(cond, what: str, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_wait_survives_sshd_going_down_and_coming_back_and_misses_no_turn_end(env: Env, far: Remote) -> None:
+    shim = launch_far("r", env.root)
+    assert sh(shim, "send", "SLEEP:1").returncode == 0
+    waiter = popen("wait-for-turn", "--any", "r", "60")
+    stream_delivered(far)
+    far.sshd.stop()  # the connection drops under the wait
+    meta = far.wdir.metas()[0]
+    events = far.wdir.events_path(meta.session_id)
+    wait_for(lambda: b'"event": "stop"' in events.read_bytes() or b'"event":"stop"' in events.read_bytes(), "the turn never ended")
+    # while the controller is cut off, the worker ends that turn and starts another (its owner sends one)
+    assert far.csd("--worker", "r", "send", "HANG").returncode == 0
+    assert waiter.poll() is None
+    far.sshd.start()
+    out, errs = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, errs.decode()
+    name, line = out.decode().rstrip("\n").split("\t", 1)
+    ended = json.loads(line)
+    assert name == "r" and ended["event"] == "stop"  # the turn end of the dropped stretch, replayed from the log
+    assert "reconnecting" in errs.decode()
+    assert sh(shim, "stop").returncode == 0
+
+
+def test_a_wait_whose_host_stays_down_fails_naming_it(env: Env, far: Remote) -> None:
+    shim = launch_far("r", env.root)
+    assert sh(shim, "send", "HANG").returncode == 0
+    waiter = popen("wait-for-turn", "--all", "r", "120")
+    wait_for(lambda: remote_streams(far), "the remote stream never started")
+    far.sshd.stop()
+    out, errs = waiter.communicate(timeout=90)
+    assert waiter.returncode == 5 and out == b""
+    last = errs.decode().strip().splitlines()[-1]
+    assert "host 'box'" in last and "gave up" in last, errs.decode()
+    far.sshd.start()
+    assert sh(shim, "stop").returncode == 0
