@@ -157,7 +157,7 @@ def main() -> int:
         rows.append(("wait-for-turn wake, local worker: stop appended → exit",
                      wake([shim_l, "wait-for-turn", "30"], env, lpath, str(local_w.path).encode(), n), ""))
         rows.append(("wait-for-turn wake, remote worker (shim): stop appended → exit",
-                     wake([shim_r, "wait-for-turn", "30"], env, rpath, b"wait-for-turn\0", n), ""))
+                     wake([shim_r, "wait-for-turn", "30"], env, rpath, b"stream\0", n), "one host stream, as --any"))
         rows.append(("wait-for-turn --any wake, remote worker (host stream): stop appended → exit",
                      wake([CSD, "wait-for-turn", "--any", "away", "30"], env, rpath, b"stream\0", n), ""))
     finally:

@@ -310,6 +310,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
             continue
         print(f"removed {m.tmux_name} ({sid}): {' '.join(str(p) for p in files)}", flush=True)
         pruned += 1
+    if wdir.remote_path("x").parent.is_dir():
+        from csd import remote
+
+        pruned += remote.prune(wdir, args.dry_run)
     if not pruned:
         err(f"No gone workers in {wdir.path}: nothing to prune")
     return OK

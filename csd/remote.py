@@ -376,6 +376,10 @@ def worker_command(host_name: str, handle: str, cmd: str, args: argparse.Namespa
             "state with 'status' before sending."
         )
         return OK
+    if cmd == "wait-for-turn":
+        from csd.cli import run_async
+
+        return run_async(remote_wait(host, rec, args))
     code = _relay(run(host, _worker_argv(rec, [cmd, *rest]), doing, capture=False))
     if cmd == "stop" and code == OK:
         forget(wdir, rec)
@@ -426,6 +430,26 @@ def list_rows(wdir: WorkersDir, pattern: str) -> list[dict[str, Any]]:
 
     with ThreadPoolExecutor(max_workers=min(16, len(groups) or 1)) as pool:
         return [row for rows in pool.map(survey, list(groups)) for row in rows]
+
+
+def prune(wdir: WorkersDir, dry_run: bool) -> int:
+    """``csd prune`` for remote workers: the record and local shim of each one its host reports gone (never
+    of a reachable host's live worker, nor of an unreachable host's: unreachable is not gone). The worker's
+    files on its host are that host's to prune (``csd prune`` there)."""
+    pruned = 0
+    for row in list_rows(wdir, ""):
+        if row["state"] != "gone":
+            continue
+        rec = read_record(wdir, row["name"])
+        if rec is None:
+            continue
+        files = [p for p in (wdir.remote_path(rec.name), wdir.shim_path(rec.name)) if p.exists()]
+        if not dry_run:
+            forget(wdir, rec)
+        verb = "would remove" if dry_run else "removed"
+        print(f"{verb} {rec.name} ({rec.session_id}) on host {rec.host}: {' '.join(str(p) for p in files)}", flush=True)
+        pruned += 1
+    return pruned
 
 
 def _row(wdir: WorkersDir, r: Record, state: str, error: str | None = None) -> dict[str, Any]:
@@ -638,3 +662,39 @@ async def fan_wait(args: argparse.Namespace) -> int:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     return report_ended(ended)
+
+
+async def remote_wait(host: Host, rec: Record, args: argparse.Namespace) -> int:
+    """A remote worker's ``wait-for-turn`` through its host's stream, so a dropped connection is re-established
+    and the log replayed (``--after-line N`` is such a replay from the start: the first turn end past line N)."""
+    import asyncio
+
+    from csd.errors import TURN_FAILED, NotRunning
+    from csd.events import failure_line, parse_line
+
+    wake = asyncio.Event()
+    stream = HostStream(host, rec.remote_workers_dir, [rec], args.settled, wake.set)
+    if args.after_line is not None:
+        stream.busy_line[rec.name] = args.after_line
+    task = asyncio.ensure_future(stream.run())
+    try:
+        async with asyncio.timeout(args.timeout):
+            while rec.name not in stream.done:
+                if stream.error is not None:
+                    raise stream.error
+                await wake.wait()
+                wake.clear()
+    except TimeoutError:
+        raise CsdError(f"timed out after {args.timeout:g}s waiting for {rec.name!r} on host {host.name!r} to end its turn") from None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    ev = parse_line(stream.done[rec.name], 0)
+    if ev.name == "gone":
+        raise NotRunning(f"worker {rec.name!r} on host {host.name!r} is gone: its process ended without session_end")
+    sys.stdout.write(ev.raw + "\n")
+    sys.stdout.flush()
+    if ev.error is not None:
+        err(f"csd: error: {failure_line(rec.name, ev)}")
+        return TURN_FAILED
+    return OK

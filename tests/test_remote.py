@@ -38,6 +38,9 @@ class Remote:
         """The remote csd run on that host itself, not through ssh (to check what it has)."""
         return subprocess.run([CSD, *argv], input=input, capture_output=True, timeout=60, env={**os.environ, **self.env})
 
+    def tmux(self, *args: str) -> None:
+        subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, check=True)
+
     def sessions(self) -> list[str]:
         out = subprocess.run(["tmux", "-S", self.socket, "list-sessions", "-F", "#{session_name}"], capture_output=True, text=True)
         return out.stdout.split()
@@ -233,6 +236,8 @@ def test_faults_are_named_at_once_with_their_own_exit_code(env: Env, far: Remote
     # list shows its workers as unreachable, not gone
     rows = [ln.split("\t") for ln in csd("list").stdout.decode().splitlines()[1:]]
     assert rows == [["unreachable", "w", rows[0][2], str(shim), str(env.root), "box"]]
+    assert "unreachable" in json.loads(csd("list", "--json").stdout)["error"]
+    assert csd("prune").stdout == b"" and shim.exists()  # unreachable is not gone
     far.sshd.start()
     assert sh(shim, "stop").returncode == 0
 
@@ -323,3 +328,36 @@ def test_a_wait_whose_host_stays_down_fails_naming_it(env: Env, far: Remote) -> 
     assert "host 'box'" in last and "gave up" in last, errs.decode()
     far.sshd.start()
     assert sh(shim, "stop").returncode == 0
+
+
+def test_a_shim_wait_survives_a_dropped_connection_and_after_line_replays_the_log(env: Env, far: Remote) -> None:
+    shim = launch_far("r", env.root)
+    assert sh(shim, "send", "SLEEP:1").returncode == 0
+    mark = json.loads(sh(shim, "status", "--json").stdout)["last_event_line"]
+    waiter = subprocess.Popen([str(shim), "wait-for-turn", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stream_delivered(far)
+    far.sshd.stop()
+    meta = far.wdir.metas()[0]
+    events = far.wdir.events_path(meta.session_id)
+    wait_for(lambda: b'"event":"stop"' in events.read_bytes().replace(b'": "', b'":"'), "the turn never ended")
+    assert far.csd("--worker", "r", "send", "HANG").returncode == 0
+    far.sshd.start()
+    out, errs = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, errs.decode()
+    stop = json.loads(out)
+    assert stop["event"] == "stop" and stop["last_assistant_message"] == "ECHO: SLEEP:1"
+    # --after-line: the first turn end past that line, though the worker is working again now
+    again = sh(shim, "wait-for-turn", "--after-line", str(mark), "10")
+    assert again.returncode == 0 and json.loads(again.stdout) == stop
+    assert sh(shim, "stop").returncode == 0
+    # a wait on a worker that is gone: exit 3, as locally
+    shim = launch_far("r2", env.root)
+    far.tmux("kill-session", "-t", "=r2")
+    gone = sh(shim, "wait-for-turn", "10")
+    assert gone.returncode == 3 and "gone" in gone.stderr
+    assert "r2" not in csd("list").stdout.decode()
+    assert any(r.startswith("gone\tr2\t") and r.endswith("\tbox") for r in csd("list", "--all").stdout.decode().splitlines())
+    dry = csd("prune", "--dry-run").stdout.decode()
+    assert dry.startswith("would remove r2 (") and "on host box" in dry and shim.exists()
+    pruned = csd("prune")
+    assert pruned.stdout.decode().startswith("removed r2 (") and not shim.exists() and not env.wdir.remote_path("r2").exists()
