@@ -496,7 +496,12 @@ async def serve_stream(names: list[str], settled: bool, replay: dict[str, int]) 
             if tr.name not in trs:
                 return
             done = replayed.get(tr.name) or sup.turn_result(tr.name, settled)
-            msg = {"name": tr.name, "state": str(tr.state), "line": tr.line_count, "done": done.raw if done else None}
+            w = tr.worker
+            since = w.state_event.ts if w.state_event is not None else None
+            msg = {"name": tr.name, "state": str(tr.state), "line": tr.line_count, "done": done.raw if done else None,
+                   # what the live table shows (csd watch on the controller)
+                   "last": w.last_event.summary() if w.last_event else "", "turns": w.turns, "bg": w.bg_running,
+                   "since": since, "cwd": tr.meta.cwd}
             sys.stdout.write(json.dumps(msg) + "\n")
             sys.stdout.flush()
 
@@ -529,10 +534,13 @@ class HostStream:
     latched once seen, re-established with backoff when the connection drops (replaying the remote log
     from the last line seen, so a turn that ended meanwhile is neither missed nor invented)."""
 
-    def __init__(self, host: Host, rwd: str, recs: list[Record], settled: bool, changed: Callable[[], None]) -> None:
+    def __init__(self, host: Host, rwd: str, recs: list[Record], settled: bool, changed: Callable[[], None],
+                 follow: bool = False) -> None:
         self.host, self.rwd, self.recs, self.settled, self.changed = host, rwd, recs, settled, changed
+        self.follow = follow  # csd watch: never ends, never gives up (its rows say unreachable meanwhile)
         self.done: dict[str, str] = {}  # name -> the raw line that ended its turn
         self.busy_line: dict[str, int] = {}  # name -> the log's line count when it was last seen working
+        self.latest: dict[str, dict[str, Any]] = {}  # name -> its latest message
         self.error: CsdError | None = None
 
     async def run(self) -> None:
@@ -552,6 +560,11 @@ class HostStream:
                 self.changed()
                 return
             attempt = 0 if got_any else attempt + 1
+            if self.follow:
+                self.error = problem
+                self.changed()
+                await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
+                continue
             if attempt > len(RECONNECT_DELAYS):
                 self.error = HostUnreachable(f"{problem} (gave up after {len(RECONNECT_DELAYS)} attempts to reconnect)")
                 self.changed()
@@ -562,7 +575,7 @@ class HostStream:
     async def _once(self) -> tuple[bool, int, str]:
         import asyncio
 
-        pending = [r.name for r in self.recs if r.name not in self.done]
+        pending = [r.name for r in self.recs if self.follow or r.name not in self.done]
         if not pending:
             return True, OK, ""
         argv = ["--workers-dir", self.rwd, "stream", *(["--settled"] if self.settled else [])]
@@ -577,13 +590,15 @@ class HostStream:
             async for line in proc.stdout:
                 msg = json.loads(line)
                 got_any = True
+                self.error = None
                 name = msg["name"]
+                self.latest[name] = msg
                 if msg["done"] is not None:
                     self.done.setdefault(name, msg["done"])
                 else:
                     self.busy_line[name] = msg["line"]
                 self.changed()
-                if all(r.name in self.done for r in self.recs):
+                if not self.follow and all(r.name in self.done for r in self.recs):
                     break
             else:
                 assert proc.stderr is not None
@@ -698,3 +713,31 @@ async def remote_wait(host: Host, rec: Record, args: argparse.Namespace) -> int:
         err(f"csd: error: {failure_line(rec.name, ev)}")
         return TURN_FAILED
     return OK
+
+
+def watch_streams(wdir: WorkersDir, pattern: str, changed: Callable[[], None]) -> list[HostStream]:
+    """``csd watch``'s remote rows: one following stream per host (and remote workers dir)."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in records(wdir):
+        if pattern in r.name:
+            groups.setdefault((r.host, r.remote_workers_dir), []).append(r)
+    return [HostStream(get_host(h), rwd, recs, False, changed, follow=True) for (h, rwd), recs in groups.items()]
+
+
+def watch_rows(streams: list[HostStream], clock: Callable[[], float]) -> list[Any]:
+    """The live table's rows of remote workers (``NAME@HOST``), from their streams' latest messages."""
+    from csd.render import WorkerRow, _epoch
+
+    rows = []
+    for s in streams:
+        for r in s.recs:
+            msg = s.latest.get(r.name)
+            if s.error is not None or msg is None:
+                state = "unreachable" if s.error is not None else "launching"
+                rows.append(WorkerRow(f"{r.name}@{r.host}", state, 0.0, str(s.error or ""), 0, 0, r.cwd))
+                continue
+            since = _epoch(msg["since"]) if msg.get("since") else None
+            seconds = max(0.0, clock() - since) if since is not None else 0.0
+            rows.append(WorkerRow(f"{r.name}@{r.host}", msg["state"], seconds, msg.get("last", ""), msg.get("turns", 0),
+                                  msg.get("bg", 0), msg.get("cwd", r.cwd)))
+    return rows

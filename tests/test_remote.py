@@ -296,10 +296,11 @@ def wait_for(cond, what: str, timeout: float = 20) -> None:  # type: ignore[no-u
 
 def test_a_wait_survives_sshd_going_down_and_coming_back_and_misses_no_turn_end(env: Env, far: Remote) -> None:
     shim = launch_far("r", env.root)
-    assert sh(shim, "send", "SLEEP:1").returncode == 0
+    assert sh(shim, "send", "SLEEP:4").returncode == 0  # long enough to cut the link before it ends, on a busy machine too
     waiter = popen("wait-for-turn", "--any", "r", "60")
     stream_delivered(far)
     far.sshd.stop()  # the connection drops under the wait
+    assert waiter.poll() is None
     meta = far.wdir.metas()[0]
     events = far.wdir.events_path(meta.session_id)
     wait_for(lambda: b'"event": "stop"' in events.read_bytes() or b'"event":"stop"' in events.read_bytes(), "the turn never ended")
@@ -332,11 +333,12 @@ def test_a_wait_whose_host_stays_down_fails_naming_it(env: Env, far: Remote) -> 
 
 def test_a_shim_wait_survives_a_dropped_connection_and_after_line_replays_the_log(env: Env, far: Remote) -> None:
     shim = launch_far("r", env.root)
-    assert sh(shim, "send", "SLEEP:1").returncode == 0
+    assert sh(shim, "send", "SLEEP:4").returncode == 0
     mark = json.loads(sh(shim, "status", "--json").stdout)["last_event_line"]
     waiter = subprocess.Popen([str(shim), "wait-for-turn", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stream_delivered(far)
     far.sshd.stop()
+    assert waiter.poll() is None
     meta = far.wdir.metas()[0]
     events = far.wdir.events_path(meta.session_id)
     wait_for(lambda: b'"event":"stop"' in events.read_bytes().replace(b'": "', b'":"'), "the turn never ended")
@@ -345,7 +347,7 @@ def test_a_shim_wait_survives_a_dropped_connection_and_after_line_replays_the_lo
     out, errs = waiter.communicate(timeout=60)
     assert waiter.returncode == 0, errs.decode()
     stop = json.loads(out)
-    assert stop["event"] == "stop" and stop["last_assistant_message"] == "ECHO: SLEEP:1"
+    assert stop["event"] == "stop" and stop["last_assistant_message"] == "ECHO: SLEEP:4"
     # --after-line: the first turn end past that line, though the worker is working again now
     again = sh(shim, "wait-for-turn", "--after-line", str(mark), "10")
     assert again.returncode == 0 and json.loads(again.stdout) == stop
@@ -361,3 +363,29 @@ def test_a_shim_wait_survives_a_dropped_connection_and_after_line_replays_the_lo
     assert dry.startswith("would remove r2 (") and "on host box" in dry and shim.exists()
     pruned = csd("prune")
     assert pruned.stdout.decode().startswith("removed r2 (") and not shim.exists() and not env.wdir.remote_path("r2").exists()
+
+
+def test_watch_shows_a_remote_worker_beside_a_local_one(env: Env, far: Remote) -> None:
+    launch(env, "here")
+    there = launch_far("there", env.root)
+    watcher = popen("watch")
+    seen: list[list[str]] = []
+    try:
+        assert watcher.stdout is not None
+
+        def until(pred) -> None:  # type: ignore[no-untyped-def]
+            while not any(pred(row) for row in seen):
+                line = watcher.stdout.readline().decode()
+                assert line, watcher.stderr.read().decode() if watcher.stderr else ""
+                seen.append(line.rstrip("\n").split("\t"))
+
+        until(lambda r: r[1:3] == ["here", "idle"])
+        until(lambda r: r[1:3] == ["there@box", "idle"])
+        assert sh(there, "send", "SLEEP:0.3").returncode == 0  # the remote stream redraws the table
+        until(lambda r: r[1:3] == ["there@box", "working"])
+        until(lambda r: r[1:3] == ["there@box", "idle"] and "stop" in r[3])
+    finally:
+        watcher.terminate()
+        watcher.communicate(timeout=20)
+    for shim in (env.wdir.shim_path("here"), there):
+        assert sh(shim, "stop").returncode == 0
