@@ -95,6 +95,15 @@ def _sub(name: str, help: str) -> Parser:
     return Parser(prog=f"csd {name}", description=help)
 
 
+def stream_parser() -> Parser:
+    """``csd stream``, not in help: what a controller runs on a remote host over SSH (csd.remote.HostStream)."""
+    p = _sub("stream", "one JSON line per state change of the named workers until stdin closes")
+    p.add_argument("--settled", action="store_true")
+    p.add_argument("--replay", action="append", default=[], metavar="NAME=LINE")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    return p
+
+
 def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
     """(top-level command parsers, per-worker command parsers)."""
     top: dict[str, Parser] = {}
@@ -133,11 +142,6 @@ def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
     p = top["completion"] = _sub("completion", "print a shell completion script: " + " ".join(SHELLS))
     p.add_argument("shell", choices=SHELLS)
     top["help"] = _sub("help", "show help")
-    # hidden: what a controller runs on a remote host over SSH (csd.remote.HostStream)
-    p = top["stream"] = _sub("stream", "one JSON line per state change of the named workers until stdin closes")
-    p.add_argument("--settled", action="store_true")
-    p.add_argument("--replay", action="append", default=[], metavar="NAME=LINE")
-    p.add_argument("names", nargs="+", metavar="NAME")
 
     p = per["status"] = _sub("status", "print the state: " + " ".join(STATES))
     p.add_argument("--json", action="store_true")
@@ -613,6 +617,18 @@ def dispatch(argv: Sequence[str]) -> int:
         print(help_text(), end="")
         return USAGE
     cmd, rest = argv[0], argv[1:]
+    if cmd == "stream" and worker is None and host is None:
+        from csd import remote
+
+        args = stream_parser().parse_args(rest)
+        replay = {}
+        for item in args.replay:
+            name, _, line = item.rpartition("=")
+            try:
+                replay[name] = count_arg(line)
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"csd stream: --replay {item!r}: {exc}; use NAME=LINE") from None
+        return run_async(remote.serve_stream(args.names, args.settled, replay))
     table = per if worker is not None else top
     if cmd not in table:
         if worker is None and cmd in per:
@@ -669,14 +685,6 @@ def dispatch(argv: Sequence[str]) -> int:
         from csd import remote
 
         return remote.launch(args.host, args.name, args.cwd, args.claude_args)
-    if cmd == "stream":
-        from csd import remote
-
-        replay = {}
-        for item in args.replay:
-            name, _, line = item.rpartition("=")
-            replay[name] = count_arg(line)
-        return run_async(remote.serve_stream(args.names, args.settled, replay))
     if cmd == "wait-for-turn":
         names, timeout = list(args.names), 60.0
         if len(names) > 1:
