@@ -133,6 +133,7 @@ def main() -> int:
            "CSD_HOSTS_FILE": str(hosts), "CSD_SSH_CONTROL_DIR": str(ctl)}
     rows: list[tuple[str, list[float], str]] = []
     started = time.time()
+    load_start = os.getloadavg()[0]
     try:
         sshd.start()
         table = "[hosts.far]\nssh = \"root@127.0.0.1\"\nssh_args = " + json.dumps(sshd.ssh_args()) + f"\ncsd = {json.dumps(CSD)}\n"
@@ -183,7 +184,7 @@ def main() -> int:
         f"`python bench/remote.py` — {time.time() - started:.0f} s, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
         "Times in ms (wall, per call); the remote host is this machine through a real sshd on 127.0.0.1 (no network latency).", "",
         f"Machine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, CPython {platform.python_version()}, {ssh_v}, "
-        f"load average at start {os.getloadavg()[0]:.2f}.", "",
+        f"load average at start / end {load_start:.2f} / {os.getloadavg()[0]:.2f}.", "",
         "| measurement | n | median | p90 | min | notes |", "|---|---:|---:|---:|---:|---|",
     ]
     for name, s, note in rows:

@@ -607,14 +607,12 @@ class HostStream:
             return True, OK, ""
         finally:
             if proc.returncode is None:
+                # Ending the local ssh closes the channel: the remote stream reads EOF and ends by itself.
+                # Nothing to wait for on the far side (a wait that is answered exits at once).
                 assert proc.stdin is not None
-                proc.stdin.close()  # the remote stream ends on EOF
-                try:
-                    async with asyncio.timeout(5):
-                        await proc.wait()
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+                proc.stdin.close()
+                proc.terminate()
+                await proc.wait()
 
 
 async def fan_wait(args: argparse.Namespace) -> int:
