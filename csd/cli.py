@@ -114,7 +114,8 @@ def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
     p.add_argument("name")
     p.add_argument("cwd")
     p.add_argument("claude_args", nargs="*")
-    p = top["adopt"] = _sub("adopt", "bring back a worker by session id: csd adopt NAME CWD SESSION_ID [-- claude-args...]")
+    p = top["adopt"] = _sub("adopt", "bring back a worker by session id: csd adopt [--host HOST] NAME CWD SESSION_ID [-- claude-args...]")
+    p.add_argument("--host", help="on this host of the hosts file (over SSH)")
     p.add_argument("name")
     p.add_argument("cwd")
     p.add_argument("session_id")
@@ -176,7 +177,8 @@ Top-level commands:
   csd launch [--host HOST] NAME CWD [-- claude-args...]
                                             start a worker (on HOST of the hosts file: over SSH);
                                             prints its shim path
-  csd adopt NAME CWD SESSION_ID [-- args]   bring back a worker (--resume) after a reboot
+  csd adopt [--host HOST] NAME CWD SESSION_ID [-- args]
+                                            bring back a worker (--resume) after a reboot
   csd list [--all] [--json] [PATTERN]       STATUS TMUX SESSION_ID SHIM CWD HOST (gone ones with --all)
   csd watch [PATTERN]                       live table of workers; Ctrl-C exits
   csd wait-for-turn --any|--all [--settled] NAME... [TIMEOUT]
@@ -681,10 +683,10 @@ def dispatch(argv: Sequence[str]) -> int:
         return cmd_grant_consent(args)
     if cmd == "prune":
         return cmd_prune(args)
-    if cmd == "launch" and args.host is not None:
+    if cmd in ("launch", "adopt") and args.host is not None:
         from csd import remote
 
-        return remote.launch(args.host, args.name, args.cwd, args.claude_args)
+        return remote.launch(args.host, args.name, args.cwd, args.claude_args, getattr(args, "session_id", None))
     if cmd == "wait-for-turn":
         names, timeout = list(args.names), 60.0
         if len(names) > 1:

@@ -296,8 +296,9 @@ def _worker_argv(rec: Record, argv: list[str]) -> list[str]:
     return ["--workers-dir", rec.remote_workers_dir, "--worker", rec.name, *argv]
 
 
-def launch(host_name: str, name: str, cwd: str, claude_args: list[str]) -> int:
-    """``csd launch --host H NAME CWD``: the remote csd's launch, then a local record and shim."""
+def launch(host_name: str, name: str, cwd: str, claude_args: list[str], resume: str | None = None) -> int:
+    """``csd launch --host H NAME CWD`` (or ``adopt --host H NAME CWD SESSION_ID`` with ``resume``): the
+    remote csd's launch or adopt, then a local record and shim."""
     from csd.workers import WorkersDir, check_name
 
     host = get_host(host_name)
@@ -317,7 +318,8 @@ def launch(host_name: str, name: str, cwd: str, claude_args: list[str]) -> int:
             err(f"csd: clearing the record of gone remote worker {name!r} on host {old.host!r}")
             forget(wdir, old)
     check_version(host)
-    proc = run(host, ["launch", name, cwd, "--", *claude_args], f"launching {name!r}")
+    argv = ["launch", name, cwd] if resume is None else ["adopt", name, cwd, resume]
+    proc = run(host, [*argv, "--", *claude_args], f"{argv[0]}ing {name!r}")
     sys.stderr.buffer.write(proc.stderr)
     sys.stderr.flush()
     if proc.returncode != OK:

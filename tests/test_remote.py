@@ -389,3 +389,22 @@ def test_watch_shows_a_remote_worker_beside_a_local_one(env: Env, far: Remote) -
         watcher.communicate(timeout=20)
     for shim in (env.wdir.shim_path("here"), there):
         assert sh(shim, "stop").returncode == 0
+
+
+def test_adopt_on_a_host_brings_a_worker_back_after_the_host_lost_it(env: Env, far: Remote) -> None:
+    shim = launch_far("w", env.root)
+    assert sh(shim, "converse", "REPLY:remember me").stdout == "remember me\n"
+    sid = sh(shim, "session-id").stdout.strip()
+    # the host reboots: its tmux server and workers dir are gone, the conversation is not
+    far.tmux("kill-server")
+    shutil.rmtree(far.wdir.path)
+    lost = sh(shim, "status")
+    assert lost.returncode == 1 and "unknown worker 'w'" in lost.stderr  # the host's csd answers, as it would there
+    assert csd("list", "--all").stdout.decode().splitlines()[1].startswith("gone\tw\t")
+    adopted = csd("adopt", "--host", "box", "w", str(env.root), sid)
+    assert adopted.returncode == 0, adopted.stderr.decode()
+    assert "clearing the record of gone remote worker 'w'" in adopted.stderr.decode()
+    assert Path(adopted.stdout.decode().strip()) == shim
+    assert sh(shim, "status").stdout == "idle\n" and sh(shim, "session-id").stdout.strip() == sid
+    assert sh(shim, "converse", "REPLY:back").stdout == "back\n"
+    assert sh(shim, "stop").returncode == 0
