@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from csd import remote
+from csd.prompt import clean_prompt
 from csd.workers import CONSENT_FILE, WorkersDir
 from sshd import SSHD, Sshd, descendants, make_sshd, short_dir
 from support import SIMWORKER, Env, csd, kill_server, launch, popen, wait_blocked
@@ -188,12 +189,15 @@ def test_a_hostile_prompt_and_cwd_cross_the_ssh_boundary_unchanged(env: Env, far
     js = json.loads(sh(shim, "status", "--json").stdout)
     assert js["cwd"] == str(cwd)
     assert json.loads(csd("list", "--json").stdout)["cwd"] == str(cwd)
-    conv = sh(shim, "converse", HOSTILE)  # the simulated worker echoes the whole prompt
-    assert (conv.returncode, conv.stdout) == (0, "ECHO: " + HOSTILE + "\n"), conv.stderr
+    # the simulated worker echoes the whole prompt as the model receives it (a tab is four spaces, as locally)
+    received = clean_prompt(HOSTILE)
+    assert "$(touch" in received and "\nsecond line" in received
+    conv = sh(shim, "converse", HOSTILE)
+    assert (conv.returncode, conv.stdout) == (0, "ECHO: " + received + "\n"), conv.stderr
     piped = sh(shim, "converse", "-", input=HOSTILE.encode())
-    assert piped.stdout == "ECHO: " + HOSTILE + "\n"
+    assert piped.stdout == "ECHO: " + received + "\n"
     prompts = [json.loads(ln)["prompt"] for ln in sh(shim, "read-events", "--type", "user_prompt_submit").stdout.splitlines()]
-    assert prompts == [HOSTILE] * 2
+    assert prompts == [received] * 2
     assert not Path("/tmp/csd-pwned").exists() and not (cwd / "x").exists()
     assert sh(shim, "stop").returncode == 0
 
