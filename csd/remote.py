@@ -623,7 +623,7 @@ async def fan_wait(args: argparse.Namespace) -> int:
     import asyncio
 
     from csd.commands import report_ended
-    from csd.events import Event, parse_line
+    from csd.events import Event, failure_line, parse_line
     from csd.supervisor import Supervisor
     from csd.workers import WorkersDir
 
@@ -676,7 +676,13 @@ async def fan_wait(args: argparse.Namespace) -> int:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-    return report_ended(ended)
+
+        def failure(name: str, ev: Event) -> str | None:
+            if name in local:
+                return sup.turn_failure(name, ev)
+            return failure_line(name, ev) if ev.error is not None else None  # a remote turn: its stop_failure line
+
+        return report_ended(ended, failure)
 
 
 async def remote_wait(host: Host, rec: Record, args: argparse.Namespace) -> int:

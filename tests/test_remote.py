@@ -412,3 +412,15 @@ def test_adopt_on_a_host_brings_a_worker_back_after_the_host_lost_it(env: Env, f
     assert sh(shim, "status").stdout == "idle\n" and sh(shim, "session-id").stdout.strip() == sid
     assert sh(shim, "converse", "REPLY:back").stdout == "back\n"
     assert sh(shim, "stop").returncode == 0
+
+
+def test_a_remote_turn_that_failed_exits_4_through_the_shim_and_the_fan_out(env: Env, far: Remote) -> None:
+    shim = launch_far("f", env.root)
+    assert sh(shim, "send", "FAIL:rate_limit").returncode == 0
+    one = sh(shim, "wait-for-turn", "30")
+    assert one.returncode == 4 and json.loads(one.stdout)["event"] == "stop_failure" and "rate_limit" in one.stderr
+    fan = csd("wait-for-turn", "--any", "f", "30")
+    assert fan.returncode == 4 and fan.stdout.decode().startswith("f\t") and "rate_limit" in fan.stderr.decode()
+    conv = sh(shim, "converse", "FAIL:server_error")
+    assert conv.returncode == 4 and "server_error" in conv.stderr
+    assert sh(shim, "stop").returncode == 0
