@@ -88,6 +88,12 @@ def far(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
         finally:
             sshd.stop()
             kill_server(r.socket)
+            for d in Path("/proc").iterdir():  # a server the remote csd started that kill-server missed
+                try:
+                    if d.name.isdigit() and r.socket.encode() in (d / "cmdline").read_bytes():
+                        os.kill(int(d.name), 9)
+                except OSError:
+                    pass
             shutil.rmtree(sockdir, ignore_errors=True)
             shutil.rmtree(ctl, ignore_errors=True)
 
