@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from csd import __version__, config
 from csd.completion import SHELLS
-from csd.errors import FAILURE, INTERRUPTED, NOT_RUNNING, OK, TURN_FAILED, USAGE, CsdError, NotRunning, UsageError
+from csd.errors import (
+    FAILURE, HOST_CSD, HOST_UNREACHABLE, INTERRUPTED, NOT_RUNNING, OK, TURN_FAILED, USAGE, CsdError, NotRunning, UsageError,
+)
 from csd.events import EVENT_NAMES, BadLine, Event
 from csd.states import STATES, State, Worker
 from csd.workers import Meta, WorkersDir
@@ -31,6 +33,8 @@ EXIT_CODES = (
     (USAGE, "usage error (unknown command, option, event type, state or bad value)"),
     (NOT_RUNNING, "the worker is not running (terminated or gone) and the command needs a live one"),
     (TURN_FAILED, "the turn ended in an API error (stop_failure); the line on stderr names the error and what to do"),
+    (HOST_UNREACHABLE, "a remote host cannot be reached over SSH (network, authentication refused, host key, connection lost)"),
+    (HOST_CSD, "csd is missing on a remote host, or of an incompatible version"),
     (INTERRUPTED, "interrupted (Ctrl-C); 143 for SIGTERM. Either way locks are released and a half-made worker removed"),
 )
 MAX_TIMEOUT = 7 * 86400.0
@@ -85,16 +89,27 @@ def _sub(name: str, help: str) -> Parser:
     return Parser(prog=f"csd {name}", description=help)
 
 
+def stream_parser() -> Parser:
+    """``csd stream``, not in help: what a controller runs on a remote host over SSH (csd.remote.HostStream)."""
+    p = _sub("stream", "one JSON line per state change of the named workers until stdin closes")
+    p.add_argument("--settled", action="store_true")
+    p.add_argument("--replay", action="append", default=[], metavar="NAME=LINE")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    return p
+
+
 def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
     """(top-level command parsers, per-worker command parsers)."""
     top: dict[str, Parser] = {}
     per: dict[str, Parser] = {}
 
-    p = top["launch"] = _sub("launch", "start a worker: csd launch NAME CWD [-- claude-args...]")
+    p = top["launch"] = _sub("launch", "start a worker: csd launch [--host HOST] NAME CWD [-- claude-args...]")
+    p.add_argument("--host", help="run it on this host of the hosts file (over SSH)")
     p.add_argument("name")
     p.add_argument("cwd")
     p.add_argument("claude_args", nargs="*")
-    p = top["adopt"] = _sub("adopt", "bring back a worker by session id: csd adopt NAME CWD SESSION_ID [-- claude-args...]")
+    p = top["adopt"] = _sub("adopt", "bring back a worker by session id: csd adopt [--host HOST] NAME CWD SESSION_ID [-- claude-args...]")
+    p.add_argument("--host", help="on this host of the hosts file (over SSH)")
     p.add_argument("name")
     p.add_argument("cwd")
     p.add_argument("session_id")
@@ -153,9 +168,12 @@ HELP = """\
 csd {version} — drive Claude Code sessions as workers in tmux.
 
 Top-level commands:
-  csd launch NAME CWD [-- claude-args...]   start a worker; prints its shim path
-  csd adopt NAME CWD SESSION_ID [-- args]   bring back a worker (--resume) after a reboot
-  csd list [--all] [--json] [PATTERN]       STATUS TMUX SESSION_ID SHIM CWD (gone ones with --all)
+  csd launch [--host HOST] NAME CWD [-- claude-args...]
+                                            start a worker (on HOST of the hosts file: over SSH);
+                                            prints its shim path
+  csd adopt [--host HOST] NAME CWD SESSION_ID [-- args]
+                                            bring back a worker (--resume) after a reboot
+  csd list [--all] [--json] [PATTERN]       STATUS TMUX SESSION_ID SHIM CWD HOST (gone ones with --all)
   csd watch [PATTERN]                       live table of workers; Ctrl-C exits
   csd wait-for-turn --any|--all [--settled] NAME... [TIMEOUT]
                                             fan-out wait (default timeout 60 s)
@@ -166,6 +184,8 @@ Top-level commands:
   csd skill                                 the controller skill (SKILL.md) the plugin carries
   csd completion bash|zsh|fish              shell completion: eval "$(csd completion bash)"
   csd help | --help | --version
+Remote hosts: [hosts.NAME] tables (ssh, ssh_args, csd, env) in CSD_HOSTS_FILE; a remote worker's shim
+runs csd --workers-dir DIR --host NAME --worker W; every per-worker command works through it.
 
 Per-worker commands (csd --worker NAME CMD, or SHIM CMD; NAME may be either session id, the first or
 the current one; a shim runs csd --workers-dir DIR --tmux-socket SOCKET --worker NAME, so it works from
@@ -229,27 +249,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     from csd.workers import interrupted_launch
 
     wdir = WorkersDir()
-    rows = []
+    rows: list[dict[str, Any]] = []
     if wdir.check():
         metas = [m for m in wdir.metas(err) if args.pattern in m.tmux_name]
-        rows = [r for r in _survey(wdir, metas, args.json) if args.all or r[1].state != State.GONE]
-        for m, _, _ in rows:
+        surveyed = [r for r in _survey(wdir, metas, args.json) if args.all or r[1].state != State.GONE]
+        for m, _, _ in surveyed:
             dead = interrupted_launch(wdir, m)
             if dead is not None:
                 err(
                     f"csd: note: {m.tmux_name!r} is what an interrupted launch left (its launcher, pid {dead.pid}, died; "
                     f"it has no shim); launching {m.tmux_name!r} again clears it, or remove it: csd --worker {m.tmux_name} stop"
                 )
+        rows = [{**_status_json(wdir, m, w, sid), "host": None} for m, w, sid in surveyed]
+        if wdir.remote_path("x").parent.is_dir():
+            from csd import remote
+
+            rows += [r for r in remote.list_rows(wdir, args.pattern) if args.all or r["state"] != State.GONE]
     if not rows:
         err("No workers found" + (f" matching {args.pattern!r}" if args.pattern else "") + ("" if args.all else " (gone ones are shown with --all)"))
         return OK
     if args.json:
-        for m, w, sid in rows:
-            print(json.dumps(_status_json(wdir, m, w, sid)))
+        for row in rows:
+            print(json.dumps(row))
     else:
-        print("STATUS\tTMUX\tSESSION_ID\tSHIM\tCWD")
-        for m, w, sid in rows:
-            fields = (w.state, m.tmux_name, sid, wdir.shim_path(m.tmux_name), m.cwd)
+        print("STATUS\tTMUX\tSESSION_ID\tSHIM\tCWD\tHOST")
+        for r in rows:
+            fields = (r["state"], r["name"], r["session_id"], r["shim"], r["cwd"], r["host"] or "-")
             print("\t".join(tsv_field(str(f)) for f in fields))
     return OK
 
@@ -286,6 +311,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
             continue
         print(f"removed {m.tmux_name} ({sid}): {' '.join(str(p) for p in files)}", flush=True)
         pruned += 1
+    if wdir.remote_path("x").parent.is_dir():
+        from csd import remote
+
+        pruned += remote.prune(wdir, args.dry_run)
     if not pruned:
         err(f"No gone workers in {wdir.path}: nothing to prune")
     return OK
@@ -559,6 +588,7 @@ READ_SIDE: dict[str, Callable[[str, argparse.Namespace], int]] = {
 def dispatch(argv: Sequence[str]) -> int:
     argv = list(argv)
     worker: str | None = None
+    host: str | None = None
     own_dir = False  # the workers dir was named on the command line (a shim always names its own)
     # global options come before the command
     while argv and argv[0].startswith("-") and argv[0] != "-":
@@ -580,6 +610,11 @@ def dispatch(argv: Sequence[str]) -> int:
             if not worker:
                 raise UsageError("--worker needs a worker name or session id, got ''")
             continue
+        if key == "--host":
+            host = inline if eq else (argv.pop(0) if argv else "")
+            if not host:
+                raise UsageError("--host needs a host name from the hosts file")
+            continue
         if key in config.PINNING_OPTIONS:
             if not eq and not argv:
                 raise UsageError(f"{key} needs a value")
@@ -590,7 +625,7 @@ def dispatch(argv: Sequence[str]) -> int:
             own_dir = own_dir or key == "--workers-dir"
             continue
         raise UsageError(
-            f"unknown option {opt!r}; valid before the command: --worker NAME, --workers-dir DIR, --tmux-socket SOCKET, --help, --version"
+            f"unknown option {opt!r}; valid before the command: --worker NAME, --host HOST, --workers-dir DIR, --tmux-socket SOCKET, --help, --version"
         )
     top, per = build_parsers()
     if not argv:
@@ -599,6 +634,18 @@ def dispatch(argv: Sequence[str]) -> int:
         print(help_text(), end="")
         return USAGE
     cmd, rest = argv[0], argv[1:]
+    if cmd == "stream" and worker is None and host is None:
+        from csd import remote
+
+        args = stream_parser().parse_args(rest)
+        replay = {}
+        for item in args.replay:
+            name, _, line = item.rpartition("=")
+            try:
+                replay[name] = count_arg(line)
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"csd stream: --replay {item!r}: {exc}; use NAME=LINE") from None
+        return run_async(remote.serve_stream(args.names, args.settled, replay))
     table = per if worker is not None else top
     if cmd not in table:
         if worker is None and cmd in per:
@@ -622,7 +669,17 @@ def dispatch(argv: Sequence[str]) -> int:
             raise UsageError(f"unexpected argument {args.claude_args[0]!r}; claude's arguments go after '--': csd {cmd} NAME CWD [-- ARGS...]")
         args.claude_args = extra
         args.invocation = ["csd", *argv]
+    if worker is None and host is not None:
+        raise UsageError(f"--host goes with --worker NAME (a remote worker's shim), or after launch: csd launch --host {host} NAME CWD")
     if worker is not None:
+        if host is None and WorkersDir().remote_path(worker).is_file():
+            from csd import remote
+
+            host = remote.host_of(WorkersDir(), worker)
+        if host is not None:
+            from csd import remote
+
+            return remote.worker_command(host, worker, cmd, args, rest, read_prompt)
         if cmd in READ_SIDE:
             return READ_SIDE[cmd](worker, args)
         if cmd in ("session-id", "events-file"):
@@ -641,6 +698,10 @@ def dispatch(argv: Sequence[str]) -> int:
         return cmd_grant_consent(args)
     if cmd == "prune":
         return cmd_prune(args)
+    if cmd in ("launch", "adopt") and args.host is not None:
+        from csd import remote
+
+        return remote.launch(args.host, args.name, args.cwd, args.claude_args, getattr(args, "session_id", None))
     if cmd == "wait-for-turn":
         names, timeout = list(args.names), 60.0
         if len(names) > 1:
@@ -652,6 +713,11 @@ def dispatch(argv: Sequence[str]) -> int:
                 if _numberish(names[-1]) and not _is_worker(names[-1]):
                     raise UsageError(f"csd wait-for-turn: {exc}") from None
         args.names, args.timeout = names, timeout
+        wdir = WorkersDir()
+        if any(wdir.remote_path(n).is_file() for n in names if "/" not in n):
+            from csd import remote
+
+            return run_async(remote.fan_wait(args))
     return cmd_top_engine(cmd, args)
 
 

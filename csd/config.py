@@ -29,6 +29,9 @@ VARS: tuple[Var, ...] = (
     Var("CSD_TMUX_TIMEOUT", "10", "seconds any one tmux command may take before csd says the server is not answering"),
     Var("CSD_CONVERSE_DIAG_FILE", "", "converse writes a diagnostic here when it times out or gets no reply text"),
     Var("CSD_WATCH_BACKEND", "", "inotify or poll (default: inotify where available)"),
+    Var("CSD_HOSTS_FILE", "~/.config/csd/hosts.toml", "the hosts file naming remote hosts (csd launch --host NAME)"),
+    Var("CSD_SSH_CONTROL_DIR", "/tmp/csd-ssh-UID", "private (0700) dir of the per-host SSH control sockets"),
+    Var("CSD_SSH_PERSIST", "600", "seconds an idle per-host SSH connection stays open"),
     Var("HOME", "~", "consent file ~/.claude/.claude-session-driver-consent"),
 )
 _BY_NAME = {v.name: v for v in VARS}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-OK, FAILURE, USAGE, NOT_RUNNING, TURN_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 130
+OK, FAILURE, USAGE, NOT_RUNNING, TURN_FAILED, HOST_UNREACHABLE, HOST_CSD, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 
 
 class CsdError(Exception):
@@ -51,3 +51,16 @@ class TurnFailed(CsdError):
     def __init__(self, message: str, event: object = None) -> None:
         super().__init__(message)
         self.event = event
+
+
+class HostUnreachable(CsdError):
+    """A remote host cannot be reached over SSH: network, authentication, host key, or the connection
+    dropped and could not be re-established. The message names the host and what to do."""
+
+    exit_code = HOST_UNREACHABLE
+
+
+class HostCsd(CsdError):
+    """csd is missing on a remote host, or is a version this csd cannot drive."""
+
+    exit_code = HOST_CSD

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.table import Table
 from rich.text import Text
@@ -163,6 +163,12 @@ class LiveRows:
         self._dirty = asyncio.Event()
         self._dirty.set()  # the first table is drawn even when there is no worker yet
         sup.add_listener(self._on_event)
+        #: rows from elsewhere (remote hosts' streams, csd.remote.watch_rows), drawn beside the local ones
+        self.extra_rows: list[Callable[[], list[WorkerRow]]] = []
+
+    def changed(self) -> None:
+        """Redraw: something behind ``extra_rows`` changed."""
+        self._dirty.set()
 
     # -- membership
 
@@ -268,6 +274,8 @@ class LiveRows:
             last = w.last_event.summary() if w.last_event is not None else ""
             last, retrying = api_summary(tr, last)
             rows.append(WorkerRow(tr.name, str(tr.state), now - e.since, last, w.turns + e.turns_offset, w.bg_running, e.meta.cwd, retrying))
+        for extra in self.extra_rows:
+            rows.extend(extra())
         return rows
 
     async def draw_on_change(self, draw: Callable[[list[WorkerRow]], None]) -> None:
@@ -365,6 +373,17 @@ def on_sigint(handler: Callable[[], None]) -> Iterator[None]:
 # ---------------------------------------------------------------- csd watch
 
 
+def _remote_rows(rows: LiveRows, pattern: str) -> list[Any]:
+    """The streams of the remote workers this controller knows, their rows added to ``rows``."""
+    if not rows.sup.wdir.remote_path("x").parent.is_dir():
+        return []
+    from csd import remote
+
+    streams = remote.watch_streams(rows.sup.wdir, pattern, rows.changed)
+    rows.extra_rows.append(lambda: remote.watch_rows(streams, rows._clock))
+    return streams
+
+
 async def watch(
     pattern: str = "",
     console: Console | None = None,
@@ -417,11 +436,14 @@ async def watch(
 
                 async with asyncio.TaskGroup() as tg:
                     drawer = tg.create_task(rows.draw_on_change(redraw))
+                    far = [tg.create_task(s.run()) for s in _remote_rows(rows, pattern)]
                     try:
                         async for change in changes:
                             await rows.on_change(change)
                     finally:
                         drawer.cancel()
+                        for task in far:
+                            task.cancel()
     if not stopping:
         raise CsdError(f"the workers dir {sup.wdir.path} was removed; watch ended")
     return OK

@@ -369,11 +369,13 @@ class Supervisor:
             self._notify(tr, None)
 
     def _notify(self, tr: Tracked, event: Event | None) -> None:
-        self._wake()
+        self.changed()
         for fn in self._listeners:
             fn(tr, event)
 
-    def _wake(self) -> None:
+    def changed(self) -> None:
+        """Wake every ``wait_until``: something it checks changed (an event, liveness, the disk, or a remote
+        host's stream outside this supervisor)."""
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -404,7 +406,7 @@ class Supervisor:
         while (why := events_unwritable(self.wdir)) is None:
             await asyncio.sleep(SPACE_CHECK_INTERVAL)
         self._unwritable = why
-        self._wake()
+        self.changed()
 
     # ------------------------------------------------------------ liveness
 
@@ -568,6 +570,15 @@ class Supervisor:
         if api is None or api.error is None:
             return None
         return failure_text(name, api.error, api.message)
+
+    def turn_result(self, name: str, settled: bool = False) -> Event | None:
+        """What a fan-out wait says of a tracked worker now: the line that ended its turn, a ``gone``
+        stand-in when it is not running, or None while its turn goes on."""
+        tr = self._tracked[name]
+        try:
+            return self._turn_over(tr, None, settled)
+        except NotRunning:
+            return _state_event(tr)
 
     async def wait_any(self, handles: Iterable[str], settled: bool = False) -> tuple[str, Event]:
         """The first of several workers to end its turn (a gone one counts, with its last event)."""

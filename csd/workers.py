@@ -188,6 +188,10 @@ class WorkersDir:
     def shim_path(self, name: str) -> Path:
         return self.bin / name
 
+    def remote_path(self, name: str) -> Path:
+        """The record of a worker that runs on another host (csd.remote); its shim is bin/<name> too."""
+        return self.path / "remote" / f"{name}.json"
+
     # -- metas
     def write_meta(self, meta: Meta) -> Path:
         return _atomic_write(self.meta_path(meta.session_id), json.dumps(meta.to_json(), indent=2) + "\n", 0o600)
@@ -280,12 +284,13 @@ class WorkersDir:
         return read_tail(self.events_path(sid), on_bad, min_line, count_lines)
 
     # -- shims
-    def write_shim(self, name: str, socket: str | None = None) -> Path:
+    def write_shim(self, name: str, socket: str | None = None, host: str | None = None) -> Path:
         """``bin/<name>``: runs csd for this worker from any environment (cron, ``env -i``, another shell). It
         carries what locates the worker: this workers dir and the tmux socket (``""``: the default server;
-        None: the one in use)."""
+        None: the one in use), or for a worker on another machine the host's name in the hosts file."""
         socket = config.tmux_socket() if socket is None else socket
-        argv = [*entry_point(), "--workers-dir", str(self.path), "--tmux-socket", socket, "--worker", name]
+        where = ["--host", host] if host is not None else ["--tmux-socket", socket]
+        argv = [*entry_point(), "--workers-dir", str(self.path), *where, "--worker", name]
         text = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n'
         return _atomic_write(self.shim_path(name), text, 0o700)
 
