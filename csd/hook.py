@@ -22,12 +22,16 @@ one others may write to), nor into anything but a regular file (a planted FIFO m
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import stat
 import sys
 import time
+
+try:  # json's C halves: `import json` also loads re, enum and collections, which doubles the hook's start-up (bench/)
+    import _json
+except ImportError:  # not CPython
+    _json = None  # type: ignore[assignment]
 
 STDIN_LIMIT = 16 << 20  # bytes; a payload bigger than this is not a hook payload
 STDIN_SECONDS = 2.0  # total time allowed to read stdin
@@ -64,6 +68,50 @@ FIELDS = {
 }
 
 
+class _Decoding:
+    """What json.JSONDecoder hands its C scanner (the same defaults: strict, NaN and Infinity accepted)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
+
+
+_WS = " \t\n\r"
+
+
+def loads(text: str) -> object:
+    """``json.loads(text)`` (ValueError on bad JSON) without importing json."""
+    if _json is None:
+        import json
+
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(_WS))
+    try:
+        value, end = _json.make_scanner(_Decoding())(text, start)
+    except StopIteration:
+        raise ValueError(f"no JSON value at character {start}") from None
+    if text[end:].strip(_WS):
+        raise ValueError(f"extra data after character {end}")
+    return value
+
+
+def _refuse(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: object, separators: tuple[str, str] = (", ", ": ")) -> str:
+    """``json.dumps(value, ensure_ascii=False, separators=separators)`` without importing json."""
+    if _json is None:
+        import json
+
+        return json.dumps(value, ensure_ascii=False, separators=separators)
+    enc = _json.make_encoder({}, _refuse, _json.encode_basestring, None, separators[1], separators[0], False, False, True)
+    return "".join(enc(value, 0))
+
+
 def read_stdin(fd: int = 0, limit: int = STDIN_LIMIT, seconds: float = STDIN_SECONDS) -> bytes:
     """Read until EOF, ``limit`` bytes, ``seconds``, or a complete JSON object — whichever comes first."""
     chunks: list[bytes] = []
@@ -91,7 +139,7 @@ def read_stdin(fd: int = 0, limit: int = STDIN_LIMIT, seconds: float = STDIN_SEC
         if chunk.rstrip().endswith(b"}"):
             data = b"".join(chunks)
             try:
-                json.loads(data)
+                loads(data.decode("utf-8", "replace"))
                 return data
             except (ValueError, RecursionError):
                 pass
@@ -164,13 +212,13 @@ def record(payload: dict, now: float | None = None) -> dict:
 
 
 def encode(rec: dict) -> bytes:
-    line = json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n"
+    line = dumps(rec, (",", ":")) + "\n"
     data = line.encode("utf-8", "replace")
     if len(data) > LINE_LIMIT:
         for key in ("tool_input", "tool_response", "last_assistant_message", "prompt", "background_tasks"):
             if key in rec:
-                rec[key] = cap(json.dumps(rec[key], ensure_ascii=False), 500)
-        data = (json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "replace")
+                rec[key] = cap(dumps(rec[key]), 500)
+        data = (dumps(rec, (",", ":")) + "\n").encode("utf-8", "replace")
     return data
 
 
@@ -258,7 +306,7 @@ def main() -> int:
                 return 0
         raw = read_stdin()
         try:
-            payload = json.loads(raw.decode("utf-8", "replace"))
+            payload = loads(raw.decode("utf-8", "replace"))
         except (ValueError, RecursionError):
             return 0
         if not isinstance(payload, dict) or not isinstance(payload.get("hook_event_name"), str):

@@ -244,3 +244,44 @@ def test_plugin_route_finds_the_interpreter_behind_each_console_script(launcher:
                           env={"PATH": f"{bindir}:/usr/bin:/bin", "CSD_WORKERS_DIR": str(wdir)})
     assert (proc.returncode, proc.stderr) == (0, b"")
     assert lines(wdir / "sid-4.events.jsonl")[0]["event"] == "stop"
+
+
+def _random_json(rng, depth: int = 0) -> object:
+    kind = rng.randrange(8 if depth < 4 else 5)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.randint(-(10**20), 10**20)
+    if kind == 2:
+        return rng.choice([rng.uniform(-1e9, 1e9), 1e300, -0.0, 5e-324])
+    if kind in (3, 4):
+        return "".join(rng.choice('ab "\\\n\t\x00\x1fé✓\U0001f600\ud800') for _ in range(rng.randrange(12)))
+    if kind == 5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(5))]
+    return {str(_random_json(rng, 4)): _random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+def test_the_hooks_json_is_the_standard_librarys() -> None:
+    """The hook parses and writes JSON through json's C halves (importing json costs it half its start-up):
+    on random values, the same text out and the same values back as the json module."""
+    import random
+
+    rng = random.Random(13)
+    for _ in range(3000):
+        value = _random_json(rng)
+        for seps in ((",", ":"), (", ", ": ")):
+            text = hook.dumps(value, seps)
+            assert text == json.dumps(value, ensure_ascii=False, separators=seps)
+            assert hook.loads(f" {text}\n") == json.loads(text)
+    for bad in ("", "{", "{} x", "[1,]", '{"a" 1}', "nul", "\x00"):
+        with pytest.raises(ValueError):
+            hook.loads(bad)
+
+
+def test_the_hook_does_not_import_json_or_re(events_file: Path) -> None:
+    """What makes the hook start near the bare interpreter: none of json, re, enum, collections load."""
+    data = json.dumps({"hook_event_name": "Stop", "session_id": "s", "last_assistant_message": "é" * 3000}).encode()
+    cp = run_hook(data, {"CSD_EVENTS_FILE": str(events_file)}, cmd=[sys.executable, "-X", "importtime", *HOOK[1:]])
+    loaded = {line.split("|")[-1].strip() for line in cp.stderr.decode().splitlines() if line.startswith("import time:")}
+    assert loaded & {"json", "re", "enum", "collections", "functools"} == set()
+    assert json.loads(events_file.read_text())["event"] == "stop"
