@@ -48,7 +48,7 @@ async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, re
     if cmd == "wait-for-turn" and handle is None:
         for name in args.names:
             wdir.resolve(name)  # every unknown name rejected before any wait
-        async with Supervisor(wdir) as sup:
+        async with Supervisor(wdir, machine=False) as sup:  # a waiter only reads states: no transitions import
             return await _fan_wait(sup, args)
     assert handle is not None
     if not wdir.check() and cmd != "stop":
@@ -66,7 +66,7 @@ async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, re
         return await stop(meta, wdir)
     meta = wdir.resolve(handle)
     prompt = read_prompt(args.prompt) if cmd in ("send", "converse") else ""
-    async with Supervisor(wdir) as sup:
+    async with Supervisor(wdir, machine=cmd != "wait-for-turn") as sup:  # a waiter only reads states
         if cmd == "wait-for-turn":
             return await _wait_for_turn(sup, meta, args)
         if cmd == "send":

@@ -1,12 +1,17 @@
-"""Worker states, the TRANSITIONS table, and the per-worker ``transitions`` machine that folds events into a state."""
+"""Worker states, the TRANSITIONS table, and the per-worker ``transitions`` machine that folds events into a state.
+
+One table, two ways to run it: the ``transitions`` machine (``Worker(machine=True)``: what a supervisor
+that drives workers uses), and a plain lookup in the same table (the default: what the read side and the
+waiters use, because importing ``transitions`` costs a short command most of its start-up and a waiting
+process megabytes). A property test (tests/test_states.py) folds random event logs both ways and
+requires the same worker.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-
-from transitions import Machine
 
 from csd.events import TURN_ENDS, Event
 
@@ -81,9 +86,9 @@ TRANSITIONS: tuple[Row, ...] = (
 class Worker:
     """The model a ``transitions.Machine`` drives: state plus what the guards and the CLI need."""
 
-    state: str  # set by the machine
+    state: str  # set by the machine, or by _step
 
-    def __init__(self, initial: State = State.LAUNCHING) -> None:
+    def __init__(self, initial: State = State.LAUNCHING, machine: bool = False) -> None:
         self.prompt_id: str | None = None  # prompt of the turn now running (or last run)
         self.bg_running = 0  # background tasks running at the last stop
         # background agents launched (post_tool_use: isAsync + agentId) whose <task-notification> prompt has
@@ -96,7 +101,15 @@ class Worker:
         self.turn_end: Event | None = None  # the last stop/stop_failure/session_end that ended a turn
         self.turn_start: Event | None = None  # the user_prompt_submit that began the current/last turn
         self.state_event: Event | None = None  # the event that moved the machine into its state
-        self.machine = Machine(
+        self.state = initial.value
+        self.machine: object | None = None
+        if machine:
+            self._attach_machine(initial)
+
+    def _attach_machine(self, initial: State) -> None:
+        from transitions import Machine
+
+        self.machine = machine = Machine(
             model=self,
             states=STATES,
             initial=initial.value,
@@ -105,7 +118,7 @@ class Worker:
             send_event=True,
         )
         for row in TRANSITIONS:
-            self.machine.add_transition(
+            machine.add_transition(
                 row.event, row.source.value, row.dest.value, conditions=[row.guard] if row.guard else None
             )
 
@@ -121,6 +134,17 @@ class Worker:
         # /compact at the prompt runs as a turn of its own that ends with session_start (source compact)
         # and no stop; a compaction in the middle of a turn (auto) does not end that turn
         return ed.kwargs["event"].source != "compact" or self.compacting  # type: ignore[attr-defined]
+
+    def _fire(self, trigger: str, event: Event | None = None) -> None:
+        """Take the first row of the table for (state, trigger) whose guard holds, as the machine does."""
+        if self.machine is not None:
+            self.trigger(trigger, event=event)  # type: ignore[attr-defined]
+            return
+        data = _Trigger(event)
+        for row in ROWS.get((self.state, trigger), ()):
+            if not row.guard or getattr(self, row.guard)(data):
+                self.state = row.dest.value
+                return
 
     # -- feeding
     def feed(self, event: Event) -> None:
@@ -141,7 +165,7 @@ class Worker:
         # only triggers the table has for this state: transitions would log a warning for the others,
         # and a warning on stderr is noise in `csd status`
         if (self.state, name) in TRIGGERS:
-            self.trigger(name, event=event)  # type: ignore[attr-defined]
+            self._fire(name, event)
             if self.state != before or self.state_event is None:
                 self.state_event = event
         if name == "pre_compact":
@@ -170,7 +194,7 @@ class Worker:
 
     def lose(self) -> None:
         """Liveness says the process or session is gone."""
-        self.trigger(DIED)  # type: ignore[attr-defined]
+        self._fire(DIED)
 
     @property
     def outcome(self) -> str | None:
@@ -185,6 +209,20 @@ class Worker:
     def settled(self) -> bool:
         return self.state == State.IDLE and self.bg_running == 0 and not self.bg_pending
 
+
+class _Trigger:
+    """What the guards read of a trigger: the ``kwargs`` of transitions' EventData."""
+
+    __slots__ = ("kwargs",)
+
+    def __init__(self, event: Event | None) -> None:
+        self.kwargs = {"event": event}
+
+
+#: The table by (state, trigger), rows in table order (the order the machine tries them in).
+ROWS: dict[tuple[str, str], tuple[Row, ...]] = {}
+for _row in TRANSITIONS:
+    ROWS[(_row.source.value, _row.event)] = (*ROWS.get((_row.source.value, _row.event), ()), _row)
 
 #: (state, event) pairs the table has a row for.
 TRIGGERS = frozenset((row.source.value, row.event) for row in TRANSITIONS if row.event != DIED)
@@ -204,9 +242,9 @@ def is_anchor(name: object, data: Mapping[str, object]) -> bool:
     return name in ANCHORS
 
 
-def fold(events: Iterable[Event], alive: bool = True, initial: State = State.LAUNCHING) -> Worker:
-    """Fold events (oldest first) plus liveness into a Worker."""
-    worker = Worker(initial)
+def fold(events: Iterable[Event], alive: bool = True, initial: State = State.LAUNCHING, machine: bool = False) -> Worker:
+    """Fold events (oldest first) plus liveness into a Worker (on the ``transitions`` machine with ``machine``)."""
+    worker = Worker(initial, machine)
     for event in events:
         worker.feed(event)
     if not alive:

@@ -184,8 +184,9 @@ class WorkerLock:
 class Supervisor:
     """Tracks workers of one workers dir; every waiting method is event-driven."""
 
-    def __init__(self, wdir: WorkersDir | None = None, backend: str | None = None) -> None:
+    def __init__(self, wdir: WorkersDir | None = None, backend: str | None = None, machine: bool = True) -> None:
         self.wdir = wdir or WorkersDir()
+        self._machine = machine  # each worker on the transitions machine (False: a waiter, see states.py)
         self._backend = backend
         self._watcher: DirWatcher | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -251,7 +252,7 @@ class Supervisor:
         # the follower starts at the first line the tail did not count.
         path = self.wdir.events_path(meta.session_id)
         tail = self.wdir.read_tail(meta.session_id, _warn_bad(path), min_line)
-        tr = Tracked(meta, fold(tail.events), tail.line_count)
+        tr = Tracked(meta, fold(tail.events, machine=self._machine), tail.line_count)
         self._tracked[meta.tmux_name] = tr
         follower = self.watcher.follow(path.name, start_line=tail.line_count, on_long=_warn_long(path))
         tr.tasks.append(self._tg.create_task(self._pump(tr, follower)))

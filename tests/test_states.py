@@ -173,3 +173,26 @@ def test_folding_from_the_last_anchor_gives_the_state_of_the_whole_log() -> None
         # the tail has its own stop, or starts with a session boundary
         if tail_events[0].name != "user_prompt_submit" or any(e.name == "stop" for e in tail_events):
             assert tail.bg_running == whole.bg_running, [e.name for e in events]
+
+
+def test_the_table_lookup_and_the_transitions_machine_fold_alike() -> None:
+    """One table, run two ways: the plain lookup the read side and the waiters use, and the transitions
+    machine. On random logs (every event kind and guard variant, liveness lost or not, every initial
+    state) both give the same worker."""
+    import random
+    import sys
+
+    kinds = [("session_start", {}), ("session_start", {"source": "compact"}), ("user_prompt_submit", {}),
+             ("pre_tool_use", {}), ("post_tool_use", {}), ("stop", {}), ("stop", {"bg_running": 1}), ("stop_failure", {}),
+             ("notification", {"notification_type": "idle_prompt"}), ("notification", {}), ("pre_compact", {}),
+             ("subagent_stop", {}), ("session_end", {}), ("session_end", {"reason": "clear"})]
+    rng = random.Random(13)
+    for _ in range(3000):
+        events = [ev(name, i, **fields) for i, (name, fields) in enumerate(rng.choices(kinds, k=rng.randint(0, 15)), 1)]
+        alive, initial = rng.random() < 0.8, rng.choice(list(State))
+        pure, machine = fold(events, alive, initial), fold(events, alive, initial, machine=True)
+        assert pure.machine is None and machine.machine is not None
+        seen = [e.name for e in events]
+        for attr in ("state", "bg_running", "bg_pending", "compacting", "turns", "turn_end", "turn_start", "state_event", "outcome", "settled"):
+            assert getattr(pure, attr) == getattr(machine, attr), (attr, initial, alive, seen)
+    assert "transitions" in sys.modules  # the machine really ran
