@@ -49,9 +49,6 @@ PINNED_PROVIDER_VARS = (
 #: TERM and TERM_PROGRAM are the pane's (tmux sets them); the controller's (e.g. an IDE's) are not the worker's.
 DROPPED_VARS = frozenset({"TMUX", "TMUX_PANE", "CLAUDE_CODE_SSE_PORT", "COLUMNS", "LINES", "TERM_PROGRAM", "TERM_PROGRAM_VERSION"})
 HOOK_EVENTS = tuple(HOOK_TO_EVENT)
-#: The TUI swallows an Enter that arrives in the first few hundred milliseconds after session_start
-#: and no event says when it is ready; launch returns this long after session_start.
-SETTLE_AFTER_START = 0.35
 #: Start-up dialogs appear before session_start and fire no hook, so launch reads the screen at this
 #: period until session_start arrives (the only screen polling csd does).
 DIALOG_CHECK_INTERVAL = 0.2
@@ -490,13 +487,10 @@ async def _signal_and_wait(pids: list[int], sig: int | None, timeout: float) -> 
 
 
 async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None) -> None:
-    """The settle after session_start, watching the worker: one that exits right after starting (its pane kept
-    dead by remain-on-exit) fails the launch with its exit status and last lines, never a shim for nothing."""
-    try:
-        async with asyncio.timeout(SETTLE_AFTER_START):
-            await sup.wait_until(lambda: True if tr.state in (State.GONE, State.TERMINATED) or tr.removed else None)
-    except TimeoutError:
-        pass
+    """One look after session_start, with no wait (the TUI's own readiness is paid by the first send, see
+    prompt.ENTER_READY_AFTER_START): a worker already exiting (its pane kept dead by remain-on-exit) fails the
+    launch with its exit status and last lines, never a shim for nothing. One that exits later is a worker
+    that ended: status says terminated or gone, send refuses."""
     pane = await tmux.pane_of(tr.name, socket)
     if pane is not None and pane.alive and tr.state not in (State.GONE, State.TERMINATED):
         return

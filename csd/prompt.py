@@ -33,6 +33,11 @@ CHUNK_UNITS = 800
 #: characters in 5.6 s, 100 000 in 12.8 s; a single paste of 1 MB takes 1 s): send's confirmation wait grows by
 #: one second per this many characters.
 INGEST_CHARS_PER_S = 5000
+#: The TUI swallows an Enter that comes in its first few hundred milliseconds after SessionStart, and no event
+#: says when it is ready (FACTS §4, 2.1.330: Enter at the instant of SessionStart swallowed 1/38, at +0.3 s
+#: and +1 s 0/20). send holds its first Enter until this long after the session_start line's timestamp; only
+#: a send that comes that early waits, never a launch.
+ENTER_READY_AFTER_START = 0.35
 #: What Claude Code turns a tab into.
 TAB = "    "
 #: Keys inside the input stream (bytes a terminal sends for them).

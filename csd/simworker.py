@@ -162,7 +162,7 @@ Environment:
                                       does once its one prompt is answered)
   {ENV_CLEAR_REDRAW}=1             redraw by clearing the whole screen first (a TUI may; tmux then scrolls the
                                       old frame, a stale dialog included, into the pane's history)
-  {ENV_NOT_READY}=<s>       Enter is swallowed this long after SessionStart (default 0.4)
+  {ENV_NOT_READY}=<s>       Enter is swallowed this long after SessionStart (default 0.3)
   {ENV_TURN}=<s>            model time per response (default {DEFAULT_TURN_S:g}; 0 for fast tests)
   {ENV_AGENT}=<s>           how long a TOOL:Agent sub-agent works (default {DEFAULT_AGENT_S:g})
   {ENV_LAG}=<s>  the turn's last transcript lines land this long after the Stop hooks
@@ -914,7 +914,7 @@ class SimWorker:
         self.source = source
         self.skip_bypass_dialog = skip_bypass_dialog
         self.idle_s = _env_float(env, ENV_IDLE, 60.0)
-        self.not_ready_s = _env_float(env, ENV_NOT_READY, 0.4)
+        self.not_ready_s = _env_float(env, ENV_NOT_READY, 0.3)  # the real TUI took every Enter from +0.3 s (FACTS §4)
         self.startup_delay = _env_float(env, ENV_DELAY, DEFAULT_STARTUP_DELAY_S)
         self.turn_s = max(_env_float(env, ENV_TURN, DEFAULT_TURN_S), 0.0)
         self.agent_s = max(_env_float(env, ENV_AGENT, DEFAULT_AGENT_S), 0.0)

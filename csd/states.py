@@ -101,6 +101,7 @@ class Worker:
         self.turn_end: Event | None = None  # the last stop/stop_failure/session_end that ended a turn
         self.turn_start: Event | None = None  # the user_prompt_submit that began the current/last turn
         self.state_event: Event | None = None  # the event that moved the machine into its state
+        self.started: Event | None = None  # the last session_start (a new process, resume or /clear)
         self.state = initial.value
         self.machine: object | None = None
         if machine:
@@ -185,6 +186,8 @@ class Worker:
             self.bg_running = 0  # the process is exiting: its background work ends with it
             self.bg_pending = set()
         elif name == "session_start":
+            if event.source != "compact":
+                self.started = event
             if before == State.WORKING and self.state == State.IDLE:
                 self.turn_end = event  # the end of a /compact turn (it has no stop)
             if event.source != "compact":

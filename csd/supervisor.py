@@ -113,11 +113,8 @@ class Tracked:
 
 
 def _ago(ts: str) -> str:
-    from datetime import datetime
-
-    try:
-        then = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    then = _epoch(ts)
+    if then is None:
         return "at an unknown time"
     secs = max(0.0, time.time() - then)
     return f"{secs:.1f}s ago" if secs < 120 else f"{secs / 60:.0f} min ago"
@@ -662,6 +659,7 @@ class Supervisor:
                 await self._empty_input(tr, socket)
                 before = await tmux.capture(tr.name, socket, lines=200) if slash else ""
                 await tmux.type_raw(tr.name, input_stream(text, shell, exact), f"csd-{tr.meta.session_id}", socket)
+                await _until_enter_is_safe(tr)
                 await tmux.send_keys(tr.name, "Enter", socket=socket)
             except tmux.TmuxError:
                 if await tmux.pane_of(tr.name, socket) is None:
@@ -872,6 +870,30 @@ async def _wait_dir(directory: Path, backend: str | None) -> None:
         async for _ in changes:
             if directory.is_dir():
                 return
+
+
+async def _until_enter_is_safe(tr: Tracked) -> None:
+    """Hold the first Enter of a send that comes right after launch: until prompt.ENTER_READY_AFTER_START after
+    the worker's session_start (the TUI swallows an earlier one). A later send does not wait."""
+    from csd.prompt import ENTER_READY_AFTER_START
+
+    started = tr.worker.started
+    at = _epoch(started.ts) if started is not None else None
+    if at is None:
+        return
+    hold = at + ENTER_READY_AFTER_START - time.time()
+    if 0 < hold <= ENTER_READY_AFTER_START:  # a clock that moved back must not hold longer than the fact says
+        await asyncio.sleep(hold)
+
+
+def _epoch(ts: str) -> float | None:
+    """An events line's timestamp as seconds since the epoch (None when it is not one)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _arrived_as_sent(sent: str, recorded: str) -> bool:
