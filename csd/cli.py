@@ -8,7 +8,6 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from csd import __version__, config
 from csd.completion import SHELLS
@@ -19,9 +18,11 @@ from csd.events import EVENT_NAMES, BadLine, Event
 from csd.states import STATES, State, Worker
 from csd.workers import Meta, WorkersDir
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a read-side command does not need it)
 if TYPE_CHECKING:
-    from csd.transcript import ApiState
+    from typing import Any, NoReturn
 
+    from csd.transcript import ApiState
 
 class Terminated(CsdError):
     exit_code = 143
@@ -57,12 +58,28 @@ def warn_bad_line(path: object) -> Callable[[BadLine], None]:
 class Parser(argparse.ArgumentParser):
     """argparse that raises UsageError (one line, listing what is valid) instead of exiting."""
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil (which loads bz2 and lzma) for the width on every add_argument
+        return self.formatter_class(prog=self.prog, width=_help_width())
+
     def error(self, message: str) -> NoReturn:
         if "unrecognized arguments" in message or "the following arguments are required" in message:
             valid = sorted({o for a in self._actions for o in a.option_strings if o not in ("-h", "--help")})
             usage = self.format_usage().strip().replace("usage: ", "")
             message += f" (usage: {usage}" + (f"; options: {' '.join(valid)}" if valid else "") + ")"
         raise UsageError(f"{self.prog}: {message}")
+
+
+def _help_width() -> int:
+    """What argparse's HelpFormatter uses: $COLUMNS, else the terminal's width, else 80; less 2."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 80
+        except (OSError, ValueError):
+            columns = 80
+    return columns - 2
 
 
 def timeout_arg(text: str) -> float:

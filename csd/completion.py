@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from csd import __version__, config
+from csd.value import Value
 
 SHELLS = ("bash", "zsh", "fish")
 WORKERS, DIRS, FREE = "@workers", "@dirs", "-"
@@ -29,13 +29,17 @@ POSITIONAL_KINDS = {"cwd": DIRS, "names": WORKERS, "pattern": WORKERS}
 GLOBAL = "global"
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(Value):
+    _fields = ("key", "options", "values", "positionals", "repeats")
     key: str  # "top:NAME", "per:NAME", or GLOBAL (the options before the command)
     options: tuple[str, ...]
     values: tuple[tuple[str, str], ...]  # (option, kind) for options that take a value
     positionals: tuple[str, ...]  # kind of each positional, in order
     repeats: bool  # the last positional takes any number of words
+
+    def __init__(self, key: str, options: tuple[str, ...], values: tuple[tuple[str, str], ...], positionals: tuple[str, ...],
+                 repeats: bool) -> None:
+        self._set(key=key, options=options, values=values, positionals=positionals, repeats=repeats)
 
 
 def _words(words: Iterable[str]) -> str:

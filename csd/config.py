@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+
+from csd.value import Value
 
 DEFAULT_WORKERS_DIR = "/tmp/claude-workers"
 
 
-@dataclass(frozen=True)
-class Var:
+class Var(Value):
+    _fields = ("name", "default", "help")
     name: str
     default: str
     help: str
+
+    def __init__(self, name: str, default: str, help: str) -> None:
+        self._set(name=name, default=default, help=help)
 
 
 VARS: tuple[Var, ...] = (

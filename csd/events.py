@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 # Claude Code hook name -> csd event name lives in the hook (which must not import csd's package).
 from csd.hook import HOOK_TO_EVENT
+from csd.value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a read-side command does not need it)
+if TYPE_CHECKING:
+    from typing import Any
 
 EVENT_NAMES: tuple[str, ...] = tuple(HOOK_TO_EVENT.values())
 SYNTHETIC_PROMPT_PREFIX = "<task-notification>"
@@ -48,18 +51,22 @@ def failure_text(name: str, error: str | None, message: object) -> str:
     return f"{name!r}: the turn ended in an API error ({error}{': ' + shown if shown else ''}); {failure_advice(error)}"
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(Value):
     """One line of an events file. ``data`` is the whole JSON object; unknown names are kept."""
 
+    _fields = ("line_no", "name", "ts", "data", "raw", "gen")
+    _hidden = frozenset({"data", "raw"})
     line_no: int
     name: str
     ts: str
-    data: dict[str, Any] = field(repr=False)
-    raw: str = field(repr=False)
+    data: dict[str, Any]
+    raw: str
     #: How many times the file had been truncated or replaced (log rotation) before this line was read:
     #: line numbers restart at 1 each time, so order is (gen, line_no), never line_no alone.
-    gen: int = 0
+    gen: int
+
+    def __init__(self, line_no: int, name: str, ts: str, data: dict[str, Any], raw: str, gen: int = 0) -> None:
+        self._set(line_no=line_no, name=name, ts=ts, data=data, raw=raw, gen=gen)
 
     @property
     def pos(self) -> tuple[int, int]:

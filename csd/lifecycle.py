@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import shlex
@@ -412,7 +411,7 @@ async def _record_process(wdir: WorkersDir, meta: Meta) -> Meta:
     pane = await tmux.pane_of(meta.tmux_name, meta.tmux_socket)
     if pane is None or not pane.alive:
         return meta  # exited already: start-up reports it
-    meta = dataclasses.replace(meta, pid=pane.pid, proc_start=tmux.proc_start(pane.pid))
+    meta = meta.replace(pid=pane.pid, proc_start=tmux.proc_start(pane.pid))
     wdir.write_meta(meta)
     return meta
 

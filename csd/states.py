@@ -10,10 +10,10 @@ requires the same worker.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import StrEnum
 
 from csd.events import TURN_ENDS, Event
+from csd.value import Value
 
 
 class State(StrEnum):
@@ -34,12 +34,15 @@ NOT_RUNNING = frozenset({State.TERMINATED, State.GONE})
 DIED = "died"
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(Value):
+    _fields = ("source", "event", "dest", "guard")
     source: State
     event: str
     dest: State
-    guard: str = ""  # name of a Worker method; the row applies only when it returns True
+    guard: str  # name of a Worker method; the row applies only when it returns True ("": always)
+
+    def __init__(self, source: State, event: str, dest: State, guard: str = "") -> None:
+        self._set(source=source, event=event, dest=dest, guard=guard)
 
     @property
     def label(self) -> str:

@@ -23,7 +23,7 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -352,7 +352,7 @@ class Supervisor:
                 if not text.strip():
                     continue
                 try:
-                    event = replace(parse_line(text, number), gen=tr.gen)
+                    event = parse_line(text, number).replace(gen=tr.gen)
                 except BadLine as bad:
                     _warn(f"csd: warning: {path}: skipping {bad}")
                     continue

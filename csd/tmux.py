@@ -6,10 +6,10 @@ import os
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from csd import config
 from csd.errors import CsdError, TmuxNotAnswering
+from csd.value import Value
 
 #: What csd asks tmux for, one pane per line (workers run a single pane each).
 PANE_FORMAT = "#{session_name}\t#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}"
@@ -30,13 +30,16 @@ class TmuxError(CsdError):
     """A tmux command failed; rendered as ``<subcommand>: <stderr>``."""
 
 
-@dataclass(frozen=True)
-class Pane:
+class Pane(Value):
+    _fields = ("session", "pane_id", "pid", "dead", "dead_status")
     session: str
     pane_id: str
     pid: int
     dead: bool
-    dead_status: str = ""
+    dead_status: str
+
+    def __init__(self, session: str, pane_id: str, pid: int, dead: bool, dead_status: str = "") -> None:
+        self._set(session=session, pane_id=pane_id, pid=pid, dead=dead, dead_status=dead_status)
 
     @property
     def alive(self) -> bool:

@@ -11,9 +11,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from csd import config
 from csd.errors import CsdError, UnknownWorker, UsageError
@@ -21,6 +19,11 @@ from csd.events import BadLine, Event, parse_line, too_long
 from csd.hook import LINE_LIMIT, dir_refusal
 from csd.lines import MAX_LINE, count_newlines, read_backward, read_forward
 from csd.states import is_anchor
+from csd.value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a read-side command does not need it)
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -49,8 +52,7 @@ def check_session_id(sid: str) -> str:
     return sid.lower()
 
 
-@dataclass(frozen=True)
-class Meta:
+class Meta(Value):
     """A worker's meta file. Metas written by the bash v3 have only the first four fields; those written by
     csd before workers were identified by their process have no ``pid``/``proc_start``.
 
@@ -62,21 +64,31 @@ class Meta:
     that now runs something else is not the worker; 0 when unknown.
     """
 
+    _fields = ("tmux_name", "session_id", "cwd", "started_at", "invocation", "tmux_socket", "claude_bin", "csd_version",
+               "extra", "pid", "proc_start")
+    _hidden = _uncompared = frozenset({"extra"})
     tmux_name: str
     session_id: str
     cwd: str
-    started_at: str = ""
-    invocation: tuple[str, ...] = ()
-    tmux_socket: str | None = None
-    claude_bin: str = ""
-    csd_version: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    pid: int = 0
-    proc_start: int = 0
+    started_at: str
+    invocation: tuple[str, ...]
+    tmux_socket: str | None
+    claude_bin: str
+    csd_version: str
+    extra: dict[str, Any]
+    pid: int
+    proc_start: int
+
+    def __init__(self, tmux_name: str, session_id: str, cwd: str, started_at: str = "", invocation: tuple[str, ...] = (),
+                 tmux_socket: str | None = None, claude_bin: str = "", csd_version: str = "",
+                 extra: dict[str, Any] | None = None, pid: int = 0, proc_start: int = 0) -> None:
+        self._set(tmux_name=tmux_name, session_id=session_id, cwd=cwd, started_at=started_at, invocation=invocation,
+                  tmux_socket=tmux_socket, claude_bin=claude_bin, csd_version=csd_version,
+                  extra={} if extra is None else extra, pid=pid, proc_start=proc_start)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Meta:
-        known = {k for k in cls.__dataclass_fields__ if k != "extra"}
+        known = {k for k in cls._fields if k != "extra"}
         inv = obj.get("invocation") or []
         return cls(
             tmux_name=str(obj["tmux_name"]),
@@ -114,12 +126,15 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-@dataclass(frozen=True)
-class Tail:
+class Tail(Value):
     """The end of an events file: the events from the last anchor on, and how many lines the file has."""
 
+    _fields = ("events", "line_count")
     events: list[Event]
     line_count: int
+
+    def __init__(self, events: list[Event], line_count: int) -> None:
+        self._set(events=events, line_count=line_count)
 
     @property
     def session_id(self) -> str | None:
@@ -553,16 +568,19 @@ def consent_path() -> Path:
 # -- the claim on a name while it is launched
 
 
-@dataclass(frozen=True)
-class Launcher:
+class Launcher(Value):
     """What a launch records in its claim file: who (pid and start time) launches which session of the
     name, since when, and whether into a pane that was there before (adopt respawning a session)."""
 
+    _fields = ("pid", "start", "session_id", "since", "respawn")
     pid: int
     start: int
     session_id: str
     since: str
-    respawn: bool = False
+    respawn: bool
+
+    def __init__(self, pid: int, start: int, session_id: str, since: str, respawn: bool = False) -> None:
+        self._set(pid=pid, start=start, session_id=session_id, since=since, respawn=respawn)
 
     @classmethod
     def parse(cls, raw: bytes) -> Launcher | None:
@@ -624,7 +642,7 @@ class LaunchClaim:
         launcher = Launcher(os.getpid(), proc_start(os.getpid()), session_id, now_iso(), respawn)
         assert self.fd is not None
         os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(asdict(launcher)).encode(), 0)
+        os.pwrite(self.fd, json.dumps(launcher.as_dict()).encode(), 0)
 
     def release(self) -> None:
         """Remove the file, then unlock (in that order: nobody can lock a file that is going away)."""

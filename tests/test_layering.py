@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,28 @@ def test_pure_modules_import_no_io_frameworks(module: str) -> None:
 @pytest.mark.parametrize("module", ["hook", "envfile"])
 def test_what_runs_outside_csd_imports_only_the_standard_library(module: str) -> None:
     assert {n.split(".")[0] for n in imports(PKG / f"{module}.py")} <= {"__future__", "_json", "errno", "json", "os", "select", "stat", "sys", "time"}
+
+
+#: What a read-side command must not import: each costs a command that only reads a file and asks tmux once
+#: a large part of its start-up (bench/: status against the bare interpreter). asyncio, rich and inotify are
+#: the engine's; transitions the driving supervisor's (states.py folds by the table); dataclasses brings
+#: inspect, ast, dis and tokenize (csd/value.py instead); typing; shutil (bz2, lzma) is what argparse asks
+#: for the terminal width (cli.Parser asks os).
+NOT_ON_THE_READ_PATH = ("asyncio", "rich", "inotify_simple", "transitions", "dataclasses", "inspect", "typing", "shutil",
+                        "csd.supervisor", "csd.lifecycle", "csd.watch", "csd.commands", "csd.render", "csd.transcript")
+READ_COMMANDS = (["status"], ["status", "--json"], ["session-id"], ["events-file"])
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["help"], ["list"], ["list", "--json"], *(["--worker", "api", *c] for c in READ_COMMANDS)],
+                         ids=lambda a: " ".join(a))
+def test_read_side_commands_import_only_what_they_use(env, argv: list[str]) -> None:
+    """Each read-side command, run in a fresh interpreter on a real worker, loads none of NOT_ON_THE_READ_PATH."""
+    env.add_worker("api", [{"event": "session_start", "source": "startup"}])
+    code = ("import sys; from csd.cli import main; code = main(sys.argv[1:]); "
+            f"print('LOADED', sorted(m for m in {NOT_ON_THE_READ_PATH!r} if m in sys.modules)); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-I", "-c", code, *argv], capture_output=True, text=True, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "LOADED []"
 
 
 def test_status_does_not_pay_for_asyncio_or_rich() -> None:
