@@ -130,8 +130,8 @@ class Row:
 def fmt(x: float, unit: str) -> str:
     if unit == "ms":
         return f"{x:.1f}" if x < 100 else f"{x:.0f}"
-    if unit == "MB":
-        return f"{x:.1f}"
+    if unit in ("MB", "×"):
+        return f"{x:.1f}" if unit == "MB" else f"{x:.2f}"
     return f"{x:g}"
 
 
@@ -467,6 +467,9 @@ def bench_hook(w: World, runs: int) -> list[Row]:
          w.env(empty, CSD_PYTHON=PY, CLAUDE_PLUGIN_ROOT=str(REPO)), 50, ""),
     ]
     rows = []
+    floor_argv = [PY, "-I", "-S", "-c", "pass"]
+    ratio = Row("hook ÷ python -I -S -c pass (managed, paired runs)", unit="×", budget=1.6, budget_text="≤ 1.6×",
+                note="each hook run next to a bare interpreter run; median of the per-pair ratios")
     for name, argv, env, budget, _ in cases:
         row = Row(name, budget=budget, budget_text="≤ 50 ms")
         for _ in range(runs):
@@ -475,7 +478,11 @@ def bench_hook(w: World, runs: int) -> list[Row]:
                 row.error = f"exit {cp.returncode}: {cp.stderr.decode()[-200:]}"
                 break
             row.samples.append(ms)
+            if not rows:  # the managed case
+                floor, _cp = w.run(floor_argv, w.base_env)
+                ratio.samples.append(ms / floor)
         rows.append(row)
+    rows.append(ratio)
     n_lines = events.read_bytes().count(b"\n")
     if n_lines != runs:
         rows[0].error = f"expected {runs} appended lines, found {n_lines}"
@@ -544,13 +551,20 @@ def bench_status(w: World, runs: int, diagnose: bool) -> list[Row]:
             csd_row = label.startswith("status via")
             row = Row(label, budget=100 if csd_row else None, budget_text="≤ 100 ms" if csd_row else "",
                       note="" if csd_row else "reference only")
+            ratio = Row(f"status ÷ python -I -c pass ({note}, paired runs)", unit="×", budget=3, budget_text="≤ 3×",
+                        note="each status run next to a bare interpreter run; median of the per-pair ratios")
             for _ in range(runs):
                 ms, cp = w.run(argv, env)
                 if cp.returncode != 0 or cp.stdout.strip() != b"idle":
                     row.error = f"exit {cp.returncode}, out {cp.stdout!r}, err {cp.stderr.decode()[-200:]}"
                     break
                 row.samples.append(ms)
+                if csd_row:
+                    floor, _cp = w.run([PY, "-I", "-c", "pass"], env)
+                    ratio.samples.append(ms / floor)
             rows.append(row)
+            if csd_row:
+                rows.append(ratio)
             if csd_row:
                 main_row = row
             elif label.startswith("status, bash v3") and row.samples:
@@ -738,25 +752,37 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
     """Over a simulated worker: launch, send confirmation, wake after a real Stop hook, converse, stop."""
     wdir = w.wdir("sim")
     env = w.env(wdir)
-    launch = Row("launch (csd launch, simulated worker)", note="includes the 350 ms settle after session_start")
+    launch = Row("launch (csd launch, simulated worker)", note="wall time, the worker's own start-up included")
+    launch_over = Row("launch overhead beyond the worker's own start-up", budget=100, budget_text="≤ 100 ms",
+                      note="wall − (session_start's ts − the worker process's start, /proc: 10 ms ticks)")
     stop = Row("stop (shim stop, simulated worker)")
     send = Row("send: user_prompt_submit appended → send exits", budget=20, budget_text="≤ 20 ms")
-    send_wall = Row("send: whole command wall time", note="diagnostic")
+    send_wall = Row("send: whole command wall time (send → exit)", budget=100, budget_text="≤ 100 ms",
+                    note="start to exit, one idle worker, the input line read first")
     wake = Row("wait-for-turn wake after a real Stop hook → exit", budget=20, budget_text="≤ 20 ms",
                note="sim worker's own hook appends stop; waits that had not blocked before stop are dropped")
-    conv = Row("converse overhead (wall − worker's ups→stop)", note="REPLY:x; turn measured by the bench's inotify")
+    conv = Row("converse overhead (wall − worker's ups→stop)", budget=80, budget_text="≤ 80 ms",
+               note="REPLY:x; turn measured by the bench's inotify")
     conv_pre = Row("converse: start → user_prompt_submit", note="diagnostic")
     conv_post = Row("converse: stop appended → exit", note="diagnostic")
     send_fx = Row(f"{FAST_LABEL}, send: user_prompt_submit appended → send exits")
     sized = {n: Row(f"send: whole command wall time, {n}-character prompt", note=note) for n, note in (
         (100, "one line"), (5000, "50 lines of 100: 50 pastes joined by C-j, one tmux paste"))}
-    rows = [launch, stop, send, send_wall, *sized.values(), wake, conv, conv_pre, conv_post] + ([send_fx] if diagnose else [])
+    rows = [launch, launch_over, stop, send, send_wall, *sized.values(), wake, conv, conv_pre, conv_post] + ([send_fx] if diagnose else [])
 
     def do_launch(name: str) -> Path:
+        boot0, wall0 = time.clock_gettime(time.CLOCK_BOOTTIME), time.time()
         ms, cp = w.run([CSD, "launch", name, str(w.proj)], env, timeout=60)
+        wall1 = time.time()
         if cp.returncode != 0:
             raise RuntimeError(f"launch {name}: exit {cp.returncode}: {cp.stderr.decode()[-400:]}")
         launch.samples.append(ms)
+        m = wdir.resolve(name)
+        start = next(json.loads(line) for line in wdir.events_path(m.session_id).read_text().splitlines()
+                     if json.loads(line)["event"] == "session_start")
+        ts = datetime.datetime.fromisoformat(start["ts"].replace("Z", "+00:00")).timestamp()
+        proc_started = wall0 + (m.proc_start / os.sysconf("SC_CLK_TCK") - boot0)  # the worker's exec, on the wall clock
+        launch_over.samples.append(((wall1 - wall0) - (ts - proc_started)) * 1000)
         return Path(cp.stdout.decode().strip().splitlines()[-1])
 
     def do_stop(shim: Path) -> None:
@@ -942,7 +968,7 @@ def finish_idle(probes: list[IdleProbe], baseline: list[float], err: str, second
                    samples=[r.inflight_ms * 60.0 / r.inflight_s for r in results if r.inflight_s > 0],
                    budget=50, strict=True, budget_text="< 50 ms", note="direct: no start-up subtraction")
     startup = Row("wait-for-turn start-up CPU (returns at once)", samples=baseline, note="the subtracted baseline")
-    rss = Row("memory: VmRSS of a blocked wait-for-turn", unit="MB", samples=[r.rss_kb / 1024 for r in results if r.rss_kb],
+    rss = Row("memory: VmRSS of a blocked wait-for-turn", unit="MB", budget=15, budget_text="≤ 15 MB", samples=[r.rss_kb / 1024 for r in results if r.rss_kb],
               note="max RSS at exit (rusage): " + ", ".join(f"{r.maxrss_kb / 1024:.1f}" for r in results) + " MB")
     if errors:
         diff.error = "; ".join(errors)

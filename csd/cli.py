@@ -812,7 +812,12 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
 def entry() -> None:
     """The console script: exit at once once the answer is out. Tearing the interpreter down (modules,
     garbage) costs 10-20 ms after the answer is printed, which a waiting controller would pay on every
-    wake-up (bench/). Everything csd opened is closed by then; the streams are flushed here."""
+    wake-up (bench/). Everything csd opened is closed by then; the streams are flushed here.
+
+    csd speaks no TLS, but asyncio imports ssl when it can, and mapping OpenSSL costs every waiting process
+    ~4.5 MB of its RSS (bench/: a blocked wait-for-turn); None in sys.modules makes that import fail the
+    way asyncio expects (it then has no ssl support). Only in csd's own process, only if nothing loaded it."""
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:

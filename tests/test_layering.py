@@ -61,3 +61,15 @@ def test_status_does_not_pay_for_asyncio_or_rich() -> None:
     code = "import sys; from csd import cli; print(sorted(m for m in ('asyncio', 'rich', 'inotify_simple') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_an_engine_command_does_not_load_openssl(env) -> None:
+    """asyncio would import ssl (and map OpenSSL: ~4.5 MB of a waiting wait-for-turn); the console script blocks
+    that import (cli.entry, which ends with os._exit: the check runs there)."""
+    env.add_worker("api", [{"event": "session_start", "source": "startup"}])
+    code = "import sys, atexit; from csd.cli import entry; sys.argv[0] = 'csd'; os = __import__('os'); " \
+           "os._exit = lambda c, _exit=os._exit: (print('SSL', '_ssl' in sys.modules, flush=True), _exit(c)); entry()"
+    proc = subprocess.run([sys.executable, "-I", "-c", code, "--worker", "api", "wait-for-turn", "5"], capture_output=True, text=True,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "SSL False"
