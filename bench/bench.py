@@ -541,7 +541,7 @@ def bench_status(w: World, runs: int, diagnose: bool) -> list[Row]:
     rows = []
     v3_ok = bool(shutil.which("jq") and shutil.which("bash"))
     for name, note in (("st-short", "3-line log"), ("st-long", f"100 000-line log, {len(data) / 1e6:.0f} MB, ends idle")):
-        shim = wdir.write_shim(name)
+        shim = wdir.write_shim(name, w.socket)  # a shim pins its worker's tmux server
         variants = [(f"status via shim ({note})", [str(shim), "status"])]
         if v3_ok:
             variants.append((f"status, bash v3 way (approximation, bash+jq+tmux) ({note})", [V3_STATUS, name]))
@@ -766,9 +766,10 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
     conv_pre = Row("converse: start → user_prompt_submit", note="diagnostic")
     conv_post = Row("converse: stop appended → exit", note="diagnostic")
     send_fx = Row(f"{FAST_LABEL}, send: user_prompt_submit appended → send exits")
+    read_line = Row("send: reading the input line first (capture-pane + parse, in-process)", note="part of send → exit")
     sized = {n: Row(f"send: whole command wall time, {n}-character prompt", note=note) for n, note in (
         (100, "one line"), (5000, "50 lines of 100: 50 pastes joined by C-j, one tmux paste"))}
-    rows = [launch, launch_over, stop, send, send_wall, *sized.values(), wake, conv, conv_pre, conv_post] + ([send_fx] if diagnose else [])
+    rows = [launch, launch_over, stop, send, send_wall, read_line, *sized.values(), wake, conv, conv_pre, conv_post] + ([send_fx] if diagnose else [])
 
     def do_launch(name: str) -> Path:
         boot0, wall0 = time.clock_gettime(time.CLOCK_BOOTTIME), time.time()
@@ -793,6 +794,7 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
 
     shim = do_launch("snd")
     m = wdir.resolve("snd")
+    read_line.samples = _input_line_cost(m, env, send_runs)
     tail = Tail(wdir.events_path(m.session_id))
     extra = {tail.ino.fd: tail.on_ready}
     try:
@@ -861,6 +863,32 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
     for i in range(lifecycle_runs - 1):
         do_stop(do_launch(f"lc{i}"))
     return rows
+
+
+def _input_line_cost(m: Meta, env: dict[str, str], runs: int) -> list[float]:
+    """What send pays to read the input line off the screen before it types (csd.supervisor._empty_input)."""
+    import asyncio
+
+    from csd import tmux
+    from csd.prompt import input_line
+
+    async def once() -> float:
+        t0 = now()
+        line = input_line(await tmux.visible(m.tmux_name, m.tmux_socket))
+        if line is None or not line.clean:
+            raise RuntimeError(f"the simulated worker's input line is not empty: {line!r}")
+        return (now() - t0) * 1000
+
+    async def all_runs() -> list[float]:
+        return [await once() for _ in range(runs)]
+
+    saved = dict(os.environ)
+    os.environ.update(env)  # the world's tmux socket and PATH
+    try:
+        return asyncio.run(all_runs())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _pump(tail: Tail) -> None:
@@ -1096,7 +1124,7 @@ def main() -> int:
     finally:
         if not leftovers:
             leftovers = w.close()
-    order = ["hook:", "hook,", "floor: python", "floor: /bin", "status", f"{FAST_LABEL}, status", "floor: csd", "list",
+    order = ["hook:", "hook,", "hook ÷", "floor: python", "floor: /bin", "status", f"{FAST_LABEL}, status", "floor: csd", "list",
              "wait-for-turn wake", f"{FAST_LABEL}, wait", "send", f"{FAST_LABEL}, send",
              "idle", "wait-for-turn start-up", "memory", "converse", "launch", "stop", "completion"]
 

@@ -359,7 +359,7 @@ async def _start_claimed(
             if pane is not None:
                 _check_real_cwd(name, pane.pid, real_cwd)
             progress.say("ready")
-            await _check_still_running(sup, tr, socket)
+            await _check_still_running(sup, tr, socket, pane)
             await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "off"], socket, check=False)
         shim = wdir.write_shim(name, socket or "")
         ok = True
@@ -485,12 +485,11 @@ async def _signal_and_wait(pids: list[int], sig: int | None, timeout: float) -> 
             os.close(fd)
 
 
-async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None) -> None:
+async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None, pane: tmux.Pane | None) -> None:
     """One look after session_start, with no wait (the TUI's own readiness is paid by the first send, see
     prompt.ENTER_READY_AFTER_START): a worker already exiting (its pane kept dead by remain-on-exit) fails the
     launch with its exit status and last lines, never a shim for nothing. One that exits later is a worker
-    that ended: status says terminated or gone, send refuses."""
-    pane = await tmux.pane_of(tr.name, socket)
+    that ended: status says terminated or gone, send refuses. ``pane``: as launch read it after session_start."""
     if pane is not None and pane.alive and tr.state not in (State.GONE, State.TERMINATED):
         return
     # session_end comes just before the exit: wait for the process to end, for its exit status
