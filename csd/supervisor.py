@@ -738,8 +738,9 @@ class Supervisor:
             else:
                 await tmux.send_keys(tr.name, "BSpace", socket=socket)
             before = line
-            for _ in range(5):  # the TUI redraws; no event says when (~50 ms, more on a busy machine)
-                await asyncio.sleep(0.1)
+            # the TUI redraws; no event says when (~50 ms, more on a busy machine): look every 20 ms, 0.5 s at most
+            for _ in range(25):
+                await asyncio.sleep(0.02)
                 line = await read()
                 if line != before:
                     break

@@ -34,7 +34,15 @@ def pane(env: Env, name: str) -> str:
 
 
 def raw_paste_and_enter(env: Env, name: str, text: str) -> None:
-    """What csd used to do: one bracketed paste of the whole text, then Enter."""
+    """What csd used to do: one bracketed paste of the whole text, then Enter. Launch does not wait for the TUI
+    to take an Enter; like send, this holds it until prompt.ENTER_READY_AFTER_START after session_start."""
+    import time
+
+    from csd.prompt import ENTER_READY_AFTER_START
+    from csd.supervisor import _epoch
+
+    start = events(env.wdir.shim_path(name), "session_start")[0]
+    time.sleep(max(0.0, _epoch(start["ts"]) + ENTER_READY_AFTER_START - time.time()))
     env.tmux("send-keys", "-t", f"={name}:", "-l", f"\x1b[200~{text}\x1b[201~")
     env.tmux("send-keys", "-t", f"={name}:", "Enter")
 
