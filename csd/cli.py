@@ -383,13 +383,13 @@ def turn_outcome(m: Meta, w: Worker, session_id: str) -> tuple[str | None, str |
     makes the outcome ``api_error``. The transcript is read backwards from its end, so this stays cheap;
     nothing else reads it.
     """
-    from csd.transcript import read_api_state
-
     end = w.turn_end
     outcome, error = w.outcome, end.error if end is not None else None
     hidden = w.state == State.IDLE and end is not None and end.may_hide_api_error
     if not (w.state == State.WORKING or outcome == "api_error" or hidden):
         return outcome, error, None
+    from csd.transcript import read_api_state  # only here: most status --json calls need no transcript
+
     api = read_api_state(_transcript_of(m, w, session_id))
     if hidden and api.error is not None:
         outcome, error = "api_error", api.error

@@ -39,7 +39,8 @@ def test_what_runs_outside_csd_imports_only_the_standard_library(module: str) ->
 #: a large part of its start-up (bench/: status against the bare interpreter). asyncio, rich and inotify are
 #: the engine's; transitions the driving supervisor's (states.py folds by the table); dataclasses brings
 #: inspect, ast, dis and tokenize (csd/value.py instead); typing; shutil (bz2, lzma) is what argparse asks
-#: for the terminal width (cli.Parser asks os).
+#: for the terminal width (cli.Parser asks os). csd.transcript only when --json must read the transcript (a
+#: working worker, a failed turn; the worker here is idle).
 NOT_ON_THE_READ_PATH = ("asyncio", "rich", "inotify_simple", "transitions", "dataclasses", "inspect", "typing", "shutil",
                         "csd.supervisor", "csd.lifecycle", "csd.watch", "csd.commands", "csd.render", "csd.transcript")
 READ_COMMANDS = (["status"], ["status", "--json"], ["session-id"], ["events-file"])
