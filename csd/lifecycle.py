@@ -19,7 +19,7 @@ from csd import __version__, config, tmux
 from csd.errors import OK, CsdError, TmuxNotAnswering, UsageError
 from csd.hook import HOOK_TO_EVENT
 from csd.states import State
-from csd.supervisor import Supervisor, Tracked
+from csd.supervisor import Supervisor, Tracked, until_enter_is_safe
 from csd.workers import (
     LaunchClaim,
     Meta,
@@ -660,6 +660,7 @@ async def stop_worker(meta: Meta, wdir: WorkersDir | None = None) -> None:
                         await tmux.send_keys(name, "Escape", socket=socket)
                     await tmux.send_keys(name, "C-u", socket=socket)
                     await tmux.send_keys(name, "/exit", literal=True, socket=socket)
+                    await until_enter_is_safe(tr)  # a stop right after launch: the TUI would swallow the Enter
                     await tmux.send_keys(name, "Enter", socket=socket)
                     try:
                         async with asyncio.timeout(timeout):

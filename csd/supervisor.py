@@ -659,7 +659,7 @@ class Supervisor:
                 await self._empty_input(tr, socket)
                 before = await tmux.capture(tr.name, socket, lines=200) if slash else ""
                 await tmux.type_raw(tr.name, input_stream(text, shell, exact), f"csd-{tr.meta.session_id}", socket)
-                await _until_enter_is_safe(tr)
+                await until_enter_is_safe(tr)
                 await tmux.send_keys(tr.name, "Enter", socket=socket)
             except tmux.TmuxError:
                 if await tmux.pane_of(tr.name, socket) is None:
@@ -873,9 +873,9 @@ async def _wait_dir(directory: Path, backend: str | None) -> None:
                 return
 
 
-async def _until_enter_is_safe(tr: Tracked) -> None:
-    """Hold the first Enter of a send that comes right after launch: until prompt.ENTER_READY_AFTER_START after
-    the worker's session_start (the TUI swallows an earlier one). A later send does not wait."""
+async def until_enter_is_safe(tr: Tracked) -> None:
+    """Hold an Enter (send's, stop's /exit) that comes right after launch: until prompt.ENTER_READY_AFTER_START
+    after the worker's session_start (the TUI swallows an earlier one). A later one does not wait."""
     from csd.prompt import ENTER_READY_AFTER_START
 
     started = tr.worker.started

@@ -84,3 +84,19 @@ def test_dialog_readers_are_pure_and_see_the_frame_they_are_given() -> None:
     assert not marker_on(frame, "Yes, I trust this folder") and marker_on(moved, "Yes, I trust this folder")
     # a history that still holds the old frame above the new one misleads marker_on: hence the visible screen only
     assert not marker_on(frame + moved, "Yes, I trust this folder")
+
+
+def test_a_stop_right_after_launch_is_not_swallowed(env: Env, monkeypatch, capfd) -> None:
+    """stop types /exit and Enter: right after launch it holds that Enter like send, so the worker exits on it
+    instead of stop waiting out CSD_STOP_TIMEOUT and killing the session. The stop runs in this process, so
+    it reaches its Enter well within the simulated TUI's 0.3 s."""
+    import asyncio
+
+    from csd.lifecycle import stop
+
+    proc = csd("launch", "brief", str(env.root), env={"CSD_SIM_NOT_READY_SECONDS": "0.3"})
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setenv("CSD_STOP_TIMEOUT", "5")
+    assert asyncio.run(stop(env.wdir.resolve("brief"), env.wdir)) == 0
+    assert "did not exit" not in capfd.readouterr().err
+    assert leftovers(env) == []
