@@ -131,7 +131,7 @@ def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
     p.add_argument("cwd")
     p.add_argument("session_id")
     p.add_argument("claude_args", nargs="*")
-    p = top["list"] = _sub("list", "list workers (TSV: STATUS TMUX SESSION_ID SHIM CWD)")
+    p = top["list"] = _sub("list", "list workers (TSV: STATUS TMUX SESSION_ID SHIM CWD HOST COST)")
     p.add_argument("--all", action="store_true", help="include gone workers")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("pattern", nargs="?", default="")
@@ -190,7 +190,7 @@ Top-level commands:
                                             prints its shim path
   csd adopt [--host HOST] NAME CWD SESSION_ID [-- args]
                                             bring back a worker (--resume) after a reboot
-  csd list [--all] [--json] [PATTERN]       STATUS TMUX SESSION_ID SHIM CWD HOST (gone ones with --all)
+  csd list [--all] [--json] [PATTERN]       STATUS TMUX SESSION_ID SHIM CWD HOST COST (gone ones with --all)
   csd watch [PATTERN]                       live table of workers; Ctrl-C exits
   csd wait-for-turn --any|--all [--settled] NAME... [TIMEOUT]
                                             fan-out wait (default timeout 60 s)
@@ -289,11 +289,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         for row in rows:
             print(json.dumps(row))
     else:
-        print("STATUS\tTMUX\tSESSION_ID\tSHIM\tCWD\tHOST")
+        print("STATUS\tTMUX\tSESSION_ID\tSHIM\tCWD\tHOST\tCOST")
         for r in rows:
-            fields = (r["state"], r["name"], r["session_id"], r["shim"], r["cwd"], r["host"] or "-")
+            fields = (r["state"], r["name"], r["session_id"], r["shim"], r["cwd"], r["host"] or "-",
+                      format_cost(r.get("cost_usd")))
             print("\t".join(tsv_field(str(f)) for f in fields))
     return OK
+
+
+def format_cost(usd: float | None) -> str:
+    """A cost for the list and watch tables: ``$0.0121``, or ``-`` when unknown."""
+    return "-" if usd is None else f"${usd:.4f}"
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -349,6 +355,7 @@ def tsv_field(text: str) -> str:
 def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[str, object]:
     last = w.last_event
     outcome, error, api = turn_outcome(m, w, session_id)
+    cost = wdir.read_cost(m.session_id)
     return {
         "name": m.tmux_name,
         "session_id": session_id,  # the id it has now (it changes on /clear)
@@ -362,6 +369,8 @@ def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[
         "retrying": w.state == State.WORKING and api is not None and api.retrying,
         # 0 after a failed call: a release that writes no api-request lines (2.1.112 has none), so unknown
         "attempts": api.attempts if api is not None and api.attempts else None,
+        "cost_usd": cost.cost_usd,  # summed over the worker's sessions (/clear starts one); null: unknown
+        "tokens": cost.tokens,
         "last_event": last.name if last else None,
         "last_event_ts": last.ts if last else None,
         "last_event_line": last.line_no if last else None,

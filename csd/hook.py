@@ -17,11 +17,22 @@ stop removes it), so a late hook never resurrects a stopped worker's file. Other
 managed when ``<workers dir>/<session_id>.meta`` exists (the bash v3 rule). Anything else is ignored.
 Either way nothing is written into a dir csd would refuse to read (``dir_refusal``: another user's, or
 one others may write to), nor into anything but a regular file (a planted FIFO must not block the hook).
+
+``hook.py --statusline`` is csd's statusLine command (launch's settings). Claude Code runs it with the
+session's JSON at start-up, ~0.3 s after each Stop/StopFailure, after ``/clear`` and ``/compact``: it keeps
+the worker's cost file (``<first session id>.cost.json`` beside the events file, replaced atomically) and
+prints nothing (the TUI shows no status line). The file holds, per session id, the largest
+``cost.total_cost_usd`` seen (``/clear`` starts a new session at 0, ``--resume`` continues one, so the
+worker's cost is the sum of the per-session maxima) and the tokens of that session's transcript: the
+``message.usage`` of its assistant lines, each API message once (Claude Code repeats a message's usage on
+each of its content-block lines), read on from the offset where the previous run stopped, at most
+``COST_READ_LIMIT`` bytes per run.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import stat
@@ -293,7 +304,139 @@ def append(path: str, data: bytes, extra_flags: int) -> None:
         os.close(fd)
 
 
+COST_READ_LIMIT = 8 << 20  # transcript bytes read per statusLine run; the rest waits for the next run
+TOKEN_KEYS = (("input", "input_tokens"), ("output", "output_tokens"),
+              ("cache_read", "cache_read_input_tokens"), ("cache_creation", "cache_creation_input_tokens"))
+
+
+def cost_path(events_file: str) -> str | None:
+    """The cost file of a worker's events file (``<sid>.events.jsonl`` -> ``<sid>.cost.json``)."""
+    suffix = ".events.jsonl"
+    return events_file[: -len(suffix)] + ".cost.json" if events_file.endswith(suffix) else None
+
+
+def load_costs(path: str) -> dict:
+    """The cost file's ``sessions`` object ({} when there is none or it is not ours to read)."""
+    import json  # the statusLine path only (the hook's own path avoids importing json)
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return {}
+        data = json.loads(os.read(fd, 1 << 20).decode("utf-8", "replace"))
+    except (OSError, ValueError):
+        return {}
+    finally:
+        os.close(fd)
+    sessions = data.get("sessions") if isinstance(data, dict) else None
+    return sessions if isinstance(sessions, dict) else {}
+
+
+def add_usage(entry: dict, transcript: str, limit: int = COST_READ_LIMIT) -> None:
+    """Add the usage of the complete transcript lines after ``entry["offset"]`` to ``entry["tokens"]``."""
+    import json  # the statusLine path only (the hook's own path avoids importing json)
+
+    if entry.get("transcript") != transcript:  # a session's transcript does not move; a new path starts over
+        entry.update(transcript=transcript, offset=0, last_message=None, tokens=dict.fromkeys((k for k, _ in TOKEN_KEYS), 0))
+    try:
+        with open(transcript, "rb") as f:
+            f.seek(int(entry.get("offset") or 0))
+            data = f.read(limit)
+    except (OSError, ValueError):
+        return
+    end = data.rfind(b"\n") + 1
+    tokens = entry["tokens"]
+    for raw in data[:end].splitlines():
+        if b'"usage"' not in raw or b'"assistant"' not in raw:
+            continue
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        msg = line.get("message") if isinstance(line, dict) and line.get("type") == "assistant" else None
+        usage = msg.get("usage") if isinstance(msg, dict) else None
+        if not isinstance(usage, dict) or (msg.get("id") is not None and msg.get("id") == entry.get("last_message")):
+            continue
+        entry["last_message"] = msg.get("id")
+        for key, field in TOKEN_KEYS:
+            value = usage.get(field)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                tokens[key] = int(tokens.get(key) or 0) + value
+    entry["offset"] = int(entry.get("offset") or 0) + end
+
+
+def update_costs(sessions: dict, payload: dict) -> bool:
+    """Fold one statusLine payload into ``sessions``; False when it names no session."""
+    sid = payload.get("session_id")
+    if not isinstance(sid, str) or not sid:
+        return False
+    entry = sessions.setdefault(sid, {"cost_usd": None})
+    cost = payload.get("cost")
+    usd = cost.get("total_cost_usd") if isinstance(cost, dict) else None
+    if isinstance(usd, (int, float)) and not isinstance(usd, bool) and usd >= 0:
+        old = entry.get("cost_usd")
+        entry["cost_usd"] = max(float(usd), old) if isinstance(old, (int, float)) else float(usd)
+    transcript = payload.get("transcript_path")
+    if isinstance(transcript, str) and transcript:
+        add_usage(entry, transcript)
+    return True
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
+
+
+def statusline(environ: dict) -> None:
+    """csd's statusLine command: fold the payload on stdin into the worker's cost file."""
+    import json  # the statusLine path only (the hook's own path avoids importing json)
+
+    events_file = environ.get("CSD_EVENTS_FILE") or ""
+    path = cost_path(events_file)
+    if path is None or not _private_dir(os.path.dirname(os.path.abspath(events_file))):
+        return
+    try:
+        payload = json.loads(read_stdin().decode("utf-8", "replace"))
+    except ValueError:
+        return
+    if not isinstance(payload, dict):
+        return
+    # The events file exists while the worker does (a late run never resurrects a stopped worker's files);
+    # its lock serialises two overlapping runs of the same worker.
+    fd = os.open(events_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        sessions = load_costs(path)
+        if update_costs(sessions, payload):
+            write_atomic(path, json.dumps({"sessions": sessions}, separators=(",", ":")).encode())
+    finally:
+        os.close(fd)
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--statusline"]:
+        try:
+            statusline(dict(os.environ))
+        except Exception as exc:  # a status line must never disturb the TUI
+            try:
+                sys.stderr.write(f"csd statusline: {exc}\n")
+            except Exception:
+                pass
+        return 0
     try:
         environ = dict(os.environ)
         # Without launch's variable and without any meta there is nothing to manage: skip reading stdin.

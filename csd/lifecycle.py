@@ -66,8 +66,14 @@ def hook_command() -> str:
 
 
 def settings_json() -> str:
+    """Launch's ``--settings``: the hooks, and the statusLine command that keeps the worker's cost file
+    (hook.py ``--statusline``; it prints nothing, so it replaces a status line of the user's own)."""
     entry = [{"matcher": "*", "hooks": [{"type": "command", "command": hook_command(), "timeout": 30}]}]
-    return json.dumps({"skipDangerousModePermissionPrompt": True, "hooks": {e: entry for e in HOOK_EVENTS}})
+    return json.dumps({
+        "skipDangerousModePermissionPrompt": True,
+        "hooks": {e: entry for e in HOOK_EVENTS},
+        "statusLine": {"type": "command", "command": hook_command() + " --statusline"},
+    })
 
 
 def claude_argv(claude_bin: str, session_flag: list[str], extra: list[str]) -> list[str]:

@@ -76,6 +76,13 @@ PROMPT_ID_SINCE = (2, 1, 196)  # prompt_id in hook payloads, promptId on transcr
 # api-request transcript lines (one per request): 2.1.330 writes them, 2.1.112 does not (both observed); the
 # first release that does is not known, so the simulator writes them only after 2.1.112
 API_REQUEST_AFTER = (2, 1, 112)
+# cost.total_cost_usd in the statusLine payload: 2.1.330 sends it; the first release that does is not known
+# here (not observed), so the simulator leaves it out at 2.1.112 and older, to speak a release without cost
+STATUSLINE_COST_AFTER = (2, 1, 112)
+STATUS_LINE_DELAY_S = 0.3  # 2.1.330 runs the statusLine command ~0.3 s after a turn's Stop/StopFailure
+# The mock model's prices as Claude Code computes them (FACTS "Cost": 2962 input + 12 output tokens = $0.012088)
+PRICE_INPUT_USD, PRICE_OUTPUT_USD = 4e-6, 2e-5
+COMPACT_COST_USD = 0.05  # what a /compact adds to the session's cost (0.0126 -> 0.064144 observed)
 
 # Defaults of the timings above, close to the real 2.1.330 against a local mock API (FACTS §4 "Timings").
 DEFAULT_STARTUP_DELAY_S = 0.4  # + interpreter start: SessionStart (or the trust dialog) ~0.5 s after spawn
@@ -663,12 +670,12 @@ class Transcript:
                     "timestamp": now_iso(), "version": self.version, "querySource": "repl_main_thread"})
 
     def assistant(self, message_id: str, request_id: str, block: dict[str, Any], index: int,
-                  stop_reason: str) -> str:
+                  stop_reason: str, usage: dict[str, int] | None = None) -> str:
         body: dict[str, Any] = {
             "message": {
                 "id": message_id, "type": "message", "role": "assistant", "model": self.model,
                 "content": [block], "stop_reason": stop_reason, "stop_sequence": None,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
+                "usage": usage or {"input_tokens": 0, "output_tokens": 0},
             },
             "apiBlockIndex": index, "requestId": request_id, "type": "assistant",
         }
@@ -687,6 +694,31 @@ class Transcript:
 
     def system(self, subtype: str, **fields: Any) -> str:
         return self.conversation({"type": "system", "subtype": subtype, **fields})
+
+    def cost_state(self, cost_usd: float, tokens: dict[str, int]) -> None:
+        """The line 2.1.330 writes when a session ends (/clear, /exit, a kill): the session's total so far."""
+        if not self.path.exists():
+            return  # nothing was written in this session
+        self.write({"type": "cost-state", "sessionId": self.session_id, "totalCostUSD": round(cost_usd, 6),
+                    "modelUsage": {self.model: {"inputTokens": tokens["input"], "outputTokens": tokens["output"],
+                                                "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0,
+                                                "costUSD": round(cost_usd, 6)}},
+                    "hasUnknownModelCost": False})
+
+    def last_cost(self) -> float:
+        """The total of the newest cost-state line (a resumed session's cost continues from it)."""
+        cost = 0.0
+        try:
+            raw = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return cost
+        for text in raw:
+            if '"cost-state"' in text:
+                try:
+                    cost = float(json.loads(text).get("totalCostUSD") or 0.0)
+                except (ValueError, TypeError, AttributeError):
+                    pass
+        return cost
 
 
 # --------------------------------------------------------------------------------------------------
@@ -900,8 +932,9 @@ class SimWorker:
     """The running simulated TUI: input, screen, turns, hooks and transcript of one process."""
 
     def __init__(self, opts: Options, env: Mapping[str, str], hooks: HookTable, session_id: str,
-                 source: str, skip_bypass_dialog: bool) -> None:
+                 source: str, skip_bypass_dialog: bool, status_line: str | None = None) -> None:
         self.opts = opts
+        self.status_line = status_line  # the statusLine command of the settings, if any
         self.env = dict(env)
         self.hooks = hooks
         self.cwd = os.getcwd()
@@ -926,12 +959,16 @@ class SimWorker:
         self.has_stop_failure = release >= STOP_FAILURE_SINCE
         self.has_last_message = release >= LAST_MESSAGE_SINCE
         self.has_api_requests = release > API_REQUEST_AFTER
+        self.has_statusline_cost = release > STATUSLINE_COST_AFTER
         trust = env.get(ENV_TRUST, "").strip().lower()
         self.trust_mode = "auto" if trust == "auto" else ("never" if trust in ("", "0", "no", "false") else "always")
 
         self.session_id = session_id
         self.transcript = self._new_transcript(session_id)
         self.prompt_id: str | None = None  # the latest one handed out, as Claude Code reports it
+        # The session's cost and tokens (per session: /clear starts at 0, --resume continues the transcript's)
+        self.session_cost = self.transcript.last_cost() if source == "resume" else 0.0
+        self.session_tokens = {"input": 0, "output": 0}
 
         self.term = Terminal(clear_redraw=env.get(ENV_CLEAR_REDRAW, "") not in ("", "0"))
         self.parser = KeyParser()
@@ -1025,6 +1062,9 @@ class SimWorker:
             if self.session_started:
                 await self.fire("SessionEnd", {**self.common(), "hook_event_name": "SessionEnd",
                                                "reason": reason}, reason)
+                # 2.1.330 writes two cost-state lines at /exit, one when it is killed
+                for _ in range(2 if reason == "prompt_input_exit" else 1):
+                    self.transcript.cost_state(self.session_cost, self.session_tokens)
         finally:
             self.finish(code)
 
@@ -1075,6 +1115,7 @@ class SimWorker:
         # real TUI's readiness does not depend on how slow the hooks are.
         self.ready_at = time.monotonic() + self.not_ready_s
         await self.fire_session_start(self.source)
+        self.schedule_status_line(0.0)
         exit_after = self.env.get(ENV_EXIT_AFTER_START, "")
         if exit_after:
             self.add_history("", f"csd-simworker: exiting after start with status {exit_after} ({ENV_EXIT_AFTER_START})")
@@ -1318,13 +1359,14 @@ class SimWorker:
         await self.think()
         final = f"ECHO: {output}"
         self.transcript.assistant(_short_id("msg_sim"), _short_id("req_sim"), {"type": "text", "text": final}, 0,
-                                  "end_turn")
+                                  "end_turn", self.usage(final))
         self.add_history("● ", final)
         await self.fire("Stop", {
             **self.common(item.prompt_id), "permission_mode": self.permission_mode,
             "effort": {"level": "medium"}, "hook_event_name": "Stop", "stop_hook_active": False,
             "last_assistant_message": final, "background_tasks": self.running_tasks(), "session_crons": []})
         item.stopped = True
+        self.schedule_status_line()
 
     async def think(self) -> None:
         """One API request and the model's time for its response (the real CLI waits for the API here)."""
@@ -1402,7 +1444,7 @@ class SimWorker:
         # stop_hook_summary reach the transcript (30-70 ms later); a reader woken by Stop may not see them yet.
         self.transcript.hold()
         self.transcript.assistant(_short_id("msg_sim"), _short_id("req_sim"), {"type": "text", "text": final},
-                                  0, "end_turn")
+                                  0, "end_turn", self.usage(final))
         self.add_history("● ", final)
         stop_started = time.monotonic()
         await self.fire("Stop", {
@@ -1410,6 +1452,7 @@ class SimWorker:
             "effort": {"level": "medium"}, "hook_event_name": "Stop", "stop_hook_active": False,
             "last_assistant_message": final, "background_tasks": self.running_tasks(), "session_crons": []})
         item.stopped = True
+        self.schedule_status_line()
         stop_ms = int((time.monotonic() - stop_started) * 1000)
         self.redraw()
         if self.lag_s > 0:
@@ -1452,6 +1495,7 @@ class SimWorker:
                 **self.common(item.prompt_id), "permission_mode": self.permission_mode,
                 "hook_event_name": "Stop", "stop_hook_active": False, "last_assistant_message": text})
         item.stopped = True
+        self.schedule_status_line()
         self.redraw()
 
     async def tool_call(self, item: Item, name: str, arg: str) -> str:
@@ -1506,10 +1550,11 @@ class SimWorker:
         self.transcript.release()
         await self.think()
         msg_id, req_id = _short_id("msg_sim"), _short_id("req_sim")
-        self.transcript.assistant(msg_id, req_id, {"type": "text", "text": f"Calling {name}."}, 0, "tool_use")
+        usage = self.usage(f"Calling {name}. {json.dumps(tool_input)}")  # one response: its usage on both lines
+        self.transcript.assistant(msg_id, req_id, {"type": "text", "text": f"Calling {name}."}, 0, "tool_use", usage)
         self.add_history("● ", f"Calling {name}.")
         use_uuid = self.transcript.assistant(msg_id, req_id, {"type": "tool_use", "id": tool_use_id, "name": name,
-                                                              "input": tool_input}, 1, "tool_use")
+                                                              "input": tool_input}, 1, "tool_use", usage)
         self.transcript.hold()
         return use_uuid
 
@@ -1717,18 +1762,68 @@ class SimWorker:
         await self.fire("PostCompact", {**self.common(item.prompt_id), "hook_event_name": "PostCompact",
                                         "trigger": "manual", "compact_summary": summary}, "manual")
         self.history = ["✻ Conversation compacted (ctrl+o for history)", ""]
+        self.session_cost += COMPACT_COST_USD  # /compact keeps the session and adds the compaction's cost
+        self.schedule_status_line(0.0)
 
     async def do_clear(self, item: Item) -> None:
         await self.fire("SessionEnd", {**self.common(item.prompt_id), "hook_event_name": "SessionEnd",
                                        "reason": "clear"}, "clear")
+        self.transcript.cost_state(self.session_cost, self.session_tokens)  # closes the old session's transcript
         self.transcript.close()
         self.session_id = str(uuid.uuid4())
         self.transcript = self._new_transcript(self.session_id)
+        self.session_cost, self.session_tokens = 0.0, {"input": 0, "output": 0}
         self.history = []
         # Observed with 2.1.330: the new session's SessionStart has neither prompt_id nor model.
         self.prompt_id = None
         await self.fire("SessionStart", {**self.common(), "hook_event_name": "SessionStart", "source": "clear"},
                         "clear")
+        self.schedule_status_line(0.0)
+
+    # ---- cost and the status line
+
+    def usage(self, text: str) -> dict[str, int]:
+        """Plausible usage of one response (the context grows with the conversation); its cost, priced like
+        the mock model, is added to the session's total."""
+        usage = {"input_tokens": 2900 + 40 * self.transcript.message_count, "cache_creation_input_tokens": 0,
+                 "cache_read_input_tokens": 0, "output_tokens": max(len(text) // 4, 1)}
+        self.session_tokens["input"] += usage["input_tokens"]
+        self.session_tokens["output"] += usage["output_tokens"]
+        self.session_cost += usage["input_tokens"] * PRICE_INPUT_USD + usage["output_tokens"] * PRICE_OUTPUT_USD
+        return usage
+
+    def status_line_payload(self) -> dict[str, Any]:
+        """What 2.1.330 gives the statusLine command (samples/statusline-input.json, its main fields)."""
+        payload: dict[str, Any] = {"session_id": self.session_id, "transcript_path": str(self.transcript.path),
+                                   "cwd": self.cwd}
+        if self.prompt_id and self.has_prompt_id:
+            payload["prompt_id"] = self.prompt_id
+        payload.update({
+            "effort": {"level": "medium"}, "model": {"id": self.model, "display_name": model_display_name(self.model)},
+            "workspace": {"current_dir": self.cwd, "project_dir": self.cwd, "added_dirs": []},
+            "version": self.version, "output_style": {"name": "default"},
+        })
+        if self.has_statusline_cost:
+            payload["cost"] = {"total_cost_usd": round(self.session_cost, 6), "total_duration_ms": 0,
+                               "total_api_duration_ms": 0, "total_lines_added": 0, "total_lines_removed": 0}
+        payload.update({
+            "context_window": {"total_input_tokens": self.session_tokens["input"],
+                               "total_output_tokens": self.session_tokens["output"], "context_window_size": 1000000},
+            "exceeds_200k_tokens": False,
+        })
+        return payload
+
+    def schedule_status_line(self, delay: float = STATUS_LINE_DELAY_S) -> None:
+        """Run the statusLine command (if the settings have one) after ``delay``, with the payload of then."""
+        if self.status_line and not self.exiting:
+            self.spawn(self._status_line(delay))
+
+    async def _status_line(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self.status_line and not self.exiting:
+            payload = json.dumps(self.status_line_payload(), ensure_ascii=False).encode("utf-8")
+            await self._run_command(self.status_line, {**self.env, "CLAUDECODE": "1"}, payload, 5.0)
 
     async def fire_session_start(self, source: str, prompt_id: str | None = None) -> None:
         payload: dict[str, Any] = {**self.common(prompt_id), "hook_event_name": "SessionStart", "source": source}
@@ -1832,6 +1927,10 @@ class SimWorker:
         if hook.plugin_root is not None:
             env["CLAUDE_PLUGIN_ROOT"] = hook.plugin_root
             command = command.replace("${CLAUDE_PLUGIN_ROOT}", hook.plugin_root)
+        await self._run_command(command, env, payload, hook.timeout)
+
+    async def _run_command(self, command: str, env: dict[str, str], payload: bytes, timeout: float) -> None:
+        """Run a hook or statusLine command with ``payload`` on stdin; kill it after ``timeout``."""
         try:
             proc = await asyncio.create_subprocess_exec(
                 "/bin/sh", "-c", command, cwd=self.cwd, env=env, stdin=asyncio.subprocess.PIPE,
@@ -1859,7 +1958,7 @@ class SimWorker:
                 self.redraw()
 
         try:
-            await asyncio.wait_for(feed_and_wait(), hook.timeout)
+            await asyncio.wait_for(feed_and_wait(), timeout)
         except asyncio.TimeoutError:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -1972,6 +2071,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     tables = []
+    status_line: str | None = None
     skip_bypass = False
     user_settings = claude_config_dir(env) / "settings.json"
     try:
@@ -1988,6 +2088,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         skip_bypass = skip_bypass or settings.get("skipDangerousModePermissionPrompt") is True
         tables.append(hooks_from_config(settings))
+        line = settings.get("statusLine")
+        if isinstance(line, dict) and line.get("type") == "command" and isinstance(line.get("command"), str):
+            status_line = line["command"]  # the last settings that set one win
     for plugin_dir in opts.plugin_dirs:
         root = os.path.abspath(plugin_dir)
         try:
@@ -2030,7 +2133,7 @@ def main(argv: list[str] | None = None) -> int:
               "e.g. a tmux pane).", file=sys.stderr)
         return 1
 
-    worker = SimWorker(opts, env, merge_hooks(tables), session_id, source, skip_bypass)
+    worker = SimWorker(opts, env, merge_hooks(tables), session_id, source, skip_bypass, status_line)
     if source == "resume":
         for line in worker.transcript.load_existing()[-20:]:
             msg = line.get("message") or {}

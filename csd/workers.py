@@ -16,6 +16,7 @@ from pathlib import Path
 from csd import config
 from csd.errors import CsdError, UnknownWorker, UsageError
 from csd.events import BadLine, Event, parse_line, too_long
+from csd import hook
 from csd.hook import LINE_LIMIT, dir_refusal
 from csd.lines import MAX_LINE, count_newlines, read_backward, read_forward
 from csd.states import is_anchor
@@ -147,6 +148,27 @@ class Tail(Value):
         return None
 
 
+@dataclass(frozen=True)
+class Cost:
+    """A worker's cost and tokens: the sum over its sessions of each session's figures."""
+
+    cost_usd: float | None  # None: no session reported a cost (no statusLine run yet, or an older release)
+    tokens: dict[str, int]  # input, output, cache_read, cache_creation
+
+    @classmethod
+    def of_sessions(cls, sessions: dict[str, Any]) -> Cost:
+        costs = [e.get("cost_usd") for e in sessions.values() if isinstance(e, dict)]
+        usd = [c for c in costs if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        tokens = dict.fromkeys((k for k, _ in hook.TOKEN_KEYS), 0)
+        for e in sessions.values():
+            got = e.get("tokens") if isinstance(e, dict) else None
+            for key in tokens:
+                value = got.get(key) if isinstance(got, dict) else None
+                if isinstance(value, int) and not isinstance(value, bool):
+                    tokens[key] += value
+        return cls(round(sum(usd), 6) if usd else None, tokens)
+
+
 class WorkersDir:
     """One workers dir (``$CSD_WORKERS_DIR``) and the files of its workers."""
 
@@ -191,6 +213,16 @@ class WorkersDir:
 
     def lock_path(self, sid: str) -> Path:
         return self.path / f"{sid}.lock"
+
+    def cost_path(self, sid: str) -> Path:
+        """The worker's cost file, kept by csd's statusLine command (hook.py ``--statusline``)."""
+        path = hook.cost_path(str(self.events_path(sid)))
+        assert path is not None
+        return Path(path)
+
+    def read_cost(self, sid: str) -> Cost:
+        """The worker's cost and tokens from its cost file (no file yet: cost unknown, no tokens)."""
+        return Cost.of_sessions(hook.load_costs(str(self.cost_path(sid))))
 
     def env_path(self, sid: str) -> Path:
         """The worker's environment between launch and the pane's first process (csd/envfile.py)."""
@@ -281,7 +313,8 @@ class WorkersDir:
     def _paths_of(self, meta: Meta) -> list[Path]:
         sid = meta.session_id
         # the shim is per name: the one that points at this worker's name
-        return [self.meta_path(sid), self.events_path(sid), self.lock_path(sid), self.env_path(sid), self.shim_path(meta.tmux_name)]
+        return [self.meta_path(sid), self.events_path(sid), self.lock_path(sid), self.env_path(sid), self.cost_path(sid),
+                self.shim_path(meta.tmux_name)]
 
     def files_of(self, meta: Meta) -> list[Path]:
         """The files csd made for a worker that exist now."""
