@@ -16,7 +16,7 @@ from csd.errors import (
 )
 from csd.events import EVENT_NAMES, BadLine, Event
 from csd.states import STATES, State, Worker
-from csd.workers import Meta, WorkersDir
+from csd.workers import Meta, WorkersDir, format_cost
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a read-side command does not need it)
 if TYPE_CHECKING:
@@ -136,6 +136,9 @@ def build_parsers() -> tuple[dict[str, Parser], dict[str, Parser]]:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("pattern", nargs="?", default="")
     p = top["watch"] = _sub("watch", "live table of workers (Ctrl-C exits)")
+    p.add_argument("--notify", metavar="CMD", default=None,
+                   help="run CMD (sh -c) when a worker starts needing attention or finishes a turn; it gets "
+                        "CSD_WORKER_NAME, CSD_WORKER_STATE, CSD_WORKER_REASON, CSD_WORKER_REPLY")
     p.add_argument("pattern", nargs="?", default="")
     p = top["wait-for-turn"] = _sub("wait-for-turn", "wait until any/all named workers end their turn")
     g = p.add_mutually_exclusive_group(required=True)
@@ -191,7 +194,7 @@ Top-level commands:
   csd adopt [--host HOST] NAME CWD SESSION_ID [-- args]
                                             bring back a worker (--resume) after a reboot
   csd list [--all] [--json] [PATTERN]       STATUS TMUX SESSION_ID SHIM CWD HOST COST (gone ones with --all)
-  csd watch [PATTERN]                       live table of workers; Ctrl-C exits
+  csd watch [--notify CMD] [PATTERN]        live table of workers; Ctrl-C exits
   csd wait-for-turn --any|--all [--settled] NAME... [TIMEOUT]
                                             fan-out wait (default timeout 60 s)
   csd prune [--dry-run]                     remove the files of every gone worker; prints each
@@ -297,11 +300,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return OK
 
 
-def format_cost(usd: float | None) -> str:
-    """A cost for the list and watch tables: ``$0.0121``, or ``-`` when unknown."""
-    return "-" if usd is None else f"${usd:.4f}"
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
     """Remove the files of every gone worker; never a live one, nor one whose launch may be under way or
     whose lock is held. One line per worker on stdout: what was (or, with --dry-run, would be) removed."""
@@ -356,6 +354,8 @@ def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[
     last = w.last_event
     outcome, error, api = turn_outcome(m, w, session_id)
     cost = wdir.read_cost(m.session_id)
+    retrying = w.state == State.WORKING and api is not None and api.retrying
+    attempts = api.attempts if api is not None and api.attempts else None
     return {
         "name": m.tmux_name,
         "session_id": session_id,  # the id it has now (it changes on /clear)
@@ -366,9 +366,10 @@ def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[
         "turns": w.turns,
         "turn_outcome": outcome,
         "turn_error": error,
-        "retrying": w.state == State.WORKING and api is not None and api.retrying,
+        "retrying": retrying,
         # 0 after a failed call: a release that writes no api-request lines (2.1.112 has none), so unknown
-        "attempts": api.attempts if api is not None and api.attempts else None,
+        "attempts": attempts,
+        "attention": worker_attention(wdir, m, w, outcome, error, retrying, attempts),
         "cost_usd": cost.cost_usd,  # summed over the worker's sessions (/clear starts one); null: unknown
         "tokens": cost.tokens,
         "last_event": last.name if last else None,
@@ -380,6 +381,20 @@ def _status_json(wdir: WorkersDir, m: Meta, w: Worker, session_id: str) -> dict[
         "events_file": str(wdir.events_path(m.session_id)),
         "started_at": m.started_at,
     }
+
+
+def worker_attention(wdir: WorkersDir, m: Meta, w: Worker, outcome: str | None, error: str | None,
+                     retrying: bool, attempts: int | None) -> str | None:
+    """``attention`` for status/list --json (csd/attention.py has the rule)."""
+    import time
+
+    from csd.attention import Facts, attention, epoch
+
+    ev = w.state_event
+    since = epoch(m.started_at) if w.state == State.LAUNCHING or ev is None else epoch(ev.ts)
+    facts = Facts(str(w.state), time.time() - since if since is not None else 0.0, outcome, error, retrying, attempts,
+                  w.bg_running, wdir.shim_path(m.tmux_name).exists())
+    return attention(facts, config.seconds("CSD_LAUNCH_TIMEOUT"), config.seconds("CSD_BG_REPORT_TIMEOUT"))
 
 
 def turn_outcome(m: Meta, w: Worker, session_id: str) -> tuple[str | None, str | None, ApiState | None]:

@@ -43,7 +43,7 @@ async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, re
     if cmd == "watch":
         from csd.render import watch
 
-        return await watch(args.pattern)
+        return await watch(args.pattern, notify=args.notify)
     wdir = WorkersDir()
     if cmd == "wait-for-turn" and handle is None:
         for name in args.names:

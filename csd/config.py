@@ -36,6 +36,7 @@ VARS: tuple[Var, ...] = (
     Var("CSD_HOSTS_FILE", "~/.config/csd/hosts.toml", "the hosts file naming remote hosts (csd launch --host NAME)"),
     Var("CSD_SSH_CONTROL_DIR", "/tmp/csd-ssh-UID", "private (0700) dir of the per-host SSH control sockets"),
     Var("CSD_SSH_PERSIST", "600", "seconds an idle per-host SSH connection stays open"),
+    Var("CSD_BG_REPORT_TIMEOUT", "600", "seconds an idle worker's background tasks may run before it needs attention"),
     Var("HOME", "~", "consent file ~/.claude/.claude-session-driver-consent"),
 )
 _BY_NAME = {v.name: v for v in VARS}

@@ -732,7 +732,8 @@ def watch_streams(wdir: WorkersDir, pattern: str, changed: Callable[[], None]) -
 
 def watch_rows(streams: list[HostStream], clock: Callable[[], float]) -> list[Any]:
     """The live table's rows of remote workers (``NAME@HOST``), from their streams' latest messages."""
-    from csd.render import WorkerRow, _epoch
+    from csd.attention import epoch
+    from csd.render import WorkerRow
 
     rows = []
     for s in streams:
@@ -742,7 +743,7 @@ def watch_rows(streams: list[HostStream], clock: Callable[[], float]) -> list[An
                 state = "unreachable" if s.error is not None else "launching"
                 rows.append(WorkerRow(f"{r.name}@{r.host}", state, 0.0, str(s.error or ""), 0, 0, r.cwd))
                 continue
-            since = _epoch(msg["since"]) if msg.get("since") else None
+            since = epoch(msg["since"]) if msg.get("since") else None
             seconds = max(0.0, clock() - since) if since is not None else 0.0
             rows.append(WorkerRow(f"{r.name}@{r.host}", msg["state"], seconds, msg.get("last", ""), msg.get("turns", 0),
                                   msg.get("bg", 0), msg.get("cwd", r.cwd)))

@@ -11,15 +11,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.table import Table
 from rich.text import Text
 
+from csd.attention import epoch
 from csd.errors import OK, CsdError
 from csd.states import State, fold
-from csd.workers import Meta, iter_events, meta_problem, now_iso, open_regular
+from csd.workers import Meta, format_cost, iter_events, meta_problem, now_iso, open_regular
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -36,12 +36,14 @@ STATE_STYLES: dict[str, str] = {
     State.TERMINATED: "magenta",
     State.GONE: "dim red",
 }
-COLUMNS = ("NAME", "STATE", "IN STATE", "LAST EVENT", "TURNS", "BG", "CWD")
+COLUMNS = ("NAME", "STATE", "IN STATE", "ATTENTION", "LAST EVENT", "LAST TURN", "TURNS", "BG", "COST", "CWD")
 #: The state column of a plain row for a worker whose meta vanished (it was stopped). Not a worker
 #: state: the worker no longer exists for csd, and scripts need one line saying so.
 REMOVED = "removed"
 META_SUFFIX = ".meta"
 EVENTS_SUFFIX = ".events.jsonl"
+COST_SUFFIX = ".cost.json"
+TICK_SECONDS = 1.0  # the live table's clock: time in state (and time-based attention) is redrawn this often
 
 
 # ---------------------------------------------------------------- pure: rows -> table
@@ -59,6 +61,11 @@ class WorkerRow:
     bg_running: int  # background tasks still running at the last stop
     cwd: str
     retrying: bool = False  # the API call in flight was sent more than once (last_event says how often)
+    attention: str | None = None  # why the operator should look (csd/attention.py), or None
+    cost_usd: float | None = None  # None: unknown (no statusLine run yet, or a release without cost)
+    outcome: str | None = None  # how the last turn ended: ok | api_error | exited
+    turn_seconds: float | None = None  # how long the last turn took
+    reply: str = ""  # the last turn's reply (its first line), or its error
 
 
 def format_duration(seconds: float) -> str:
@@ -73,30 +80,55 @@ def format_duration(seconds: float) -> str:
     return f"{s // 86400}d"
 
 
+def order(rows: Sequence[WorkerRow]) -> list[WorkerRow]:
+    """Rows that need attention first, each group by name."""
+    return sorted(rows, key=lambda r: (r.attention is None, r.name))
+
+
+def summary(rows: Sequence[WorkerRow]) -> str:
+    """The line under the table: workers per state, how many need attention, the total cost."""
+    counts = [f"{n} {state}" for state in STATE_STYLES if (n := sum(r.state == state for r in rows))]
+    need = sum(r.attention is not None for r in rows)
+    known = [r.cost_usd for r in rows if r.cost_usd is not None]
+    return f"{', '.join(counts)} · {need} need{'s' if need == 1 else ''} attention · {format_cost(sum(known) if known else None)} total"
+
+
+def last_turn(r: WorkerRow) -> str:
+    if r.outcome is None:
+        return ""
+    return r.outcome + (f" {format_duration(r.turn_seconds)}" if r.turn_seconds is not None else "")
+
+
 def render_table(rows: Sequence[WorkerRow], as_of: str | None = None) -> Table:
-    """The live table's renderable for one snapshot (pure: no clock, no I/O)."""
-    caption = "no workers yet; start one with: csd launch NAME DIR" if not rows else None
+    """The live table's renderable for one snapshot (pure: no clock, no I/O): attention rows first, a
+    summary line under it."""
+    caption = "no workers yet; start one with: csd launch NAME DIR" if not rows else summary(rows)
     if rows and as_of:
-        # The table is redrawn only when something happens, so "in state" is as of the last change.
-        caption = f"as of {as_of}; redrawn on each event"
+        caption += f" · as of {as_of}"
     table = Table(title=f"csd workers ({len(rows)})", caption=caption, caption_justify="left", expand=False)
     # Only LAST EVENT and CWD may give up width on a narrow terminal (rich shrinks wrappable columns first);
     # their cells still never wrap, they end in an ellipsis, so each worker stays on one line.
     table.add_column(COLUMNS[0], no_wrap=True, style="bold")
     table.add_column(COLUMNS[1], no_wrap=True, min_width=len("terminated"))
     table.add_column(COLUMNS[2], justify="right", no_wrap=True)
-    table.add_column(COLUMNS[3], max_width=48)
-    table.add_column(COLUMNS[4], justify="right", no_wrap=True)
-    table.add_column(COLUMNS[5], justify="right", no_wrap=True)
-    table.add_column(COLUMNS[6])
-    for r in rows:
+    table.add_column(COLUMNS[3], max_width=40)
+    table.add_column(COLUMNS[4], min_width=24, max_width=40)
+    table.add_column(COLUMNS[5], no_wrap=True)
+    table.add_column(COLUMNS[6], justify="right", no_wrap=True)
+    table.add_column(COLUMNS[7], justify="right", no_wrap=True)
+    table.add_column(COLUMNS[8], justify="right", no_wrap=True)
+    table.add_column(COLUMNS[9])
+    for r in order(rows):
         table.add_row(
             r.name,
             Text(r.state, style=STATE_STYLES.get(r.state, "")),
             format_duration(r.seconds),
+            Text(r.attention or "", no_wrap=True, overflow="ellipsis", style="bold red"),
             Text(r.last_event or "—", no_wrap=True, overflow="ellipsis", style="bold red" if r.retrying else ""),
+            Text(last_turn(r), style="red" if r.outcome == "api_error" else ""),
             str(r.turns),
             str(r.bg_running) if r.bg_running else "",
+            format_cost(r.cost_usd) if r.cost_usd is not None else "",
             Text(r.cwd, no_wrap=True, overflow="ellipsis"),
         )
     return table
@@ -120,19 +152,33 @@ def api_summary(tr: Tracked, last: str) -> tuple[str, bool]:
     return last, False
 
 
+def turn_facts(tr: Tracked) -> tuple[str | None, str | None, float | None, str]:
+    """(outcome, error, duration in seconds, reply's first line) of the worker's last turn; the transcript
+    decides a failed turn of a release without StopFailure (as api_summary shows it)."""
+    w = tr.worker
+    end, start = w.turn_end, w.turn_start
+    outcome, error = w.outcome, end.error if end is not None else None
+    api = tr.api
+    if end is not None and end.error is None and api is not None and api.error is not None and end is w.last_event \
+            and tr.state != State.WORKING:
+        outcome, error = "api_error", api.error
+    seconds = None
+    if end is not None and start is not None and start.line_no < end.line_no:
+        a, b = epoch(start.ts), epoch(end.ts)
+        seconds = b - a if a is not None and b is not None and b >= a else None
+    reply = ""
+    if end is not None:
+        text = end.data.get("last_assistant_message")
+        reply = text if isinstance(text, str) else error or ""
+    return outcome, error, seconds, reply.strip().split("\n", 1)[0] if reply.strip() else ""
+
+
 def plain_line(ts: str, row: WorkerRow | None, name: str) -> str:
     """One scriptable line ``<ts>\\t<name>\\t<state>\\t<last event>``; row None: the worker was removed."""
     if row is None:
         return f"{ts}\t{name}\t{REMOVED}\t"
     # a summary quotes hook data (a notification's message, a tool name): keep it to one field of one line
     return f"{ts}\t{row.name}\t{row.state}\t{' '.join(row.last_event.split())}"
-
-
-def _epoch(iso: str) -> float | None:
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 # ---------------------------------------------------------------- the rows, kept current by events
@@ -145,13 +191,18 @@ class _Entry:
     state: str
     since: float  # wall-clock time the row entered `state`
     turns_offset: int = 0  # turns before the tracked tail began (Tracked folds only the log's tail)
+    cost_usd: float | None = None  # from the worker's cost file, read when it changes
+    shim_exists: bool = True  # checked when the row enters terminated or gone (not polled)
 
 
 class LiveRows:
     """The rows of the workers a Supervisor tracks, updated by its listener; redrawn only when one changed.
 
     ``add``/``remove`` follow metas appearing and vanishing; ``draw_on_change(draw)`` calls ``draw(rows)``
-    once at start and then once per burst of changes, never on a timer. ``redraws`` counts those calls.
+    once at start and then once per burst of changes; with ``tick`` it also hands ``tick(rows)`` fresh rows
+    every TICK_SECONDS (the clock of time in state: the known model, no file read), and redraws in full
+    when the clock alone changed a row's attention (a launch or background tasks past their time).
+    ``redraws`` counts the full redraws.
     """
 
     def __init__(self, sup: Supervisor, pattern: str = "", clock: Callable[[], float] = time.time) -> None:
@@ -162,6 +213,7 @@ class LiveRows:
         self._entries: dict[str, _Entry] = {}  # by session id
         self._dirty = asyncio.Event()
         self._dirty.set()  # the first table is drawn even when there is no worker yet
+        self._attention: dict[str, str | None] = {}  # as of the last full redraw
         sup.add_listener(self._on_event)
         #: rows from elsewhere (remote hosts' streams, csd.remote.watch_rows), drawn beside the local ones
         self.extra_rows: list[Callable[[], list[WorkerRow]]] = []
@@ -186,7 +238,7 @@ class LiveRows:
             _warn(f"csd: warning: two metas name worker {meta.tmux_name!r} ({clash.meta.session_id}, {meta.session_id}); showing the first")
             return
         if entry is None:
-            started = _epoch(meta.started_at) or self._clock()
+            started = epoch(meta.started_at) or self._clock()
             entry = self._entries[meta.session_id] = _Entry(meta, None, State.LAUNCHING, min(started, self._clock()))
         await self._track(entry)
         self._dirty.set()
@@ -215,6 +267,11 @@ class LiveRows:
             meta = _read_meta(self.sup.wdir.meta_path(sid))
             if meta is not None:
                 await self.add(meta)
+        elif name.endswith(COST_SUFFIX) and change.kind is not ChangeKind.DELETED:
+            entry = self._entries.get(name[: -len(COST_SUFFIX)])
+            if entry is not None:
+                self._read_cost(entry)
+                self._dirty.set()
         elif name.endswith(EVENTS_SUFFIX) and change.kind is not ChangeKind.DELETED:
             entry = self._entries.get(name[: -len(EVENTS_SUFFIX)])
             if entry is not None and (entry.tracked is None or entry.tracked.state == State.GONE):
@@ -234,7 +291,11 @@ class LiveRows:
         upto = tr.line_count
         total = fold(ev for ev in iter_events(path) if ev.line_no <= upto).turns
         entry.turns_offset = max(0, total - tr.worker.turns)
+        self._read_cost(entry)
         self._entered(entry, tr)
+
+    def _read_cost(self, entry: _Entry) -> None:
+        entry.cost_usd = self.sup.wdir.read_cost(entry.meta.session_id).cost_usd
 
     def _entered(self, entry: _Entry, tr: Tracked) -> None:
         """Date the row's state from the log: when its state event was written (launching: the meta's start)."""
@@ -243,13 +304,18 @@ class LiveRows:
             return  # still launching since the meta was written, or gone since we first saw it
         ev = tr.worker.state_event
         if state == State.LAUNCHING:
-            when = _epoch(entry.meta.started_at)
+            when = epoch(entry.meta.started_at)
         elif state == State.GONE or ev is None:
             when = None  # death leaves no line in the log: the row dates it from when csd noticed
         else:
-            when = _epoch(ev.ts)
+            when = epoch(ev.ts)
         now = self._clock()
         entry.state, entry.since = state, min(when, now) if when is not None else now
+        self._check_shim(entry)
+
+    def _check_shim(self, entry: _Entry) -> None:
+        if entry.state in (State.TERMINATED, State.GONE):
+            entry.shim_exists = self.sup.wdir.shim_path(entry.meta.tmux_name).exists()
 
     def _on_event(self, tr: Tracked, event: Event | None) -> None:
         entry = self._entries.get(tr.meta.session_id)
@@ -258,31 +324,59 @@ class LiveRows:
         state = str(tr.state)
         if state != entry.state:
             entry.state, entry.since = state, self._clock()
+            self._check_shim(entry)
         self._dirty.set()
 
     # -- output
 
     def snapshot(self) -> list[WorkerRow]:
+        from csd import config
+        from csd.attention import Facts, attention
+
         now = self._clock()
+        limits = config.seconds("CSD_LAUNCH_TIMEOUT"), config.seconds("CSD_BG_REPORT_TIMEOUT")
         rows = []
         for e in sorted(self._entries.values(), key=lambda e: (e.meta.tmux_name, e.meta.session_id)):
             tr = e.tracked
             if tr is None:
-                rows.append(WorkerRow(e.meta.tmux_name, State.LAUNCHING, now - e.since, "", 0, 0, e.meta.cwd))
+                facts = Facts(State.LAUNCHING, now - e.since, None, None, False, None, 0, True)
+                rows.append(WorkerRow(e.meta.tmux_name, State.LAUNCHING, now - e.since, "", 0, 0, e.meta.cwd,
+                                      attention=attention(facts, *limits), cost_usd=e.cost_usd))
                 continue
             w = tr.worker
             last = w.last_event.summary() if w.last_event is not None else ""
             last, retrying = api_summary(tr, last)
-            rows.append(WorkerRow(tr.name, str(tr.state), now - e.since, last, w.turns + e.turns_offset, w.bg_running, e.meta.cwd, retrying))
+            outcome, error, turn_seconds, reply = turn_facts(tr)
+            attempts = tr.api.attempts if tr.api is not None and tr.api.attempts else None
+            facts = Facts(str(tr.state), now - e.since, outcome, error, retrying, attempts, w.bg_running, e.shim_exists)
+            rows.append(WorkerRow(tr.name, str(tr.state), now - e.since, last, w.turns + e.turns_offset, w.bg_running,
+                                  e.meta.cwd, retrying, attention(facts, *limits), e.cost_usd, outcome, turn_seconds,
+                                  reply))
         for extra in self.extra_rows:
             rows.extend(extra())
         return rows
 
-    async def draw_on_change(self, draw: Callable[[list[WorkerRow]], None]) -> None:
-        """Call ``draw(rows)`` after each burst of changes, forever (cancel to stop); no timer anywhere."""
+    async def draw_on_change(self, draw: Callable[[list[WorkerRow]], None],
+                             tick: Callable[[list[WorkerRow]], None] | None = None) -> None:
+        """Call ``draw(rows)`` after each burst of changes, forever (cancel to stop); with ``tick``, the
+        clock too (see the class)."""
         try:
             while True:
-                await self._dirty.wait()
+                if tick is None:
+                    await self._dirty.wait()
+                else:
+                    try:
+                        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that lands as
+                        # the wait completes, and then the watch would never end
+                        async with asyncio.timeout(TICK_SECONDS):
+                            await self._dirty.wait()
+                    except TimeoutError:
+                        rows = self.snapshot()
+                        if {r.name: r.attention for r in rows} != self._attention:
+                            self._dirty.set()  # the clock alone made a worker need attention
+                        else:
+                            tick(rows)
+                            continue
                 self._draw(draw)
         finally:
             self.sup.remove_listener(self._on_event)
@@ -293,7 +387,9 @@ class LiveRows:
         # Cleared before drawing: a change during draw() sets it again and is drawn next.
         self._dirty.clear()
         self.redraws += 1
-        draw(self.snapshot())
+        rows = self.snapshot()
+        self._attention = {r.name: r.attention for r in rows}
+        draw(rows)
 
 
 def _read_meta(path: os.PathLike[str] | str) -> Meta | None:
@@ -336,6 +432,64 @@ class PlainRows:
         if lines:
             self.out.write("".join(line + "\n" for line in lines))
             self.out.flush()
+
+
+class Notifier:
+    """``watch --notify CMD``: runs CMD (``/bin/sh -c``) once each time a worker starts needing attention or
+    finishes a turn, with CSD_WORKER_NAME, CSD_WORKER_STATE, CSD_WORKER_REASON (the attention reason, or
+    empty) and CSD_WORKER_REPLY (the reply's first line, or the failed turn's error) in its environment.
+    The rows of the first redraw are the baseline: nothing already true when watch started is announced.
+    CMD's output goes to stderr (stdout carries watch's own rows); a failing CMD is reported once and
+    never stops the watch. ``runs`` counts the commands started."""
+
+    def __init__(self, command: str, warn: Callable[[str], None] | None = None) -> None:
+        self.command = command
+        self.runs = 0
+        self._warn = warn or _warn
+        self._known: dict[str, tuple[str | None, int]] | None = None
+        self._failed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, rows: list[WorkerRow]) -> None:
+        known = self._known
+        self._known = {r.name: (r.attention, r.turns) for r in rows}
+        if known is None:
+            return
+        for r in rows:
+            attention, turns = known.get(r.name, (None, r.turns))
+            # a worker already needing attention whose reason changes (terminated, then gone) is not told again
+            if (r.attention is not None and attention is None) or r.turns > turns:
+                self._start(r)
+
+    def _start(self, r: WorkerRow) -> None:
+        env = {**os.environ, "CSD_WORKER_NAME": r.name, "CSD_WORKER_STATE": r.state,
+               "CSD_WORKER_REASON": r.attention or "", "CSD_WORKER_REPLY": r.reply}
+        self.runs += 1
+        task = asyncio.get_running_loop().create_task(self._run(env))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, env: dict[str, str]) -> None:
+        try:
+            try:
+                errfd: int = sys.stderr.fileno()
+            except (AttributeError, ValueError, OSError):  # a stderr without a descriptor (captured)
+                errfd = asyncio.subprocess.DEVNULL
+            proc = await asyncio.create_subprocess_exec("/bin/sh", "-c", self.command, env=env,
+                                                        stdin=asyncio.subprocess.DEVNULL, stdout=errfd)
+            code = await proc.wait()
+            failure = f"exit status {code}" if code else None
+        except OSError as exc:
+            failure = str(exc)
+        if failure and not self._failed:
+            self._failed = True
+            self._warn(f"csd: warning: the --notify command {self.command!r} failed ({failure}); watch goes on "
+                       "(later failures are not reported)")
+
+    async def drain(self) -> None:
+        """Wait for the commands still running (watch ends)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
 
 
 @contextlib.contextmanager
@@ -390,14 +544,18 @@ async def watch(
     *,
     out: TextIO | None = None,
     on_redraw: Callable[[list[WorkerRow]], None] | None = None,
+    notify: str | None = None,
+    on_tick: Callable[[list[WorkerRow]], None] | None = None,
 ) -> int:
     """``csd watch``: the live table of the workers whose name contains ``pattern``, until Ctrl-C (exit 0).
 
     Event-driven throughout: metas appearing/vanishing in the workers dir add/remove rows (the
     supervisor's DirWatcher), each event or liveness change redraws (Supervisor.add_listener). Nothing is
-    redrawn while nothing happens, so "in state" is as of the last redraw. With a terminal ``console``
-    (default: stderr) the table is drawn there; otherwise plain lines go to ``out`` (default: stdout).
-    ``on_redraw`` is called with the rows after each redraw. Raises CsdError if the workers dir is removed.
+    redrawn in full while nothing happens; the clock alone redraws the table every second (time in state),
+    reading nothing. With a terminal ``console`` (default: stderr) the table is drawn there; otherwise plain
+    lines go to ``out`` (default: stdout). ``on_redraw`` is called with the rows after each full redraw,
+    ``on_tick`` after each clock redraw. ``notify``: a command run per worker that starts needing attention
+    or finishes a turn (Notifier). Raises CsdError if the workers dir is removed.
     """
     from rich.console import Console
 
@@ -427,15 +585,24 @@ async def watch(
                 sink = live_table(console, rows.snapshot())
             else:
                 sink = contextlib.nullcontext(PlainRows(out or sys.stdout))
+            notifier = Notifier(notify) if notify else None
             with sink as draw:
 
                 def redraw(snapshot: list[WorkerRow]) -> None:
                     draw(snapshot)
+                    if notifier is not None:
+                        notifier(snapshot)
                     if on_redraw is not None:
                         on_redraw(snapshot)
 
+                def tick(snapshot: list[WorkerRow]) -> None:
+                    if console.is_terminal:
+                        draw(snapshot)
+                    if on_tick is not None:
+                        on_tick(snapshot)
+
                 async with asyncio.TaskGroup() as tg:
-                    drawer = tg.create_task(rows.draw_on_change(redraw))
+                    drawer = tg.create_task(rows.draw_on_change(redraw, tick))
                     far = [tg.create_task(s.run()) for s in _remote_rows(rows, pattern)]
                     try:
                         async for change in changes:
@@ -444,6 +611,8 @@ async def watch(
                         drawer.cancel()
                         for task in far:
                             task.cancel()
+            if notifier is not None:
+                await notifier.drain()
     if not stopping:
         raise CsdError(f"the workers dir {sup.wdir.path} was removed; watch ended")
     return OK

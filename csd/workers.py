@@ -169,6 +169,11 @@ class Cost:
         return cls(round(sum(usd), 6) if usd else None, tokens)
 
 
+def format_cost(usd: float | None) -> str:
+    """A cost for the list and watch tables: ``$0.0121``, or ``-`` when unknown."""
+    return "-" if usd is None else f"${usd:.4f}"
+
+
 class WorkersDir:
     """One workers dir (``$CSD_WORKERS_DIR``) and the files of its workers."""
 

@@ -11,7 +11,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from csd.workers import Meta, WorkersDir
 
@@ -83,6 +85,26 @@ def status(shim: Path) -> str:
 def events(shim: Path, type_: str | None = None) -> list[dict]:
     out = subprocess.run([str(shim), "read-events", *(["--type", type_] if type_ else [])], capture_output=True, text=True).stdout
     return [json.loads(line) for line in out.splitlines()]
+
+
+def until(what: Callable[[], Any], timeout: float = 20) -> Any:
+    """What ``what()`` returns once it is truthy: for what a worker does in its own time (the statusLine
+    command ~0.3 s after Stop, a kill noticed); checked every 50 ms, failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got or time.monotonic() > deadline:
+            assert got, "condition never held"
+            return got
+        time.sleep(0.05)
+
+
+def listed(name: str) -> dict[str, Any]:
+    """The worker's object in ``csd list --all --json``."""
+    proc = csd("list", "--all", "--json", name)
+    assert proc.returncode == 0, proc.stderr.decode()
+    (row,) = [obj for line in proc.stdout.decode().splitlines() if (obj := json.loads(line))["name"] == name]
+    return row
 
 
 def wait_blocked(proc: subprocess.Popen[bytes]) -> None:

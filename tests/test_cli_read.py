@@ -85,7 +85,8 @@ def test_list_shows_rows_and_hides_gone_unless_all(env: Env, capsys: pytest.Capt
     env.add_worker("c-gone", [START], live=False)
     code, out, err = run(capsys, "list")
     rows = [line.split("\t") for line in out.splitlines()]
-    assert rows[0] == ["STATUS", "TMUX", "SESSION_ID", "SHIM", "CWD", "HOST"]
+    assert rows[0] == ["STATUS", "TMUX", "SESSION_ID", "SHIM", "CWD", "HOST", "COST"]  # v3 columns first
+    assert rows[1][6] == "-"  # no statusLine run yet: cost unknown
     assert [(r[0], r[1]) for r in rows[1:]] == [("working", "a-work"), ("idle", "b-idle")]
     assert rows[1][3] == str(env.wdir.shim_path("a-work"))
     out_all = run(capsys, "list", "--all")[1]

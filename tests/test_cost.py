@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +16,9 @@ import pytest
 
 from csd import hook
 from csd.simworker import PRICE_INPUT_USD, PRICE_OUTPUT_USD
-from support import Env, csd, launch
+from support import Env, csd, launch, listed, until
 
 HOOK = str(Path(hook.__file__).resolve())
-
-
-def listed(name: str) -> dict[str, Any]:
-    proc = csd("list", "--json", name)
-    assert proc.returncode == 0, proc.stderr.decode()
-    (row,) = [json.loads(line) for line in proc.stdout.decode().splitlines()]
-    return row
-
-
-def wait_until(what: Callable[[], Any], timeout: float = 20) -> Any:
-    """Until ``what()`` is truthy: the statusLine command runs in the worker's own time (~0.3 s after Stop)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got or time.monotonic() > deadline:
-            assert got, "condition never held"
-            return got
-        time.sleep(0.02)
 
 
 def transcript_figures(*paths: str) -> tuple[float, dict[str, int]]:
@@ -76,13 +56,13 @@ def test_cost_and_tokens_after_two_turns_and_kept_across_clear(env: Env) -> None
     t1 = _transcript(shim)
     cost, tokens = transcript_figures(t1)
     assert cost > 0 and tokens["input"] > 0 and tokens["output"] > 0
-    row = wait_until(lambda: (r := listed("c"))["tokens"] == tokens and r)
+    row = until(lambda: (r := listed("c"))["tokens"] == tokens and r)
     assert row["cost_usd"] == pytest.approx(cost, abs=2e-6)
 
     # /clear: a new session (cost back at 0 in Claude Code's own figure); the worker's figures never drop
     assert subprocess.run([str(shim), "send", "/clear"], capture_output=True).returncode == 0
     assert subprocess.run([str(shim), "wait-for-turn", "30"], capture_output=True).returncode == 0
-    after_clear = wait_until(lambda: (r := listed("c"))["session_id"] != row["session_id"] and r)
+    after_clear = until(lambda: (r := listed("c"))["session_id"] != row["session_id"] and r)
     assert after_clear["cost_usd"] == row["cost_usd"] and after_clear["tokens"] == tokens
     # as 2.1.330 does, the old transcript ends with a cost-state line holding that session's total
     last = json.loads(Path(t1).read_text().splitlines()[-1])
@@ -92,7 +72,7 @@ def test_cost_and_tokens_after_two_turns_and_kept_across_clear(env: Env) -> None
     t2 = _transcript(shim)
     assert t2 != t1
     cost2, tokens2 = transcript_figures(t1, t2)
-    row2 = wait_until(lambda: (r := listed("c"))["tokens"] == tokens2 and r)
+    row2 = until(lambda: (r := listed("c"))["tokens"] == tokens2 and r)
     assert row2["cost_usd"] == pytest.approx(cost2, abs=4e-6) and row2["cost_usd"] > row["cost_usd"]
 
     # csd list: the v3 columns first, COST after them
@@ -105,10 +85,10 @@ def test_compact_adds_to_the_cost_and_keeps_the_tokens(env: Env) -> None:
     shim = launch(env, "k")
     converse(shim, "one")
     cost, tokens = transcript_figures(_transcript(shim))
-    before = wait_until(lambda: (r := listed("k"))["tokens"] == tokens and r)
+    before = until(lambda: (r := listed("k"))["tokens"] == tokens and r)
     assert subprocess.run([str(shim), "send", "/compact"], capture_output=True).returncode == 0
     assert subprocess.run([str(shim), "wait-for-turn", "30"], capture_output=True).returncode == 0
-    after = wait_until(lambda: (r := listed("k"))["cost_usd"] > before["cost_usd"] and r)
+    after = until(lambda: (r := listed("k"))["cost_usd"] > before["cost_usd"] and r)
     assert after["tokens"]["input"] >= tokens["input"]
 
 
@@ -117,7 +97,7 @@ def test_an_older_release_gives_tokens_and_no_cost(env: Env, monkeypatch: pytest
     shim = launch(env, "o")
     converse(shim, "one")
     _, tokens = transcript_figures(_transcript(shim))
-    row = wait_until(lambda: (r := listed("o"))["tokens"] == tokens and r)
+    row = until(lambda: (r := listed("o"))["tokens"] == tokens and r)
     assert tokens["input"] > 0 and row["cost_usd"] is None
     assert csd("list", "o").stdout.decode().splitlines()[1].split("\t")[5] == "-"
 

@@ -1,0 +1,48 @@
+"""Why an operator should look at a worker: the one rule behind ``attention`` in status/list --json, the
+watch table's order and ``watch --notify``. Pure: the caller supplies the state and its age."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from csd.states import State
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the rule needs of one worker, as its caller knows it now."""
+
+    state: str
+    seconds_in_state: float  # launching: since the meta was written
+    outcome: str | None  # ok | api_error | exited (Worker.outcome, or the transcript's for older releases)
+    error: str | None  # the failed turn's error
+    retrying: bool  # an API call in flight was sent more than once
+    attempts: int | None
+    bg_running: int  # background tasks running at the last stop
+    shim_exists: bool  # bin/NAME is still there
+
+
+def attention(f: Facts, launch_timeout: float, bg_timeout: float) -> str | None:
+    """The reason, or None. In order: retrying API calls, a launch past CSD_LAUNCH_TIMEOUT, terminated or gone
+    while its shim still exists (nobody stopped it), the last turn failed, idle with background tasks that
+    never reported back within CSD_BG_REPORT_TIMEOUT."""
+    if f.state == State.WORKING and f.retrying:
+        return f"retrying API calls (attempt {f.attempts})" if f.attempts else "retrying API calls"
+    if f.state == State.LAUNCHING and f.seconds_in_state > launch_timeout:
+        return f"launching for {int(f.seconds_in_state)}s, longer than CSD_LAUNCH_TIMEOUT ({launch_timeout:g}s)"
+    if f.state in (State.TERMINATED, State.GONE) and f.shim_exists:
+        return f"{f.state} while its shim still exists"
+    if f.state == State.IDLE and f.outcome == "api_error":
+        return f"last turn failed: {f.error or 'unknown'}"
+    if f.state == State.IDLE and f.bg_running and f.seconds_in_state > bg_timeout:
+        return f"idle with {f.bg_running} background task{'s' if f.bg_running != 1 else ''} that never reported back"
+    return None
+
+
+def epoch(iso: str) -> float | None:
+    """An ISO time of the events file or a meta as seconds since the epoch; None when it is not one."""
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
