@@ -1,0 +1,78 @@
+"""The real Claude Code's cost and tokens, as csd's statusLine command records them (hook.py --statusline).
+
+The mock's model is priced by Claude Code itself (FACTS "Cost"), so a real turn costs a little; the figure
+list --json shows must be the one Claude Code writes into the transcript's cost-state line when the session
+ends (/clear), and the tokens the sum of the transcript's usage, each API message once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+def row(real, name: str) -> dict:  # type: ignore[no-untyped-def]
+    proc = real.csd("list", "--json", name)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def until(real, name: str, check, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def]
+    """The statusLine command runs ~0.3 s after the Stop hook: wait for its figures."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = row(real, name)
+        if check(got):
+            return got
+        assert time.monotonic() < deadline, got
+        time.sleep(0.05)
+
+
+def usage_of(path: str) -> dict[str, int]:
+    tokens = {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0}
+    seen = set()
+    for text in Path(path).read_text().splitlines():
+        line = json.loads(text)
+        msg = line.get("message") if line.get("type") == "assistant" else None
+        if not isinstance(msg, dict) or not isinstance(msg.get("usage"), dict) or msg.get("id") in seen:
+            continue
+        seen.add(msg.get("id"))
+        u = msg["usage"]
+        tokens["input"] += u.get("input_tokens", 0)
+        tokens["output"] += u.get("output_tokens", 0)
+        tokens["cache_read"] += u.get("cache_read_input_tokens", 0)
+        tokens["cache_creation"] += u.get("cache_creation_input_tokens", 0)
+    return tokens
+
+
+def test_the_cost_of_a_real_turn_in_list_json_kept_across_clear(real) -> None:  # type: ignore[no-untyped-def]
+    real.worker("cost")
+    first = real.shim("cost", "converse", "hello cost", "60")
+    assert first.returncode == 0, first.stderr
+    (stop,) = real.events("cost", "stop")[-1:]
+    transcript = stop["transcript_path"]
+    # the turn's last transcript lines land 30-70 ms after Stop, the statusLine run ~0.3 s after it
+    got = until(real, "cost", lambda r: r["cost_usd"] and r["tokens"]["output"] and r["tokens"] == usage_of(transcript))
+    tokens = got["tokens"]
+    assert tokens["input"] > 0 and tokens["output"] > 0
+    assert got["cost_usd"] > 0
+    cost_file = real.workers / f"{got['first_session_id']}.cost.json"
+    assert os.stat(cost_file).st_mode & 0o777 == 0o600
+
+    # /clear ends the session: Claude Code writes that session's total as a cost-state line; csd's figure,
+    # taken from the statusLine, is the same, and it does not drop with the new session at 0
+    assert real.shim("cost", "send", "/clear").returncode == 0
+    assert real.shim("cost", "wait-for-turn", "60").returncode == 0
+    after = until(real, "cost", lambda r: r["session_id"] != got["session_id"])
+    states = [json.loads(t) for t in Path(transcript).read_text().splitlines() if '"cost-state"' in t]
+    assert states and abs(states[-1]["totalCostUSD"] - got["cost_usd"]) < 1e-6
+    assert after["cost_usd"] == got["cost_usd"] and after["tokens"] == tokens
+
+    second = real.shim("cost", "converse", "hello again", "60")
+    assert second.returncode == 0, second.stderr
+    both = until(real, "cost", lambda r: r["cost_usd"] > got["cost_usd"])
+    assert all(both["tokens"][k] >= tokens[k] for k in tokens) and both["tokens"]["input"] > tokens["input"]
+    line = real.csd("list", "cost").stdout.splitlines()[1].split("\t")
+    assert line[5] == f"${both['cost_usd']:.4f}"
