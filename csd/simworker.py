@@ -16,6 +16,9 @@ It imitates Claude Code 2.1.330 as observed in tmux (shared/claude-code/FACTS.md
 * the transcript, in Claude Code's format and timing: the user prompt and tool_use lines are on disk before
   their hooks, but the last tool result, the final assistant text and ``stop_hook_summary`` land about 50 ms
   after the Stop hooks returned;
+* cost: ``usage`` on assistant lines (priced like the mock model), the settings' ``statusLine`` command run when
+  2.1.330 runs it (start-up, ~0.3 s after Stop/StopFailure, after ``/clear`` and ``/compact``) with its
+  per-session ``cost.total_cost_usd``, and ``cost-state`` lines at a session's end (``/clear``, ``/exit``, a kill);
 * the screen: header, ``❯`` + NBSP input line, ``esc to interrupt`` in the footer while busy, queued prompts,
   and the exact dialog texts.
 
@@ -180,8 +183,8 @@ Environment:
                                       the transcript; before {'.'.join(map(str, STOP_FAILURE_SINCE))} a failed turn fires Stop (the
                                       transcript's synthetic line is all that tells); before {'.'.join(map(str, LAST_MESSAGE_SINCE))} no
                                       last_assistant_message in Stop; 2.1.112 and older write no
-                                      api-request lines. The version is what --version and the
-                                      transcript report
+                                      api-request lines and give the statusLine no cost. The version
+                                      is what --version and the transcript report
   CLAUDE_CODE_TMPDIR=<dir>            agents' output files go to <dir>/claude-<uid>/... (default /tmp)
 """
 
