@@ -44,6 +44,11 @@ META_SUFFIX = ".meta"
 EVENTS_SUFFIX = ".events.jsonl"
 COST_SUFFIX = ".cost.json"
 TICK_SECONDS = 1.0  # the live table's clock: time in state (and time-based attention) is redrawn this often
+#: The live table's shortest time between two full redraws: a burst of events over many workers is drawn
+#: once (rendering the table is the watch's main cost), and an event still shows within 100 ms.
+MIN_REDRAW_SECONDS = 0.05
+#: Lines of the live table that are not worker rows (title, borders, header, caption, a spare).
+TABLE_CHROME_LINES = 7
 
 
 # ---------------------------------------------------------------- pure: rows -> table
@@ -99,10 +104,15 @@ def last_turn(r: WorkerRow) -> str:
     return r.outcome + (f" {format_duration(r.turn_seconds)}" if r.turn_seconds is not None else "")
 
 
-def render_table(rows: Sequence[WorkerRow], as_of: str | None = None) -> Table:
+def render_table(rows: Sequence[WorkerRow], as_of: str | None = None, limit: int | None = None) -> Table:
     """The live table's renderable for one snapshot (pure: no clock, no I/O): attention rows first, a
-    summary line under it."""
+    summary line under it (of all rows); ``limit``: show only that many rows (what fits the terminal:
+    rendering is what a watch over many workers spends its time on)."""
     caption = "no workers yet; start one with: csd launch NAME DIR" if not rows else summary(rows)
+    shown = order(rows)
+    if limit is not None and len(shown) > limit:
+        caption = f"{len(shown) - max(limit, 0)} more not shown · " + caption
+        shown = shown[: max(limit, 0)]
     if rows and as_of:
         caption += f" · as of {as_of}"
     table = Table(title=f"csd workers ({len(rows)})", caption=caption, caption_justify="left", expand=False)
@@ -118,7 +128,7 @@ def render_table(rows: Sequence[WorkerRow], as_of: str | None = None) -> Table:
     table.add_column(COLUMNS[7], justify="right", no_wrap=True)
     table.add_column(COLUMNS[8], justify="right", no_wrap=True)
     table.add_column(COLUMNS[9])
-    for r in order(rows):
+    for r in shown:
         table.add_row(
             r.name,
             Text(r.state, style=STATE_STYLES.get(r.state, "")),
@@ -357,9 +367,9 @@ class LiveRows:
         return rows
 
     async def draw_on_change(self, draw: Callable[[list[WorkerRow]], None],
-                             tick: Callable[[list[WorkerRow]], None] | None = None) -> None:
+                             tick: Callable[[list[WorkerRow]], None] | None = None, min_interval: float = 0.0) -> None:
         """Call ``draw(rows)`` after each burst of changes, forever (cancel to stop); with ``tick``, the
-        clock too (see the class)."""
+        clock too (see the class); ``min_interval``: the changes of that long after a redraw wait for the next."""
         try:
             while True:
                 if tick is None:
@@ -378,6 +388,8 @@ class LiveRows:
                             tick(rows)
                             continue
                 self._draw(draw)
+                if min_interval > 0:
+                    await asyncio.sleep(min_interval)
         finally:
             self.sup.remove_listener(self._on_event)
             if self._dirty.is_set():
@@ -501,7 +513,8 @@ def live_table(console: Console, rows: Sequence[WorkerRow] = ()) -> Iterator[Cal
     with Live(render_table(rows), console=console, auto_refresh=False, redirect_stdout=False) as live:
 
         def draw(rows: list[WorkerRow]) -> None:
-            live.update(render_table(rows, time.strftime("%H:%M:%S")), refresh=True)
+            limit = console.height - TABLE_CHROME_LINES
+            live.update(render_table(rows, time.strftime("%H:%M:%S"), limit), refresh=True)
 
         yield draw
 
@@ -602,7 +615,8 @@ async def watch(
                         on_tick(snapshot)
 
                 async with asyncio.TaskGroup() as tg:
-                    drawer = tg.create_task(rows.draw_on_change(redraw, tick))
+                    drawer = tg.create_task(rows.draw_on_change(
+                        redraw, tick, MIN_REDRAW_SECONDS if console.is_terminal else 0.0))
                     far = [tg.create_task(s.run()) for s in _remote_rows(rows, pattern)]
                     try:
                         async for change in changes:

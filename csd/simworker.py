@@ -79,9 +79,9 @@ PROMPT_ID_SINCE = (2, 1, 196)  # prompt_id in hook payloads, promptId on transcr
 # api-request transcript lines (one per request): 2.1.330 writes them, 2.1.112 does not (both observed); the
 # first release that does is not known, so the simulator writes them only after 2.1.112
 API_REQUEST_AFTER = (2, 1, 112)
-# cost.total_cost_usd in the statusLine payload: 2.1.330 sends it; the first release that does is not known
-# here (not observed), so the simulator leaves it out at 2.1.112 and older, to speak a release without cost
-STATUSLINE_COST_AFTER = (2, 1, 112)
+# cost.total_cost_usd in the statusLine payload: 2.1.330 and 2.1.112 send it (both observed); the first release
+# that does is not known here, so the simulator leaves it out before 2.0.0, as a stand-in for a release without it
+STATUSLINE_COST_SINCE = (2, 0, 0)
 STATUS_LINE_DELAY_S = 0.3  # 2.1.330 runs the statusLine command ~0.3 s after a turn's Stop/StopFailure
 # The mock model's prices as Claude Code computes them (FACTS "Cost": 2962 input + 12 output tokens = $0.012088)
 PRICE_INPUT_USD, PRICE_OUTPUT_USD = 4e-6, 2e-5
@@ -183,8 +183,8 @@ Environment:
                                       the transcript; before {'.'.join(map(str, STOP_FAILURE_SINCE))} a failed turn fires Stop (the
                                       transcript's synthetic line is all that tells); before {'.'.join(map(str, LAST_MESSAGE_SINCE))} no
                                       last_assistant_message in Stop; 2.1.112 and older write no
-                                      api-request lines and give the statusLine no cost. The version
-                                      is what --version and the transcript report
+                                      api-request lines; before 2.0.0 the statusLine gets no cost (a
+                                      stand-in). The version is what --version and the transcript report
   CLAUDE_CODE_TMPDIR=<dir>            agents' output files go to <dir>/claude-<uid>/... (default /tmp)
 """
 
@@ -962,7 +962,7 @@ class SimWorker:
         self.has_stop_failure = release >= STOP_FAILURE_SINCE
         self.has_last_message = release >= LAST_MESSAGE_SINCE
         self.has_api_requests = release > API_REQUEST_AFTER
-        self.has_statusline_cost = release > STATUSLINE_COST_AFTER
+        self.has_statusline_cost = release >= STATUSLINE_COST_SINCE
         trust = env.get(ENV_TRUST, "").strip().lower()
         self.trust_mode = "auto" if trust == "auto" else ("never" if trust in ("", "0", "no", "false") else "always")
 

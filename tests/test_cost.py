@@ -93,7 +93,7 @@ def test_compact_adds_to_the_cost_and_keeps_the_tokens(env: Env) -> None:
 
 
 def test_an_older_release_gives_tokens_and_no_cost(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CSD_SIM_RELEASE", "2.1.100")
+    monkeypatch.setenv("CSD_SIM_RELEASE", "1.0.80")  # the simulator's stand-in for a release without cost
     shim = launch(env, "o")
     converse(shim, "one")
     _, tokens = transcript_figures(_transcript(shim))

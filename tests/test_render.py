@@ -388,3 +388,14 @@ async def test_watch_on_the_polling_fallback(env: Env, monkeypatch: pytest.Monke
     env.wdir.remove_files(meta)
     await redraws.until(absent("iota"))
     assert await stop_watch(task) == 0
+
+
+def test_a_table_longer_than_the_terminal_shows_attention_rows_and_says_how_many_more() -> None:
+    rows = [WorkerRow(f"w{i:03d}", "idle", 1, "stop", 1, 0, "/") for i in range(30)]
+    rows.append(WorkerRow("zz-failed", "idle", 1, "stop_failure", 1, 0, "/", attention="last turn failed: unknown"))
+    console = Console(file=StringIO(), width=160, color_system=None)
+    console.print(render_table(rows, limit=5))
+    text = text_of(console)
+    body = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│") and "NAME" not in line]
+    assert body == ["zz-failed", "w000", "w001", "w002", "w003"]
+    assert "26 more not shown · 31 idle · 1 needs attention" in text

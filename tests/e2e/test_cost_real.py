@@ -12,6 +12,10 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
+from test_api_failures import old_real  # noqa: F401  (the older-release world)
+
 
 def row(real, name: str) -> dict:  # type: ignore[no-untyped-def]
     proc = real.csd("list", "--json", name)
@@ -76,3 +80,16 @@ def test_the_cost_of_a_real_turn_in_list_json_kept_across_clear(real) -> None:  
     assert all(both["tokens"][k] >= tokens[k] for k in tokens) and both["tokens"]["input"] > tokens["input"]
     line = real.csd("list", "cost").stdout.splitlines()[1].split("\t")
     assert line[5] == f"${both['cost_usd']:.4f}"
+
+
+
+def test_an_older_release_cost_and_tokens(old_real) -> None:  # type: ignore[no-untyped-def]
+    """2.1.112 (CSD_E2E_CLAUDE_OLD; skipped without it): tokens summed from its transcript, and its cost."""
+    old_real.launch("oc")
+    first = old_real.shim("oc", "converse", "hello old cost", "60")
+    assert first.returncode == 0, first.stderr
+    transcript = old_real.events("oc", "stop")[-1]["transcript_path"]
+    got = until(old_real, "oc", lambda r: r["tokens"]["output"] and r["tokens"] == usage_of(transcript))
+    assert got["tokens"]["input"] > 0
+    # observed: 2.1.112's statusLine payload carries the cost too
+    assert until(old_real, "oc", lambda r: r["cost_usd"])["cost_usd"] > 0
