@@ -415,7 +415,10 @@ def statusline(environ: dict) -> None:
         return
     # The events file exists while the worker does (a late run never resurrects a stopped worker's files);
     # its lock serialises two overlapping runs of the same worker.
-    fd = os.open(events_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fd = os.open(events_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # the worker was stopped
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.table import Table
@@ -23,6 +23,8 @@ from csd.workers import Meta, format_cost, iter_events, meta_problem, now_iso, o
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from csd.attention import Facts
 
     from csd.events import Event
     from csd.supervisor import Supervisor, Tracked
@@ -44,8 +46,8 @@ META_SUFFIX = ".meta"
 EVENTS_SUFFIX = ".events.jsonl"
 COST_SUFFIX = ".cost.json"
 TICK_SECONDS = 1.0  # the live table's clock: time in state (and time-based attention) is redrawn this often
-#: The live table's shortest time between two full redraws: a burst of events over many workers is drawn
-#: once (rendering the table is the watch's main cost), and an event still shows within 100 ms.
+#: The shortest time between two full redraws (table or plain rows): a burst of events over many workers is
+#: drawn once (rebuilding and rendering the rows is the watch's main cost), and an event still shows within 100 ms.
 MIN_REDRAW_SECONDS = 0.05
 #: Lines of the live table that are not worker rows (title, borders, header, caption, a spare).
 TABLE_CHROME_LINES = 7
@@ -203,6 +205,7 @@ class _Entry:
     turns_offset: int = 0  # turns before the tracked tail began (Tracked folds only the log's tail)
     cost_usd: float | None = None  # from the worker's cost file, read when it changes
     shim_exists: bool = True  # checked when the row enters terminated or gone (not polled)
+    cached: tuple[WorkerRow, Facts] | None = None  # the row as of its last change (LiveRows.snapshot)
 
 
 class LiveRows:
@@ -241,6 +244,7 @@ class LiveRows:
         entry = self._entries.get(meta.session_id)
         if entry is not None:
             entry.meta = meta
+            entry.cached = None
             if entry.tracked is not None and entry.tracked.state != State.GONE:
                 return
         clash = next((e for e in self._entries.values() if e.meta.tmux_name == meta.tmux_name and e.meta != meta), None)
@@ -306,6 +310,7 @@ class LiveRows:
 
     def _read_cost(self, entry: _Entry) -> None:
         entry.cost_usd = self.sup.wdir.read_cost(entry.meta.session_id).cost_usd
+        entry.cached = None
 
     def _entered(self, entry: _Entry, tr: Tracked) -> None:
         """Date the row's state from the log: when its state event was written (launching: the meta's start)."""
@@ -321,6 +326,7 @@ class LiveRows:
             when = epoch(ev.ts)
         now = self._clock()
         entry.state, entry.since = state, min(when, now) if when is not None else now
+        entry.cached = None
         self._check_shim(entry)
 
     def _check_shim(self, entry: _Entry) -> None:
@@ -332,6 +338,7 @@ class LiveRows:
         if entry is None or entry.tracked is not tr:
             return
         state = str(tr.state)
+        entry.cached = None
         if state != entry.state:
             entry.state, entry.since = state, self._clock()
             self._check_shim(entry)
@@ -340,31 +347,41 @@ class LiveRows:
     # -- output
 
     def snapshot(self) -> list[WorkerRow]:
+        """The rows as of now: each worker's row is rebuilt only when something of it changed (``cached``
+        is dropped then); time in state and the attention that depends on it come from the clock."""
         from csd import config
-        from csd.attention import Facts, attention
+        from csd.attention import attention
 
         now = self._clock()
         limits = config.seconds("CSD_LAUNCH_TIMEOUT"), config.seconds("CSD_BG_REPORT_TIMEOUT")
         rows = []
         for e in sorted(self._entries.values(), key=lambda e: (e.meta.tmux_name, e.meta.session_id)):
-            tr = e.tracked
-            if tr is None:
-                facts = Facts(State.LAUNCHING, now - e.since, None, None, False, None, 0, True)
-                rows.append(WorkerRow(e.meta.tmux_name, State.LAUNCHING, now - e.since, "", 0, 0, e.meta.cwd,
-                                      attention=attention(facts, *limits), cost_usd=e.cost_usd))
-                continue
-            w = tr.worker
-            last = w.last_event.summary() if w.last_event is not None else ""
-            last, retrying = api_summary(tr, last)
-            outcome, error, turn_seconds, reply = turn_facts(tr)
-            attempts = tr.api.attempts if tr.api is not None and tr.api.attempts else None
-            facts = Facts(str(tr.state), now - e.since, outcome, error, retrying, attempts, w.bg_running, e.shim_exists)
-            rows.append(WorkerRow(tr.name, str(tr.state), now - e.since, last, w.turns + e.turns_offset, w.bg_running,
-                                  e.meta.cwd, retrying, attention(facts, *limits), e.cost_usd, outcome, turn_seconds,
-                                  reply))
+            if e.cached is None:
+                e.cached = self._row_of(e)
+            row, facts = e.cached
+            seconds = now - e.since
+            rows.append(replace(row, seconds=seconds, attention=attention(replace(facts, seconds_in_state=seconds), *limits)))
         for extra in self.extra_rows:
             rows.extend(extra())
         return rows
+
+    @staticmethod
+    def _row_of(e: _Entry) -> tuple[WorkerRow, Facts]:
+        from csd.attention import Facts
+
+        tr = e.tracked
+        if tr is None:
+            facts = Facts(State.LAUNCHING, 0.0, None, None, False, None, 0, True)
+            return WorkerRow(e.meta.tmux_name, State.LAUNCHING, 0.0, "", 0, 0, e.meta.cwd, cost_usd=e.cost_usd), facts
+        w = tr.worker
+        last = w.last_event.summary() if w.last_event is not None else ""
+        last, retrying = api_summary(tr, last)
+        outcome, error, turn_seconds, reply = turn_facts(tr)
+        attempts = tr.api.attempts if tr.api is not None and tr.api.attempts else None
+        facts = Facts(str(tr.state), 0.0, outcome, error, retrying, attempts, w.bg_running, e.shim_exists)
+        row = WorkerRow(tr.name, str(tr.state), 0.0, last, w.turns + e.turns_offset, w.bg_running, e.meta.cwd,
+                        retrying, None, e.cost_usd, outcome, turn_seconds, reply)
+        return row, facts
 
     async def draw_on_change(self, draw: Callable[[list[WorkerRow]], None],
                              tick: Callable[[list[WorkerRow]], None] | None = None, min_interval: float = 0.0) -> None:
@@ -615,8 +632,7 @@ async def watch(
                         on_tick(snapshot)
 
                 async with asyncio.TaskGroup() as tg:
-                    drawer = tg.create_task(rows.draw_on_change(
-                        redraw, tick, MIN_REDRAW_SECONDS if console.is_terminal else 0.0))
+                    drawer = tg.create_task(rows.draw_on_change(redraw, tick, MIN_REDRAW_SECONDS))
                     far = [tg.create_task(s.run()) for s in _remote_rows(rows, pattern)]
                     try:
                         async for change in changes:
