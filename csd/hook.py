@@ -32,7 +32,6 @@ each of its content-block lines), read on from the offset where the previous run
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import select
 import stat
@@ -401,6 +400,7 @@ def write_atomic(path: str, data: bytes) -> None:
 
 def statusline(environ: dict) -> None:
     """csd's statusLine command: fold the payload on stdin into the worker's cost file."""
+    import fcntl  # the statusLine path only
     import json  # the statusLine path only (the hook's own path avoids importing json)
 
     events_file = environ.get("CSD_EVENTS_FILE") or ""
