@@ -77,8 +77,8 @@ def test_cost_and_tokens_after_two_turns_and_kept_across_clear(env: Env) -> None
 
     # csd list: the v3 columns first, COST after them
     lines = csd("list", "c").stdout.decode().splitlines()
-    assert lines[0].split("\t") == ["STATUS", "TMUX", "SESSION_ID", "SHIM", "CWD", "COST"]
-    assert lines[1].split("\t")[5] == f"${row2['cost_usd']:.4f}"
+    assert lines[0].split("\t") == ["STATUS", "TMUX", "SESSION_ID", "SHIM", "CWD", "HOST", "COST"]
+    assert lines[1].split("\t")[6] == f"${row2['cost_usd']:.4f}"
 
 
 def test_compact_adds_to_the_cost_and_keeps_the_tokens(env: Env) -> None:
@@ -99,7 +99,7 @@ def test_an_older_release_gives_tokens_and_no_cost(env: Env, monkeypatch: pytest
     _, tokens = transcript_figures(_transcript(shim))
     row = until(lambda: (r := listed("o"))["tokens"] == tokens and r)
     assert tokens["input"] > 0 and row["cost_usd"] is None
-    assert csd("list", "o").stdout.decode().splitlines()[1].split("\t")[5] == "-"
+    assert csd("list", "o").stdout.decode().splitlines()[1].split("\t")[6] == "-"
 
 
 def _transcript(shim: Path) -> str:

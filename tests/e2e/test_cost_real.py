@@ -79,7 +79,7 @@ def test_the_cost_of_a_real_turn_in_list_json_kept_across_clear(real) -> None:  
     both = until(real, "cost", lambda r: r["cost_usd"] > got["cost_usd"])
     assert all(both["tokens"][k] >= tokens[k] for k in tokens) and both["tokens"]["input"] > tokens["input"]
     line = real.csd("list", "cost").stdout.splitlines()[1].split("\t")
-    assert line[5] == f"${both['cost_usd']:.4f}"
+    assert line[6] == f"${both['cost_usd']:.4f}"  # after the v3 columns and HOST
 
 
 
