@@ -207,7 +207,7 @@ def test_a_cwd_with_a_newline_and_tabs_makes_no_fake_list_row(env: Env) -> None:
     listed = csd("list").stdout.decode().splitlines()
     assert len(listed) == 2, listed
     fields = listed[1].split("\t")
-    assert len(fields) == 6 and fields[:2] == ["idle", "nl"] and fields[5] == "-"
+    assert len(fields) == 7 and fields[:2] == ["idle", "nl"] and fields[5] == "-" and fields[6] in ("-", "$0.0000")
     assert fields[4] == tsv_field(str(cwd)) and "\\n" in fields[4] and "\\t" in fields[4]
 
 
