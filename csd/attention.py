@@ -3,15 +3,16 @@ watch table's order and ``watch --notify``. Pure: the caller supplies the state 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from csd.states import State
+from csd.value import Value
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(Value):
     """What the rule needs of one worker, as its caller knows it now."""
+
+    _fields = ("state", "seconds_in_state", "outcome", "error", "retrying", "attempts", "bg_running", "shim_exists")
 
     state: str
     seconds_in_state: float  # launching: since the meta was written
@@ -21,6 +22,11 @@ class Facts:
     attempts: int | None
     bg_running: int  # background tasks running at the last stop
     shim_exists: bool  # bin/NAME is still there
+
+    def __init__(self, state: str, seconds_in_state: float, outcome: str | None, error: str | None, retrying: bool,
+                 attempts: int | None, bg_running: int, shim_exists: bool) -> None:
+        self._set(state=state, seconds_in_state=seconds_in_state, outcome=outcome, error=error, retrying=retrying,
+                  attempts=attempts, bg_running=bg_running, shim_exists=shim_exists)
 
 
 def attention(f: Facts, launch_timeout: float, bg_timeout: float) -> str | None:

@@ -360,7 +360,7 @@ class LiveRows:
                 e.cached = self._row_of(e)
             row, facts = e.cached
             seconds = now - e.since
-            rows.append(replace(row, seconds=seconds, attention=attention(replace(facts, seconds_in_state=seconds), *limits)))
+            rows.append(replace(row, seconds=seconds, attention=attention(facts.replace(seconds_in_state=seconds), *limits)))
         for extra in self.extra_rows:
             rows.extend(extra())
         return rows

@@ -148,12 +148,15 @@ class Tail(Value):
         return None
 
 
-@dataclass(frozen=True)
-class Cost:
+class Cost(Value):
     """A worker's cost and tokens: the sum over its sessions of each session's figures."""
 
+    _fields = ("cost_usd", "tokens")
     cost_usd: float | None  # None: no session reported a cost (no statusLine run yet, or an older release)
     tokens: dict[str, int]  # input, output, cache_read, cache_creation
+
+    def __init__(self, cost_usd: float | None, tokens: dict[str, int]) -> None:
+        self._set(cost_usd=cost_usd, tokens=tokens)
 
     @classmethod
     def of_sessions(cls, sessions: dict[str, Any]) -> Cost:

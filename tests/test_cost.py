@@ -54,9 +54,10 @@ def test_cost_and_tokens_after_two_turns_and_kept_across_clear(env: Env) -> None
     converse(shim, "one")
     converse(shim, "TOOL:Bash:echo two")  # a tool call: one response on two transcript lines, counted once
     t1 = _transcript(shim)
+    # the turn's last transcript lines land ~50 ms after Stop, the statusLine run ~0.3 s after it
+    row = until(lambda: (r := listed("c"))["tokens"] == transcript_figures(t1)[1] and r["cost_usd"] and r)
     cost, tokens = transcript_figures(t1)
     assert cost > 0 and tokens["input"] > 0 and tokens["output"] > 0
-    row = until(lambda: (r := listed("c"))["tokens"] == tokens and r)
     assert row["cost_usd"] == pytest.approx(cost, abs=2e-6)
 
     # /clear: a new session (cost back at 0 in Claude Code's own figure); the worker's figures never drop
@@ -71,8 +72,8 @@ def test_cost_and_tokens_after_two_turns_and_kept_across_clear(env: Env) -> None
     converse(shim, "three")
     t2 = _transcript(shim)
     assert t2 != t1
+    row2 = until(lambda: (r := listed("c"))["tokens"] == transcript_figures(t1, t2)[1] and r["cost_usd"] > row["cost_usd"] and r)
     cost2, tokens2 = transcript_figures(t1, t2)
-    row2 = until(lambda: (r := listed("c"))["tokens"] == tokens2 and r)
     assert row2["cost_usd"] == pytest.approx(cost2, abs=4e-6) and row2["cost_usd"] > row["cost_usd"]
 
     # csd list: the v3 columns first, COST after them
