@@ -126,9 +126,11 @@ class SimHarness:
 
     def records(self) -> list[dict[str, Any]]:
         try:
-            lines = self.log.read_text().splitlines()
+            text = self.log.read_text()
         except FileNotFoundError:
             return []
+        # a hook may be writing its line right now: a read can see part of it, so only whole lines count
+        lines = text.split("\n")[:-1]
         return [json.loads(line) for line in lines if line.strip()]
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
