@@ -34,9 +34,13 @@ def test_a_hook_that_cannot_write_blocks_nothing(real) -> None:
             while "ECHO: hello blind" not in (turn := real.shim("fd", "read-turn").stdout):
                 assert time.monotonic() < deadline, turn
                 time.sleep(0.2)
-            screen = real.tmux("capture-pane", "-p", "-t", "=fd:").stdout
-            # Claude Code 2.1.330 shows the failure under the prompt, with the hook's stderr, and goes on
-            assert "UserPromptSubmit hook failed" in screen and "Stop hook failed" in screen, screen
+            # Claude Code 2.1.330 shows the failure under the prompt, with the hook's stderr, and goes on; the
+            # Stop hook runs after the reply reaches the transcript, so its line is drawn a moment later
+            deadline = time.monotonic() + 30
+            while not ("UserPromptSubmit hook failed" in (screen := real.tmux("capture-pane", "-p", "-t", "=fd:").stdout)
+                       and "Stop hook failed" in screen):
+                assert time.monotonic() < deadline, screen
+                time.sleep(0.2)
             assert "csd hook: could not record user_prompt_submit in " in screen
             assert not events_file.read_bytes().endswith(b"\n")  # the user_prompt_submit, cut short
 
