@@ -131,6 +131,9 @@ def test_kill_9_mid_turn_reads_gone_and_ends_a_running_wait(real) -> None:
     waiter = real.popen_shim("a", "wait-for-turn", "60")
     try:
         wait_blocked(waiter)
+        # the model request must be in flight before the kill (under load Claude Code sends it a while after
+        # its user_prompt_submit), so that its abort can be checked below
+        real.api.wait_for(lambda r: r.get("last_user_text") == "SLEEP:30 kill me", timeout=30)
         pid = real.pane_pid("a")
         assert pid > 0
         os.kill(pid, signal.SIGKILL)
