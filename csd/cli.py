@@ -281,7 +281,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     f"it has no shim); launching {m.tmux_name!r} again clears it, or remove it: csd --worker {m.tmux_name} stop"
                 )
         rows = [{**_status_json(wdir, m, w, sid), "host": None} for m, w, sid in surveyed]
-        if wdir.remote_path("x").parent.is_dir():
+        if wdir.remote_dir.is_dir():
             from csd import remote
 
             rows += [r for r in remote.list_rows(wdir, args.pattern) if args.all or r["state"] != State.GONE]
@@ -332,7 +332,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             continue
         print(f"removed {m.tmux_name} ({sid}): {' '.join(str(p) for p in files)}", flush=True)
         pruned += 1
-    if wdir.remote_path("x").parent.is_dir():
+    if wdir.remote_dir.is_dir():
         from csd import remote
 
         pruned += remote.prune(wdir, args.dry_run)

@@ -252,7 +252,7 @@ def read_record(wdir: WorkersDir, name: str) -> Record | None:
 
 
 def records(wdir: WorkersDir) -> list[Record]:
-    d = wdir.remote_path("x").parent
+    d = wdir.remote_dir
     try:
         names = sorted(fn[: -len(".json")] for fn in os.listdir(d) if fn.endswith(".json") and not fn.startswith("."))
     except FileNotFoundError:

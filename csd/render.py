@@ -559,7 +559,7 @@ def on_sigint(handler: Callable[[], None]) -> Iterator[None]:
 
 def _remote_rows(rows: LiveRows, pattern: str) -> list[Any]:
     """The streams of the remote workers this controller knows, their rows added to ``rows``."""
-    if not rows.sup.wdir.remote_path("x").parent.is_dir():
+    if not rows.sup.wdir.remote_dir.is_dir():
         return []
     from csd import remote
 

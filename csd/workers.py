@@ -243,9 +243,14 @@ class WorkersDir:
     def shim_path(self, name: str) -> Path:
         return self.bin / name
 
+    @property
+    def remote_dir(self) -> Path:
+        """Where the records of workers on other hosts live (csd.remote); absent when there are none."""
+        return self.path / "remote"
+
     def remote_path(self, name: str) -> Path:
         """The record of a worker that runs on another host (csd.remote); its shim is bin/<name> too."""
-        return self.path / "remote" / f"{name}.json"
+        return self.remote_dir / f"{name}.json"
 
     # -- metas
     def write_meta(self, meta: Meta) -> Path:
