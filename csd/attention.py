@@ -3,8 +3,6 @@ watch table's order and ``watch --notify``. Pure: the caller supplies the state 
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from csd.states import State
 from csd.value import Value
 
@@ -45,10 +43,3 @@ def attention(f: Facts, launch_timeout: float, bg_timeout: float) -> str | None:
         return f"idle with {f.bg_running} background task{'s' if f.bg_running != 1 else ''} that never reported back"
     return None
 
-
-def epoch(iso: str) -> float | None:
-    """An ISO time of the events file or a meta as seconds since the epoch; None when it is not one."""
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

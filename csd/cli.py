@@ -11,10 +11,11 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 
 from csd import __version__, config
 from csd.completion import SHELLS
+from csd.console import err, warn_bad_line
 from csd.errors import (
     FAILURE, HOST_CSD, HOST_UNREACHABLE, INTERRUPTED, NOT_RUNNING, OK, TURN_FAILED, USAGE, CsdError, NotRunning, UsageError,
 )
-from csd.events import EVENT_NAMES, BadLine, Event
+from csd.events import EVENT_NAMES, Event
 from csd.states import STATES, State, Worker
 from csd.workers import Meta, WorkersDir, format_cost
 
@@ -41,15 +42,6 @@ EXIT_CODES = (
 MAX_TIMEOUT = 7 * 86400.0
 
 
-def err(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def warn_bad_line(path: object) -> Callable[[BadLine], None]:
-    def report(bad: BadLine) -> None:
-        err(f"csd: warning: {path}: skipping {bad}")
-
-    return report
 
 
 # ---------------------------------------------------------------- parsing
@@ -388,7 +380,8 @@ def worker_attention(wdir: WorkersDir, m: Meta, w: Worker, outcome: str | None, 
     """``attention`` for status/list --json (csd/attention.py has the rule)."""
     import time
 
-    from csd.attention import Facts, attention, epoch
+    from csd.attention import Facts, attention
+    from csd.clock import epoch
 
     ev = w.state_event
     since = epoch(m.started_at) if w.state == State.LAUNCHING or ev is None else epoch(ev.ts)
@@ -511,7 +504,8 @@ def cmd_read_turn(handle: str, args: argparse.Namespace) -> int:
 
 
 def cmd_grant_consent(args: argparse.Namespace) -> int:
-    from csd.workers import consent_path, now_iso
+    from csd.clock import now_iso
+    from csd.workers import consent_path
 
     path = consent_path()
     if path.is_file():

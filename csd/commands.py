@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from csd import config
-from csd.errors import OK, TURN_FAILED, CsdError, EmptyReply, NotRunning
+from csd.console import err
+from csd.errors import OK, TURN_FAILED, CsdError, EmptyReply
 from csd.events import Event
 from csd.supervisor import Supervisor
 from csd.workers import Meta, WorkersDir
@@ -22,8 +23,6 @@ def out(text: str) -> None:
     sys.stdout.flush()
 
 
-def err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, read_prompt: Callable[[str], str]) -> int:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from rich.console import Console
 
 from csd.errors import FAILURE, OK, UsageError
-from csd.workers import CONSENT_FILE, Meta, WorkersDir, now_iso
+from csd.clock import epoch, now_iso
+from csd.workers import CONSENT_FILE, Meta, WorkersDir
 
 if TYPE_CHECKING:
     from csd.supervisor import Supervisor
@@ -224,14 +225,8 @@ async def _fan_out(sup: Supervisor, say: Narrator, names: list[str]) -> None:
 
 
 def _between(start: str, end: str) -> str:
-    from datetime import datetime
-
-    try:
-        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    except ValueError:
-        return "?"
-    return f"{(b - a).total_seconds():.1f}s"
+    a, b = epoch(start), epoch(end)
+    return "?" if a is None or b is None else f"{b - a:.1f}s"
 
 
 async def _with_live_table(sup: Supervisor, console: Console, metas: list[Meta], work: Coroutine[Any, Any, None]) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csd import __version__, config, tmux
+from csd.clock import now_iso
 from csd.errors import OK, CsdError, TmuxNotAnswering, UsageError
 from csd.hook import HOOK_TO_EVENT
 from csd.states import State
@@ -28,7 +29,6 @@ from csd.workers import (
     check_session_id,
     consent_path,
     has_consent,
-    now_iso,
     open_regular,
 )
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from csd import __version__, config
+from csd.console import err
 from csd.errors import OK, USAGE, CsdError, HostCsd, HostUnreachable, UsageError
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 TURN_ENDS = ("stop", "stop_failure", "session_end")
 
 
-def err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- the hosts file
@@ -732,7 +731,7 @@ def watch_streams(wdir: WorkersDir, pattern: str, changed: Callable[[], None]) -
 
 def watch_rows(streams: list[HostStream], clock: Callable[[], float]) -> list[Any]:
     """The live table's rows of remote workers (``NAME@HOST``), from their streams' latest messages."""
-    from csd.attention import epoch
+    from csd.clock import epoch
     from csd.render import WorkerRow
 
     rows = []

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from rich.table import Table
 from rich.text import Text
 
-from csd.attention import epoch
+from csd.clock import epoch, now_iso
+from csd.console import err
 from csd.errors import OK, CsdError
 from csd.states import State, fold
-from csd.workers import Meta, format_cost, iter_events, meta_problem, now_iso, open_regular
+from csd.workers import Meta, format_cost, iter_events, meta_problem, open_regular
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -249,7 +250,7 @@ class LiveRows:
                 return
         clash = next((e for e in self._entries.values() if e.meta.tmux_name == meta.tmux_name and e.meta != meta), None)
         if clash is not None:
-            _warn(f"csd: warning: two metas name worker {meta.tmux_name!r} ({clash.meta.session_id}, {meta.session_id}); showing the first")
+            err(f"csd: warning: two metas name worker {meta.tmux_name!r} ({clash.meta.session_id}, {meta.session_id}); showing the first")
             return
         if entry is None:
             started = epoch(meta.started_at) or self._clock()
@@ -428,12 +429,10 @@ def _read_meta(path: os.PathLike[str] | str) -> Meta | None:
     except FileNotFoundError:
         return None  # stopped again before we looked
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, CsdError) as exc:
-        _warn(f"csd: warning: skipping unreadable meta {path}: {meta_problem(exc)}")
+        err(f"csd: warning: skipping unreadable meta {path}: {meta_problem(exc)}")
         return None
 
 
-def _warn(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- sinks
@@ -474,7 +473,7 @@ class Notifier:
     def __init__(self, command: str, warn: Callable[[str], None] | None = None) -> None:
         self.command = command
         self.runs = 0
-        self._warn = warn or _warn
+        self._warn = warn or err
         self._known: dict[str, tuple[str | None, int]] | None = None
         self._failed = False
         self._tasks: set[asyncio.Task[None]] = set()

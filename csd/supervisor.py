@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 from csd import config, tmux
 from csd.errors import CsdError, EmptyReply, NotRunning, TurnFailed, UsageError
-from csd.events import BadLine, Event, failure_line, failure_text, parse_line, too_long
-from csd.lines import MAX_LINE
+from csd.clock import epoch, now_iso
+from csd.console import err, warn_bad_line, warn_long_line
+from csd.events import BadLine, Event, failure_line, failure_text, parse_line
 from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
 from csd.watch import DirWatcher, Follower
-from csd.workers import Meta, WorkersDir, events_unwritable, now_iso, open_regular
+from csd.workers import Meta, WorkersDir, events_unwritable, open_regular
 
 if TYPE_CHECKING:
     from csd.prompt import InputLine
@@ -57,20 +58,6 @@ CLEAR_INPUT_TIMEOUT = 2.0
 #: While a wait needs the hook's next lines, how often it checks that they can be written (a full disk
 #: has no event; one statvfs per period).
 SPACE_CHECK_INTERVAL = 5.0
-
-
-def _warn(msg: str) -> None:
-    import sys
-
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _warn_bad(path: object) -> Callable[[BadLine], None]:
-    return lambda bad: _warn(f"csd: warning: {path}: skipping {bad}")
-
-
-def _warn_long(path: object) -> Callable[[int], None]:
-    return lambda number: _warn(f"csd: warning: {path}: skipping {too_long(number, MAX_LINE)}")
 
 
 @dataclass
@@ -113,7 +100,7 @@ class Tracked:
 
 
 def _ago(ts: str) -> str:
-    then = _epoch(ts)
+    then = epoch(ts)
     if then is None:
         return "at an unknown time"
     secs = max(0.0, time.time() - then)
@@ -237,7 +224,7 @@ class Supervisor:
     # ------------------------------------------------------------ tracking
 
     def resolve(self, handle: str) -> Meta:
-        return self.wdir.resolve(handle, _warn)
+        return self.wdir.resolve(handle, err)
 
     async def track(self, handle: str | Meta, min_line: int | None = None) -> Tracked:
         """Start following a worker (idempotent): fold the tail of its log, then follow new lines and liveness."""
@@ -248,10 +235,10 @@ class Supervisor:
         # The watch is already on the directory, so lines appended after this read are not lost:
         # the follower starts at the first line the tail did not count.
         path = self.wdir.events_path(meta.session_id)
-        tail = self.wdir.read_tail(meta.session_id, _warn_bad(path), min_line)
+        tail = self.wdir.read_tail(meta.session_id, warn_bad_line(path), min_line)
         tr = Tracked(meta, fold(tail.events, machine=self._machine), tail.line_count)
         self._tracked[meta.tmux_name] = tr
-        follower = self.watcher.follow(path.name, start_line=tail.line_count, on_long=_warn_long(path))
+        follower = self.watcher.follow(path.name, start_line=tail.line_count, on_long=warn_long_line(path))
         tr.tasks.append(self._tg.create_task(self._pump(tr, follower)))
         if self._follow_api:
             tr.tasks.append(self._tg.create_task(self._api_follower(tr)))
@@ -354,7 +341,7 @@ class Supervisor:
                 try:
                     event = parse_line(text, number).replace(gen=tr.gen)
                 except BadLine as bad:
-                    _warn(f"csd: warning: {path}: skipping {bad}")
+                    warn_bad_line(path)(bad)
                     continue
                 tr.events.append(event)
                 tr.worker.feed(event)
@@ -509,7 +496,7 @@ class Supervisor:
 
         meta = self.resolve(handle)
         path = self.wdir.events_path(meta.session_id)
-        return list(iter_events(path, _warn_bad(path)))
+        return list(iter_events(path, warn_bad_line(path)))
 
     def read_turn(self, handle: str, full: bool = False) -> str:
         """The last turn of the worker's transcript as markdown."""
@@ -648,7 +635,7 @@ class Supervisor:
         if exact:
             submit_timeout += len(text) // INGEST_CHARS_PER_S  # the TUI takes in many pastes at its own pace
         else:
-            _warn(f"csd: note: the prompt has {len(text)} characters, over CSD_EXACT_PROMPT_LIMIT={limit}: sent as one "
+            err(f"csd: note: the prompt has {len(text)} characters, over CSD_EXACT_PROMPT_LIMIT={limit}: sent as one "
                   "paste, which Claude Code shows as [Pasted text] and hands to the model wrapped in <pasted_content>")
         slash = not shell and text.lstrip().startswith("/")
         command = text.split(None, 1)[0] if slash else ""
@@ -698,7 +685,7 @@ class Supervisor:
                     next_press += retry
         got = ev.data.get("prompt")
         if ev.name == "user_prompt_submit" and exact and not (slash or shell) and isinstance(got, str) and not _arrived_as_sent(text, got):
-            _warn(f"csd: warning: {tr.name!r} received the prompt altered (sent {len(text)} characters, "
+            err(f"csd: warning: {tr.name!r} received the prompt altered (sent {len(text)} characters, "
                   f"it recorded {got[:60]!r}...); see it with: {shim} read-turn")
         return ev
 
@@ -745,7 +732,7 @@ class Supervisor:
                 if line != before:
                     break
         what = f"{left.text[:80]!r}" if left.text else "nothing"
-        _warn(f"csd: note: cleared what was left in {tr.name!r}'s input line" + (" (bash mode)" if left.mode == "shell" else "") + f": {what}")
+        err(f"csd: note: cleared what was left in {tr.name!r}'s input line" + (" (bash mode)" if left.mode == "shell" else "") + f": {what}")
 
     def _submitted(self, tr: Tracked, mark: tuple[int, int], slash: bool) -> Event | None:
         if tr.removed or tr.state in NOT_RUNNING:
@@ -808,7 +795,7 @@ class Supervisor:
                 reason,
             )
         if reply.truncated(text):
-            _warn(
+            err(
                 f"csd: warning: {tr.name!r}: the reply was cut to {len(text)} characters by the hook and the transcript "
                 f"({reply.transcript}) did not complete it within {TRANSCRIPT_LAG_LIMIT:g}s; printing what there is"
             )
@@ -879,7 +866,7 @@ async def until_enter_is_safe(tr: Tracked) -> None:
     from csd.prompt import ENTER_READY_AFTER_START
 
     started = tr.worker.started
-    at = _epoch(started.ts) if started is not None else None
+    at = epoch(started.ts) if started is not None else None
     if at is None:
         return
     hold = at + ENTER_READY_AFTER_START - time.time()
@@ -887,14 +874,6 @@ async def until_enter_is_safe(tr: Tracked) -> None:
         await asyncio.sleep(hold)
 
 
-def _epoch(ts: str) -> float | None:
-    """An events line's timestamp as seconds since the epoch (None when it is not one)."""
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _arrived_as_sent(sent: str, recorded: str) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from csd import config
+from csd.clock import now_iso
 from csd.errors import CsdError, UnknownWorker, UsageError
 from csd.events import BadLine, Event, parse_line, too_long
 from csd import hook
@@ -29,12 +30,6 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CONSENT_FILE = ".claude/.claude-session-driver-consent"
-
-
-def now_iso() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_name(name: str) -> str:
