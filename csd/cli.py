@@ -405,23 +405,12 @@ def turn_outcome(m: Meta, w: Worker, session_id: str) -> tuple[str | None, str |
     hidden = w.state == State.IDLE and end is not None and end.may_hide_api_error
     if not (w.state == State.WORKING or outcome == "api_error" or hidden):
         return outcome, error, None
-    from csd.transcript import read_api_state  # only here: most status --json calls need no transcript
+    from csd.transcriptfile import read_api_state, session_transcript  # only here: most status --json calls need no transcript
 
-    api = read_api_state(_transcript_of(m, w, session_id))
+    api = read_api_state(w.transcript_path or session_transcript(m.cwd, session_id))
     if hidden and api.error is not None:
         outcome, error = "api_error", api.error
     return outcome, error, api
-
-
-def _transcript_of(m: Meta, w: Worker, session_id: str) -> str:
-    """The transcript path the newest event names (it changes with /clear), else Claude Code's own rule
-    for the worker's current ``session_id``."""
-    from csd.transcript import transcript_path
-
-    for ev in (w.last_event, w.turn_end, w.turn_start):
-        if ev is not None and isinstance(ev.data.get("transcript_path"), str):
-            return ev.data["transcript_path"]
-    return transcript_path(m.cwd, session_id)
 
 
 def _resolve(handle: str) -> tuple[WorkersDir, Meta]:
@@ -491,7 +480,7 @@ def cmd_handoff(handle: str, args: argparse.Namespace) -> int:
 
 
 def cmd_read_turn(handle: str, args: argparse.Namespace) -> int:
-    from csd.supervisor import transcript_of
+    from csd.reply import transcript_of
     from csd.transcript import last_turn, turn_markdown
 
     wdir, m = _resolve(handle)

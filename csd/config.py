@@ -53,6 +53,12 @@ def tmux_socket() -> str:
     return os.path.abspath(value) if "/" in value else value
 
 
+def claude_dir() -> str:
+    """Claude Code's config dir, where its transcripts are: ``$CLAUDE_CONFIG_DIR``, else ``~/.claude``
+    (an empty value counts as unset, as Claude Code has it)."""
+    return os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".claude")
+
+
 #: The global options that pin a variable for one csd run (a shim passes both), and the variable each pins.
 PINNING_OPTIONS = {"--workers-dir": "CSD_WORKERS_DIR", "--tmux-socket": "CSD_TMUX_SOCKET"}
 

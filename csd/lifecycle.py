@@ -393,9 +393,9 @@ async def _start_claimed(
 def _check_conversation(cwd: str, sid: str, name: str) -> None:
     """Before adopt ends what runs in a pane: the conversation must exist, or claude --resume exits at once
     (Claude Code writes a transcript only once a session has had a prompt)."""
-    from csd.transcript import transcript_path
+    from csd.transcriptfile import session_transcript
 
-    path = transcript_path(cwd, sid)
+    path = session_transcript(cwd, sid)
     if not os.path.isfile(path):
         raise CsdError(
             f"no conversation {sid} for cwd {cwd} (no {path}): claude --resume would exit at once, so the pane of "
@@ -689,7 +689,7 @@ async def stop_worker(meta: Meta, wdir: WorkersDir | None = None) -> None:
 async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str, reason: str = "") -> None:
     """What a human needs to see why a converse failed (``reason``: timed out, no reply text): processes,
     screen, transcript and events tails."""
-    from csd.supervisor import transcript_file
+    from csd.reply import transcript_file
 
     socket = meta.tmux_socket
     parts = [f"# csd diagnostic for {meta.tmux_name} ({meta.session_id}) at {now_iso()}"]

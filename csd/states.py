@@ -27,8 +27,9 @@ class State(StrEnum):
 STATES: tuple[str, ...] = tuple(s.value for s in State)
 #: States in which the controller may not treat the worker's turn as over.
 BUSY = frozenset({State.LAUNCHING, State.WORKING})
-#: States in which the worker cannot take a prompt any more.
-NOT_RUNNING = frozenset({State.TERMINATED, State.GONE})
+#: States in which the worker cannot take a prompt any more (a command that needs one exits
+#: errors.NOT_RUNNING, 3).
+ENDED = frozenset({State.TERMINATED, State.GONE})
 
 #: The liveness trigger: the tmux session or the worker process no longer exists.
 DIED = "died"
@@ -210,6 +211,15 @@ class Worker:
         if end is None:
             return None
         return {"stop": "ok", "stop_failure": "api_error", "session_end": "exited"}.get(end.name, "ok")
+
+    @property
+    def transcript_path(self) -> str | None:
+        """The transcript the newest event that names one points to (it changes with /clear); None when
+        none of them does (csd.transcriptfile.session_transcript has Claude Code's own rule)."""
+        for ev in (self.last_event, self.turn_end, self.turn_start):
+            if ev is not None and isinstance(ev.data.get("transcript_path"), str):
+                return ev.data["transcript_path"]
+        return None
 
     @property
     def settled(self) -> bool:

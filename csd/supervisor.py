@@ -32,13 +32,14 @@ from csd.errors import CsdError, EmptyReply, NotRunning, TurnFailed, UsageError
 from csd.clock import epoch, now_iso
 from csd.console import err, warn_bad_line, warn_long_line
 from csd.events import BadLine, Event, failure_line, failure_text, parse_line
-from csd.states import BUSY, NOT_RUNNING, State, Worker, fold
+from csd.states import BUSY, ENDED, State, Worker, fold
 from csd.watch import DirWatcher, Follower
+from csd.reply import TRANSCRIPT_LAG_LIMIT, Reply, file_size, transcript_file, transcript_of
 from csd.workers import Meta, WorkersDir, events_unwritable, open_regular
 
 if TYPE_CHECKING:
     from csd.prompt import InputLine
-    from csd.transcript import ApiState, Transcript, Turn
+    from csd.transcript import ApiState
 
 T = TypeVar("T")
 
@@ -275,7 +276,7 @@ class Supervisor:
                 await watcher.__aexit__(None, None, None)
 
     async def _api_follower(self, tr: Tracked) -> None:
-        from csd.transcript import read_api_state
+        from csd.transcriptfile import read_api_state
 
         def update(path: Path) -> None:
             api = read_api_state(path)
@@ -544,7 +545,7 @@ class Supervisor:
         """The one-line failure of the turn that ``ev`` ended, or None when it did not end in an API error:
         a stop_failure, or a ``stop`` of a release without StopFailure (before 2.1.78) whose transcript ends
         with Claude Code's synthetic API error line (read once, backwards from the end of the file)."""
-        from csd.transcript import read_api_state
+        from csd.transcriptfile import read_api_state
 
         if ev.error is not None:
             return failure_line(name, ev)
@@ -622,7 +623,7 @@ class Supervisor:
             )
         if state == State.LAUNCHING:
             raise CsdError(f"cannot send to {tr.name!r} while it is launching; run: {shim} wait-for-turn")
-        if state in NOT_RUNNING:
+        if state in ENDED:
             raise NotRunning(f"cannot send to {tr.name!r}: it is {state}; check it with: {shim} status")
         why = events_unwritable(self.wdir)
         if why is not None:
@@ -735,7 +736,7 @@ class Supervisor:
         err(f"csd: note: cleared what was left in {tr.name!r}'s input line" + (" (bash mode)" if left.mode == "shell" else "") + f": {what}")
 
     def _submitted(self, tr: Tracked, mark: tuple[int, int], slash: bool) -> Event | None:
-        if tr.removed or tr.state in NOT_RUNNING:
+        if tr.removed or tr.state in ENDED:
             raise NotRunning(f"worker {tr.name!r} ended while the prompt was being sent ({tr.describe()})")
         for ev in tr.events:
             if ev.pos <= mark:
@@ -761,7 +762,7 @@ class Supervisor:
         """
         tr = await self.track(handle)
         before = transcript_file(self.wdir, tr.meta, _path_hint(tr))
-        offset = _size(before)
+        offset = file_size(before)
         submitted = await self.send(handle, prompt)
 
         def ended() -> Event | None:
@@ -802,20 +803,6 @@ class Supervisor:
         return reply
 
 
-#: Claude Code runs the Stop hook before the turn's last lines reach its transcript (2.1.330 and older
-#: releases: the tool result and final text land 30-70 ms after the stop event); converse waits this long at most.
-TRANSCRIPT_LAG_LIMIT = 2.0
-#: The marker csd's hook puts at the end of a value it cut (hook.cap).
-TRUNCATED_MARK = "…[truncated "
-
-
-def _size(path: Path | None) -> int:
-    try:
-        return path.stat().st_size if path is not None else 0
-    except OSError:
-        return 0
-
-
 def _path_hint(tr: Tracked) -> Event | None:
     """The newest event the tracker has seen that names the transcript (it changes with /clear)."""
     for ev in reversed(tr.events):
@@ -826,38 +813,6 @@ def _path_hint(tr: Tracked) -> Event | None:
         if known is not None and isinstance(known.data.get("transcript_path"), str):
             return known
     return None
-
-
-async def _transcript_caught_up(path: Path | None, complete: Callable[[], bool], backend: str | None) -> None:
-    """Until ``complete()`` says the transcript holds what is awaited: woken by the file's changes, bounded."""
-    if path is None:
-        return
-    with contextlib.suppress(TimeoutError, OSError):
-        async with asyncio.timeout(TRANSCRIPT_LAG_LIMIT):
-            if not path.parent.is_dir():
-                # nothing written yet in this project dir (a release that creates it late): wait for it
-                await _wait_dir(path.parent, backend)
-            async with DirWatcher(path.parent, backend=backend) as watcher:
-                changes = watcher.changes()  # before the first read: a line written after it is not missed
-                if complete():
-                    return
-                async for change in changes:
-                    if change.name == path.name and complete():
-                        return
-
-
-async def _wait_dir(directory: Path, backend: str | None) -> None:
-    """Until ``directory`` exists, watching the nearest existing ancestor (one level at a time)."""
-    parent = directory.parent
-    if not parent.is_dir():
-        await _wait_dir(parent, backend)
-    async with DirWatcher(parent, backend=backend) as watcher:
-        changes = watcher.changes()
-        if directory.is_dir():
-            return
-        async for _ in changes:
-            if directory.is_dir():
-                return
 
 
 async def until_enter_is_safe(tr: Tracked) -> None:
@@ -888,122 +843,3 @@ def _state_event(tr: Tracked) -> Event:
     return Event(0, data["event"], data["ts"], data, json.dumps(data))
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One finished turn: its prompt event, the stop that ended it, and where its transcript is.
-
-    ``offset`` is the transcript's size before the prompt was sent: the turn is the first one after it
-    (by ``prompt_id`` where the release has one), so an earlier turn is never taken for this one.
-    """
-
-    meta: Meta
-    prompt: Event
-    stop: Event
-    transcript: Path | None
-    backend: str | None = None
-    offset: int = 0
-
-    @property
-    def needs_transcript(self) -> bool:
-        """The stop event does not carry the whole reply: absent (Claude Code before 2.1.47), truncated by
-        the hook, or text that may be the synthetic API error message of a release without StopFailure."""
-        last = self.stop.data.get("last_assistant_message")
-        return not isinstance(last, str) or TRUNCATED_MARK in last[-40:] or self.stop.may_hide_api_error
-
-    def turn(self) -> Turn | None:
-        """This turn as the transcript has it now (None when it has no line of it yet)."""
-        from csd.transcript import read_transcript, turn_after
-
-        if self.transcript is None:
-            return None
-        return turn_after(read_transcript(self.transcript, self.offset), self.prompt.prompt_id)
-
-    async def wait_transcript(self) -> Reply:
-        """Until the transcript holds this whole turn (bounded by TRANSCRIPT_LAG_LIMIT, woken by the file's
-        changes); call before ``markdown()``, or before ``text()`` when ``needs_transcript``."""
-
-        def complete() -> bool:
-            turn = self.turn()
-            return turn is not None and turn.complete
-
-        if self.prompt.name == "user_prompt_submit":
-            await _transcript_caught_up(self.transcript, complete, self.backend)
-        return self
-
-    def _last(self) -> str | None:
-        last = self.stop.data.get("last_assistant_message")
-        return last if isinstance(last, str) else None
-
-    def text(self) -> str:
-        """The turn's final reply: the stop event's ``last_assistant_message`` (Claude Code's own answer to
-        that question) when it is whole, else the transcript's, else what the stop event has."""
-        from csd.transcript import final_text
-
-        last = self._last()
-        if not self.needs_transcript:
-            return last or ""
-        text = final_text(self.turn())
-        cut = last.rfind(TRUNCATED_MARK) if last is not None else -1
-        if text and (last is None or cut < 0 or text.startswith(last[:cut])):
-            return text
-        return last or ""
-
-    def truncated(self, text: str) -> bool:
-        """``text`` is the hook's truncated copy (the transcript did not give the whole reply)."""
-        last = self._last()
-        return last is not None and text == last and TRUNCATED_MARK in last[-40:]
-
-    def why_empty(self) -> str:
-        """Why there is no reply text, for the error line and the diagnostic file."""
-        last = self._last()
-        said = "the stop event has no last_assistant_message" if last is None else "the stop event's last_assistant_message is empty"
-        if self.transcript is None or not self.transcript.is_file():
-            return f"{said} and there is no transcript ({self.transcript})"
-        turn = self.turn()
-        if turn is None:
-            where = f"no prompt line after byte {self.offset}" + (f" with promptId {self.prompt.prompt_id}" if self.prompt.prompt_id else "")
-            return f"{said} and the transcript {self.transcript} has {where} within {TRANSCRIPT_LAG_LIMIT:g}s of the stop"
-        return f"{said} and this turn in the transcript {self.transcript} has no assistant text within {TRANSCRIPT_LAG_LIMIT:g}s of the stop"
-
-    def markdown(self, full: bool = False) -> str:
-        from csd.transcript import turn_markdown
-
-        turn = self.turn()
-        if turn is None:
-            return f"**Prompt:** {self.prompt.data.get('prompt', '')}\n\n{self.text()}"
-        return turn_markdown(turn, full)
-
-
-def transcript_file(wdir: WorkersDir, meta: Meta, hint: Event | None = None) -> Path | None:
-    """The worker's transcript: the path the hook recorded (preferred), else Claude Code's encoded path."""
-    candidates: list[str] = []
-    if hint is not None and isinstance(hint.data.get("transcript_path"), str):
-        candidates.append(hint.data["transcript_path"])
-        if os.path.isfile(candidates[0]):
-            return Path(candidates[0])  # no need to read the events file for it
-    from csd.workers import last_line_with
-
-    raw = last_line_with(wdir.events_path(meta.session_id), b'"transcript_path"')
-    if raw is not None:
-        try:
-            ev = parse_line(raw.decode("utf-8", "replace"), 0)
-            if isinstance(ev.data.get("transcript_path"), str):
-                candidates.append(ev.data["transcript_path"])
-        except BadLine:
-            pass
-    from csd.transcript import transcript_path
-
-    candidates.append(transcript_path(meta.cwd, wdir.current_session_id(meta)))
-    for c in candidates:
-        if os.path.isfile(c):
-            return Path(c)
-    return Path(candidates[0]) if candidates else None
-
-
-def transcript_of(wdir: WorkersDir, meta: Meta) -> Transcript:
-    from csd.transcript import read_transcript
-
-    path = transcript_file(wdir, meta)
-    if path is None or not path.is_file():
-        raise CsdError(f"no transcript for worker {meta.tmux_name!r} yet (looked for {path})")
-    return read_transcript(path)

@@ -1,9 +1,10 @@
-"""Claude Code transcripts: where the JSONL lives, its lines parsed tolerantly, turns, markdown, final reply."""
+"""Claude Code transcripts, pure: the path rule, lines parsed tolerantly, turns, markdown, the final reply, the API
+call in flight (csd.transcriptfile reads the files)."""
 
 from __future__ import annotations
 
 import json
-import os
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,6 @@ __all__ = [
     "final_text",
     "last_turn",
     "parse_lines",
-    "read_api_state",
-    "read_transcript",
     "transcript_path",
     "turn_after",
     "turn_for_prompt",
@@ -101,18 +100,13 @@ def _base36(n: int) -> str:
     return "".join(reversed(digits))
 
 
-def transcript_path(
-    cwd: str, session_id: str, home: str | None = None, config_dir: str | None = None
-) -> str:
-    """The path of a session's transcript: `<config>/projects/<encode_cwd(cwd)>/<session_id>.jsonl`.
+def transcript_path(claude_dir: str, cwd: str, session_id: str) -> str:
+    """The path of a session's transcript: `<claude_dir>/projects/<encode_cwd(cwd)>/<session_id>.jsonl`.
 
-    `<config>` is `config_dir`, else `$CLAUDE_CONFIG_DIR`, else `<home>/.claude` with `home` defaulting to
-    `$HOME`. An empty value counts as unset. Prefer the `transcript_path` of a hook payload when there is one.
+    `claude_dir` is Claude Code's config dir (csd.config.claude_dir() says which). Prefer the
+    `transcript_path` of a hook payload when there is one.
     """
-    base = config_dir or os.environ.get("CLAUDE_CONFIG_DIR") or ""
-    if not base:
-        base = os.path.join(home or os.path.expanduser("~"), ".claude")
-    return os.path.join(base, "projects", encode_cwd(cwd), f"{session_id}.jsonl")
+    return posixpath.join(claude_dir, "projects", encode_cwd(cwd), f"{session_id}.jsonl")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,25 +150,6 @@ def parse_lines(lines: Iterable[str]) -> Transcript:
     if partial:
         bad.pop()
     return Transcript(tuple(entries), tuple(bad), partial)
-
-
-def read_transcript(path: str | os.PathLike[str], offset: int = 0) -> Transcript:
-    """Read and parse a transcript file from byte ``offset`` on; a missing file is an empty transcript.
-
-    ``offset`` lets a reader that noted the file's size before sending a prompt read only what came after.
-    """
-    try:
-        with open(path, "rb") as f:
-            if offset:
-                f.seek(offset)
-            data = f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return Transcript()
-    # Replace rather than fail: a write in progress can end inside a multi-byte character.
-    text = data.decode("utf-8", errors="replace")
-    # Split on "\n" only: str.splitlines() would also split on U+2028 and friends, which JSON.stringify
-    # leaves unescaped inside strings.
-    return parse_lines(text.split("\n"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -569,10 +544,6 @@ def _add_assistant(turn: _Builder, entry: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------
 # The API call in flight, from the end of the transcript
 
-#: How far back from the end a read-side command looks for the last conversation lines (api-request
-#: lines are a few KB each; Claude Code makes at most 16 attempts per call).
-API_TAIL_LIMIT = 4 << 20
-_TAIL_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -616,46 +587,6 @@ def api_state(newest_first: Iterable[Mapping[str, Any]]) -> ApiState:
         return ApiState(attempts)
     message = final_text(Turn("", None, tuple(_assistant_items(failed)), False))
     return ApiState(attempts, _str_or_none(failed.get("error")) or "unknown", message or None)
-
-
-def read_api_state(path: str | os.PathLike[str], limit: int = API_TAIL_LIMIT) -> ApiState:
-    """ApiState of a transcript file, read backwards from its end (at most ``limit`` bytes): the cost does
-    not grow with the transcript. A missing file is ApiState()."""
-    return api_state(_lines_backwards(path, limit))
-
-
-def _lines_backwards(path: str | os.PathLike[str], limit: int) -> Iterable[Mapping[str, Any]]:
-    """The JSON object lines of a file, newest first, reading blocks from the end; a line being written
-    (no newline yet) and lines that do not parse are skipped."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return
-    try:
-        end = os.fstat(fd).st_size
-        pos = end
-        carry = b""  # the start of a line whose beginning is in an earlier block
-        first = True
-        while pos > 0 and end - pos < limit:
-            start = max(0, pos - _TAIL_BLOCK)
-            block = os.pread(fd, pos - start, start) + carry
-            pos = start
-            if first:
-                block = block[: block.rfind(b"\n") + 1]  # a last line without its newline is still being written
-                first = False
-            lines = block.split(b"\n")
-            carry = lines.pop(0) if pos > 0 else b""
-            for raw in reversed(lines):
-                if not raw.strip():
-                    continue
-                try:
-                    value = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(value, dict):
-                    yield value
-    finally:
-        os.close(fd)
 
 
 def _assistant_items(entry: Mapping[str, Any]) -> list[Item]:

@@ -15,6 +15,7 @@ from enum import IntFlag, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from csd import config
 from csd.errors import CsdError, UsageError
 from csd.lines import CHUNK, MAX_LINE, Splitter
 
@@ -148,7 +149,7 @@ def _inotify_available() -> bool:
 
 def _choose_backend(requested: str | None) -> tuple[str, bool]:
     """Return (backend, insisted) from the argument, else the environment, else what the system has."""
-    choice = requested if requested is not None else os.environ.get(BACKEND_ENV, "")
+    choice = requested if requested is not None else config.get(BACKEND_ENV)
     choice = choice.strip().lower() or "auto"
     if choice not in ("auto", *BACKENDS):
         raise UsageError(f"watch backend {choice!r} is not one of: auto, {', '.join(BACKENDS)} (set by {BACKEND_ENV})")

@@ -14,7 +14,8 @@ import pytest
 
 from support import Env, csd, events, launch, popen, status, wait_blocked
 from csd.cli import main
-from csd.transcript import read_transcript, turns
+from csd.transcript import turns
+from csd.transcriptfile import read_transcript
 
 
 @pytest.fixture(params=["inotify", "poll"])

@@ -16,7 +16,8 @@ import pytest
 from support import Env, events, launch, status
 
 from csd.prompt import clean_prompt
-from csd.transcript import read_transcript, turns
+from csd.transcript import turns
+from csd.transcriptfile import read_transcript
 
 
 def shim_run(shim: Path, *args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -39,7 +40,7 @@ def raw_paste_and_enter(env: Env, name: str, text: str) -> None:
     import time
 
     from csd.prompt import ENTER_READY_AFTER_START
-    from csd.supervisor import _epoch
+    from csd.clock import epoch as _epoch
 
     start = events(env.wdir.shim_path(name), "session_start")[0]
     time.sleep(max(0.0, _epoch(start["ts"]) + ENTER_READY_AFTER_START - time.time()))

@@ -54,7 +54,7 @@ def test_a_send_right_after_launch_holds_its_enter_until_the_tui_is_ready(env: E
     import json
 
     from csd.prompt import ENTER_READY_AFTER_START
-    from csd.supervisor import _epoch
+    from csd.clock import epoch as _epoch
 
     proc = csd("launch", "early", str(env.root), env={"CSD_SIM_NOT_READY_SECONDS": "0.3"})
     assert proc.returncode == 0, proc.stderr

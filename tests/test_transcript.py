@@ -22,12 +22,12 @@ from csd.transcript import (
     final_text,
     last_turn,
     parse_lines,
-    read_transcript,
     transcript_path,
     turn_for_prompt,
     turn_markdown,
     turns,
 )
+from csd.transcriptfile import read_transcript, session_transcript
 
 DATA = Path(__file__).parent / "data"
 BASIC = DATA / "transcript-basic-session.jsonl"
@@ -196,27 +196,23 @@ def test_encode_cwd_min_int_hash_is_positive_like_js_math_abs() -> None:
 
 def test_transcript_path_matches_the_hook_payload_paths() -> None:
     sid = "33333333-2222-4333-8444-555555555555"
-    assert transcript_path("/tmp/ccx/my.proj_dir with space", sid, home="/tmp/ccx/home3") == (
+    assert transcript_path("/tmp/ccx/home3/.claude", "/tmp/ccx/my.proj_dir with space", sid) == (
         f"/tmp/ccx/home3/.claude/projects/-tmp-ccx-my-proj-dir-with-space/{sid}.jsonl"
     )
     sid2 = "11111111-2222-4333-8444-555555555555"
-    assert transcript_path("/tmp/ccx/proj2", sid2, home="/tmp/ccx/home2") == (
+    assert transcript_path("/tmp/ccx/home2/.claude", "/tmp/ccx/proj2", sid2) == (
         f"/tmp/ccx/home2/.claude/projects/-tmp-ccx-proj2/{sid2}.jsonl"
     )
 
 
-def test_transcript_path_config_dir_wins_over_home() -> None:
-    assert transcript_path("/w", "s", home="/h", config_dir="/cfg") == "/cfg/projects/-w/s.jsonl"
-
-
-def test_transcript_path_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_session_transcript_takes_claude_code_s_config_dir_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
     monkeypatch.setenv("HOME", "/home/someone")
-    assert transcript_path("/w", "s") == "/home/someone/.claude/projects/-w/s.jsonl"
+    assert session_transcript("/w", "s") == "/home/someone/.claude/projects/-w/s.jsonl"
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", "/etc/claude-cfg")
-    assert transcript_path("/w", "s", home="/h") == "/etc/claude-cfg/projects/-w/s.jsonl"
+    assert session_transcript("/w", "s") == "/etc/claude-cfg/projects/-w/s.jsonl"
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", "")  # empty counts as unset
-    assert transcript_path("/w", "s", home="/h") == "/h/.claude/projects/-w/s.jsonl"
+    assert session_transcript("/w", "s") == "/home/someone/.claude/projects/-w/s.jsonl"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -752,4 +748,4 @@ def test_module_is_pure() -> None:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "no relative imports"
             imported.add((node.module or "").split(".")[0])
-    assert imported <= {"__future__", "json", "os", "collections", "dataclasses", "typing"}, imported
+    assert imported <= {"__future__", "json", "posixpath", "collections", "dataclasses", "typing"}, imported
