@@ -480,15 +480,10 @@ def cmd_handoff(handle: str, args: argparse.Namespace) -> int:
 
 
 def cmd_read_turn(handle: str, args: argparse.Namespace) -> int:
-    from csd.reply import transcript_of
-    from csd.transcript import last_turn, turn_markdown
+    from csd.reply import last_turn_markdown
 
     wdir, m = _resolve(handle)
-    entries = transcript_of(wdir, m)
-    turn = last_turn(entries)
-    if turn is None:
-        raise CsdError(f"worker {m.tmux_name!r} has no turn in its transcript yet; run: {wdir.shim_path(m.tmux_name)} converse PROMPT")
-    sys.stdout.write(turn_markdown(turn, full=args.full))
+    sys.stdout.write(last_turn_markdown(wdir, m, full=args.full))
     return OK
 
 

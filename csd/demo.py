@@ -9,7 +9,6 @@ import shlex
 import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 
+from csd import tmux
 from csd.errors import FAILURE, OK, UsageError
 from csd.clock import epoch, now_iso
 from csd.workers import CONSENT_FILE, Meta, WorkersDir
@@ -172,11 +172,11 @@ async def demo(workers: int = 3, table: bool = True) -> int:
 
 
 async def _loop(sb: Sandbox, say: Narrator, n: int, table: bool) -> None:
-    from csd.supervisor import Supervisor
+    from csd.fleet import Fleet
 
     names = [f"demo-{i + 1}" for i in range(n)]
-    async with Supervisor(WorkersDir(sb.workers)) as sup:
-        say.step(f"[1/6] launch {n} workers at once (Supervisor.launch)")
+    async with Fleet(WorkersDir(sb.workers)) as sup:
+        say.step(f"[1/6] launch {n} workers at once (Fleet.launch)")
         t0 = time.monotonic()
         metas = await _gather([sup.launch(name, str(sb.project)) for name in names])
         say.say(f"{', '.join(names)}: idle after {time.monotonic() - t0:.1f}s, each in its own tmux session")
@@ -249,11 +249,11 @@ def _verify(sb: Sandbox, say: Narrator) -> list[str]:
     """Step 6: no tmux server, no processes, no files; returns what is left (empty when all is clean)."""
     say.step("[6/6] check that nothing is left behind")
     problems: list[str] = []
-    rc, out = _tmux(sb, "list-sessions", "-F", "#{session_name}")
-    if rc == 0 and out.strip():
-        problems.append(f"tmux sessions still running: {' '.join(out.split())}")
-    elif rc == 0:
-        _tmux(sb, "kill-server")  # a server told to outlive its sessions (exit-empty off) is ours to end
+    sessions = tmux.session_names_sync(sb.socket)
+    if sessions:
+        problems.append(f"tmux sessions still running: {' '.join(sessions)}")
+    elif sessions is not None:
+        tmux.kill_server_sync(sb.socket)  # a server told to outlive its sessions (exit-empty off) is ours to end
     left = _wait_exit(sb, EXIT_GRACE)
     if left is None:
         say.say("(no /proc here: cannot list processes; the tmux server check stands in for it)")
@@ -274,15 +274,6 @@ def _verify(sb: Sandbox, say: Narrator) -> list[str]:
     else:
         say.say(f"sandbox {sb.root} removed, tmux socket included", style="green")
     return problems
-
-
-def _tmux(sb: Sandbox, *args: str) -> tuple[int, str]:
-    # Synchronous on purpose: it also runs in cleanup after a Ctrl-C, where the loop may be cancelling.
-    try:
-        proc = subprocess.run(["tmux", "-S", sb.socket, *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return 1, ""
-    return proc.returncode, proc.stdout
 
 
 def _processes_of(sb: Sandbox) -> list[int] | None:
@@ -350,7 +341,7 @@ def _wait_exit(sb: Sandbox, timeout: float) -> list[int] | None:
 def _cleanup(sb: Sandbox, say: Narrator | None = None) -> None:
     """Leave nothing behind, whatever happened: end the sandbox's tmux server and workers, remove the sandbox."""
     if os.path.exists(sb.socket):
-        _tmux(sb, "kill-server")  # its panes' processes get SIGHUP and exit
+        tmux.kill_server_sync(sb.socket)  # its panes' processes get SIGHUP and exit
         for pid in _wait_exit(sb, EXIT_GRACE) or []:
             # still running after the grace period, and ours: its environment names this run's sandbox
             if say is not None:

@@ -12,13 +12,17 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from csd import __version__, config, tmux
 from csd.clock import now_iso
+from csd.console import err
 from csd.errors import OK, CsdError, TmuxNotAnswering, UsageError
 from csd.hook import HOOK_TO_EVENT
+from csd.proc import proc_start, proc_stat
+from csd.screen import Dialog, detect_dialog, exit_words, last_lines, marker_on, startup_hint
 from csd.states import State
 from csd.supervisor import Supervisor, Tracked, until_enter_is_safe
 from csd.workers import (
@@ -141,25 +145,6 @@ def _entry() -> list[str]:
     return entry_point()
 
 
-class Progress:
-    """One status line on stderr, only when stderr is a terminal."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.monotonic()
-
-    def say(self, text: str) -> None:
-        if self.tty:
-            sys.stderr.write(f"\r\x1b[2K{self.name}: {text} ({time.monotonic() - self.t0:.1f}s)")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty:
-            sys.stderr.write("\r\x1b[2K")
-            sys.stderr.flush()
-
-
 @dataclass(frozen=True)
 class Launched:
     meta: Meta
@@ -201,11 +186,8 @@ async def _clear_interrupted(wdir: WorkersDir, name: str, claim: LaunchClaim) ->
         return
     if meta.tmux_name != name or wdir.shim_path(name).exists():
         return
-    print(
-        f"csd: note: clearing what an interrupted launch of {name!r} left (its launcher, pid {dead.pid}, "
-        f"died at start-up; session {meta.session_id})",
-        file=sys.stderr,
-    )
+    err(f"csd: note: clearing what an interrupted launch of {name!r} left (its launcher, pid {dead.pid}, "
+        f"died at start-up; session {meta.session_id})")
     if dead.respawn:
         await end_pane_process(name, meta.tmux_socket)  # a session adopt did not make stays
     else:
@@ -239,7 +221,7 @@ async def _check_free(wdir: WorkersDir, name: str, socket: str | None, resume: s
                 f"session {resume} is in use by live worker {m.tmux_name!r}: one session id, one worker; "
                 f"talk to it through {shim}, or stop it first: {shim} stop"
             )
-        print(f"csd: note: clearing the files of gone worker {m.tmux_name!r} ({m.session_id})", file=sys.stderr)
+        err(f"csd: note: clearing the files of gone worker {m.tmux_name!r} ({m.session_id})")
         wdir.remove_files(m)
     exists = await tmux.has_session(name, socket)
     if exists and resume is None:
@@ -247,43 +229,12 @@ async def _check_free(wdir: WorkersDir, name: str, socket: str | None, resume: s
     return exists
 
 
-async def launch(name: str, cwd: str, extra: list[str], invocation: list[str]) -> int:
-    launched = await start_worker(name, cwd, extra, invocation)
-    _print_launched(launched)
-    return OK
-
-
-async def adopt(name: str, cwd: str, session_id: str, extra: list[str], invocation: list[str]) -> int:
-    launched = await start_worker(name, cwd, extra, invocation, resume=check_session_id(session_id))
-    _print_launched(launched)
-    return OK
-
-
-def _print_launched(launched: Launched) -> None:
-    from rich.console import Console
-    from rich.panel import Panel
-
-    m = launched.meta
-    wdir = WorkersDir()
-    body = (
-        f"tmux:        {m.tmux_name}" + (f"  (socket {m.tmux_socket})" if m.tmux_socket else "") + "\n"
-        f"session id:  {m.session_id}\n"
-        f"cwd:         {m.cwd}\n"
-        f"events file: {wdir.events_path(m.session_id)}\n"
-        f"shim:        {launched.shim}\n"
-        f"pane:        {launched.how}\n"
-        f"reproduce: {launched.reproduce}"
-    )
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    console.print(Panel(body, title=f"worker {m.tmux_name} ready", expand=False), markup=False) if console.is_terminal else console.print(body, markup=False)
-    print(launched.shim, flush=True)
-
-
 async def start_worker(
-    name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None, wdir: WorkersDir | None = None
+    sup: Supervisor, name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Launched:
-    """launch (resume None) or adopt: validate everything, claim the name, start, pass dialogs, wait
-    for session_start.
+    """launch (resume None) or adopt, with the caller's supervisor: validate everything, claim the name,
+    start, pass dialogs, wait for session_start. ``progress`` hears what it is doing.
 
     On any failure, interruption included, nothing is left behind: no tmux session, meta, events or shim.
     A launch of a name that another launch holds fails at once and touches nothing.
@@ -293,101 +244,112 @@ async def start_worker(
     real_cwd = _check_cwd(cwd)
     _check_consent()
     claude_bin = resolve_claude_bin()
-    wdir = (wdir or WorkersDir()).ensure()
-    socket = config.tmux_socket() or None
-    timeout = config.seconds("CSD_LAUNCH_TIMEOUT")
+    wdir = sup.wdir.ensure()
     claim = LaunchClaim(wdir, name)
+    start = _Start(sup, wdir, name, real_cwd, config.tmux_socket() or None, progress or (lambda _: None))
     try:
         await _clear_interrupted(wdir, name, claim)
-        return await _start_claimed(wdir, claim, name, real_cwd, claude_bin, socket, timeout, extra, invocation, resume)
+        start.respawn = await _check_free(wdir, name, start.socket, resume)
+        if start.respawn and resume:
+            _check_conversation(real_cwd, resume, name)
+        meta = await start.run(claim, _new_meta(name, real_cwd, claude_bin, start.socket, invocation, resume), extra, resume)
     finally:
         claim.release()
+    how = "respawned existing pane" if start.respawn else "opened new pane"
+    return Launched(meta, wdir.shim_path(name), how, reproduce_line(list(invocation), real_cwd))
 
 
-async def _start_claimed(
-    wdir: WorkersDir, claim: LaunchClaim, name: str, real_cwd: str, claude_bin: str, socket: str | None,
-    timeout: float, extra: list[str], invocation: list[str], resume: str | None,
-) -> Launched:
-    respawn = await _check_free(wdir, name, socket, resume)
-    if respawn and resume:
-        _check_conversation(real_cwd, resume, name)
-    sid = resume or str(uuid.uuid4())
-    meta = Meta(
+def _new_meta(name: str, cwd: str, claude_bin: str, socket: str | None, invocation: list[str], resume: str | None) -> Meta:
+    return Meta(
         tmux_name=name,
-        session_id=sid,
-        cwd=real_cwd,
+        session_id=resume or str(uuid.uuid4()),
+        cwd=cwd,
         started_at=now_iso(),
         invocation=tuple(invocation),
         tmux_socket=socket or "",
         claude_bin=claude_bin,
         csd_version=__version__,
     )
-    argv = claude_argv(claude_bin, ["--resume", sid] if resume else ["--session-id", sid], extra)
-    progress = Progress(name)
-    created_session = False
-    ok = False
-    try:
-        claim.record(sid, respawn)
-        if respawn:
-            # keep the pane dead-but-visible if claude exits at once, so its last lines can be shown
-            await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"], socket)
-            # Whatever runs in the pane ends first, hooks and all: an old claude's SessionEnd must never land
-            # in the events file this worker is about to get (it is named after the same session id).
-            progress.say("ending the pane's process")
-            await end_pane_process(name, socket)
-        wdir.write_meta(meta)
-        _fresh_events_file(wdir.events_path(sid))
-        argv = pane_command(wdir, meta, argv, worker_env(wdir, meta))
-        async with Supervisor(wdir) as sup:
-            if respawn:
-                await tmux.run(["respawn-pane", "-k", "-t", tmux.pane_target(name), "-c", real_cwd, "--", *argv], socket)
-            else:
-                # set first: an interrupt may land after tmux made the session but before it returned
-                created_session = True
-                await tmux.run(
-                    ["new-session", "-d", "-s", name, "-x", str(PANE_WIDTH), "-y", str(PANE_HEIGHT), "-c", real_cwd,
-                     "--", *argv, ";", "set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "on"],
-                    socket,
-                )
-            meta = await _record_process(wdir, meta)
-            progress.say("starting")
-            tr = await sup.track(meta)
-            try:
-                async with asyncio.timeout(timeout):
-                    await _pass_startup(sup, tr, socket, progress)
-            except TimeoutError:
-                screen = await tmux.capture(name, socket, lines=None)
-                raise CsdError(
-                    f"worker {name!r} did not start within {timeout:g}s (no session_start; CSD_LAUNCH_TIMEOUT)."
-                    + _last_lines(screen)
-                ) from None
-            pane = await tmux.pane_of(name, socket)
-            if pane is not None:
-                _check_real_cwd(name, pane.pid, real_cwd)
-            progress.say("ready")
-            await _check_still_running(sup, tr, socket, pane)
-            await tmux.run(["set-option", "-p", "-t", tmux.pane_target(name), "remain-on-exit", "off"], socket, check=False)
-        shim = wdir.write_shim(name, socket or "")
-        ok = True
-    finally:
-        progress.done()
-        if not ok:
-            if created_session:
-                await tmux.kill_session(name, socket)
-            elif respawn:
-                # The session was there before adopt: it stays (with the dead pane showing why), and so does
-                # the tmux server with every other session on it.
-                if meta.pid and tmux.worker_alive(await tmux.pane_of(name, socket), meta.pid, meta.proc_start):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(meta.pid, signal.SIGHUP)
-                print(
-                    f"csd: note: tmux session {name!r} existed before adopt and is left in place, its pane dead; "
-                    f"reuse it with: {shlex.join(tmux.argv(['respawn-pane', '-k', '-t', tmux.pane_target(name)], socket))}",
-                    file=sys.stderr,
-                )
-            wdir.remove_files(meta)
-    how = "respawned existing pane" if respawn else "opened new pane"
-    return Launched(meta, shim, how, reproduce_line(list(invocation), real_cwd))
+
+
+class _Start:
+    """One start of a worker in its tmux pane, under a claimed name; undone whole when it fails."""
+
+    def __init__(self, sup: Supervisor, wdir: WorkersDir, name: str, cwd: str, socket: str | None,
+                 progress: Callable[[str], None]) -> None:
+        self.sup, self.wdir, self.name, self.cwd, self.socket, self.progress = sup, wdir, name, cwd, socket, progress
+        self.respawn = False  # adopt onto a tmux session that is there: its pane is respawned in place
+        self.created_session = False
+
+    async def run(self, claim: LaunchClaim, meta: Meta, extra: list[str], resume: str | None) -> Meta:
+        argv = claude_argv(meta.claude_bin, ["--resume", meta.session_id] if resume else ["--session-id", meta.session_id], extra)
+        ok = False
+        try:
+            claim.record(meta.session_id, self.respawn)
+            if self.respawn:
+                await self._end_what_runs()
+            self.wdir.write_meta(meta)
+            _fresh_events_file(self.wdir.events_path(meta.session_id))
+            meta = await self._start_pane(meta, pane_command(self.wdir, meta, argv, worker_env(self.wdir, meta)))
+            await self._until_ready(meta)
+            self.wdir.write_shim(self.name, self.socket or "")
+            ok = True
+            return meta
+        finally:
+            if not ok:
+                await self._undo(meta)
+
+    async def _end_what_runs(self) -> None:
+        # keep the pane dead-but-visible if claude exits at once, so its last lines can be shown
+        await tmux.remain_on_exit(self.name, True, self.socket)
+        # Whatever runs in the pane ends first, hooks and all: an old claude's SessionEnd must never land
+        # in the events file this worker is about to get (it is named after the same session id).
+        self.progress("ending the pane's process")
+        await end_pane_process(self.name, self.socket)
+
+    async def _start_pane(self, meta: Meta, argv: list[str]) -> Meta:
+        if self.respawn:
+            await tmux.respawn_pane(self.name, self.cwd, argv, self.socket)
+        else:
+            # set first: an interrupt may land after tmux made the session but before it returned
+            self.created_session = True
+            await tmux.new_session(self.name, self.cwd, argv, PANE_WIDTH, PANE_HEIGHT, self.socket)
+        return await _record_process(self.wdir, meta)
+
+    async def _until_ready(self, meta: Meta) -> None:
+        """session_start (dialogs answered on the way), in the right directory, still running."""
+        timeout = config.seconds("CSD_LAUNCH_TIMEOUT")
+        self.progress("starting")
+        tr = await self.sup.track(meta)
+        try:
+            async with asyncio.timeout(timeout):
+                await _pass_startup(self.sup, tr, self.socket, self.progress)
+        except TimeoutError:
+            screen = await tmux.capture(self.name, self.socket, lines=None)
+            raise CsdError(
+                f"worker {self.name!r} did not start within {timeout:g}s (no session_start; CSD_LAUNCH_TIMEOUT)."
+                + last_lines(screen)
+            ) from None
+        pane = await tmux.pane_of(self.name, self.socket)
+        if pane is not None:
+            _check_real_cwd(self.name, pane.pid, self.cwd)
+        self.progress("ready")
+        await _check_still_running(self.sup, tr, self.socket, pane)
+        await tmux.remain_on_exit(self.name, False, self.socket, check=False)
+
+    async def _undo(self, meta: Meta) -> None:
+        self.sup.untrack(self.name)
+        if self.created_session:
+            await tmux.kill_session(self.name, self.socket)
+        elif self.respawn:
+            # The session was there before adopt: it stays (with the dead pane showing why), and so does
+            # the tmux server with every other session on it.
+            if meta.pid and tmux.worker_alive(await tmux.pane_of(self.name, self.socket), meta.pid, meta.proc_start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(meta.pid, signal.SIGHUP)
+            err(f"csd: note: tmux session {self.name!r} existed before adopt and is left in place, its pane dead; "
+                f"reuse it with: {tmux.respawn_line(self.name, self.socket)}")
+        self.wdir.remove_files(meta)
 
 
 def _check_conversation(cwd: str, sid: str, name: str) -> None:
@@ -417,7 +379,7 @@ async def _record_process(wdir: WorkersDir, meta: Meta) -> Meta:
     pane = await tmux.pane_of(meta.tmux_name, meta.tmux_socket)
     if pane is None or not pane.alive:
         return meta  # exited already: start-up reports it
-    meta = meta.replace(pid=pane.pid, proc_start=tmux.proc_start(pane.pid))
+    meta = meta.replace(pid=pane.pid, proc_start=proc_start(pane.pid))
     wdir.write_meta(meta)
     return meta
 
@@ -435,7 +397,7 @@ async def end_pane_process(name: str, socket: str | None) -> None:
     if pane is None or not pane.alive:
         return
     if not await _signal_and_wait([pane.pid], signal.SIGHUP, END_PROCESS_TIMEOUT):
-        print(f"csd: note: the process in {name!r} (pid {pane.pid}) did not exit within {END_PROCESS_TIMEOUT:g}s of SIGHUP; killing it", file=sys.stderr)
+        err(f"csd: note: the process in {name!r} (pid {pane.pid}) did not exit within {END_PROCESS_TIMEOUT:g}s of SIGHUP; killing it")
         await _signal_and_wait([pane.pid], signal.SIGKILL, END_PROCESS_TIMEOUT)
     # A hook the old process started may outlive it (it is orphaned, not killed): wait for those too.
     hooks = _hooks_in_session(pane.pid)
@@ -449,7 +411,7 @@ def _hooks_in_session(session: int) -> list[int]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        fields = tmux.proc_stat(int(entry.name)) or []
+        fields = proc_stat(int(entry.name)) or []
         if len(fields) <= 3 or fields[3] != str(session).encode():
             continue
         try:
@@ -504,8 +466,8 @@ async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None,
             await sup.wait_until(lambda: True if tr.state == State.GONE or tr.removed else None)
     pane = await tmux.pane_of(tr.name, socket)
     screen = await tmux.capture(tr.name, socket, lines=None)
-    status = _status_words(pane)
-    raise CsdError(f"worker {tr.name!r} exited right after starting{status}, before its first prompt.{_hint(screen)}{_last_lines(screen)}")
+    status = exit_words(tmux.exit_status(pane) if pane is not None else "")
+    raise CsdError(f"worker {tr.name!r} exited right after starting{status}, before its first prompt.{startup_hint(screen)}{last_lines(screen)}")
 
 
 #: Options that make Claude Code answer one prompt and exit: a worker is an interactive session.
@@ -522,7 +484,7 @@ def check_claude_args(extra: list[str]) -> None:
             )
 
 
-async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progress: Progress) -> None:
+async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progress: Callable[[str], None]) -> None:
     """Wait for session_start; meanwhile answer start-up dialogs and fail fast if the worker exits."""
     name = tr.name
     answered: set[str] = set()
@@ -542,7 +504,7 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
             seen_at.setdefault(dialog.key, time.monotonic())
             # dialogs are drawn before they take keys: a key sent in the first ~0.25 s is lost
             if time.monotonic() - seen_at[dialog.key] >= DIALOG_SETTLE:
-                progress.say(f"answering the {dialog.key} dialog")
+                progress(f"answering the {dialog.key} dialog")
                 await _answer(dialog, name, socket)
                 answered.add(dialog.key)
                 seen_at.pop(dialog.key, None)
@@ -552,48 +514,9 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
         except TimeoutError:
             pass
     screen = await tmux.capture(name, socket, lines=None)
-    status = _status_words(await tmux.pane_of(name, socket))
-    raise CsdError(f"worker {name!r} exited during start-up{status}.{_hint(screen)}{_last_lines(screen)}")
-
-
-def _status_words(pane: tmux.Pane | None) -> str:
-    status = tmux.exit_status(pane) if pane is not None else ""
-    return f" (exit status {status})" if status else ""
-
-
-@dataclass(frozen=True)
-class Dialog:
-    key: str
-    yes_text: str  # the option to choose
-    keys: tuple[str, ...]  # what moves the marker onto it (empty: Enter only)
-
-
-DIALOGS = (
-    Dialog("workspace-trust", "Yes, I trust this folder", ("Down",)),
-    Dialog("bypass-permissions", "Yes, I accept", ("Down",)),
-    Dialog("api-key", "Yes", ("Up",)),
-)
-
-
-def detect_dialog(screen: str) -> Dialog | None:
-    """Pure: which start-up dialog the screen shows, if any."""
-    if "Yes, I trust this folder" in screen and "No, exit" in screen:
-        return DIALOGS[0]
-    if "Bypass Permissions mode" in screen and "Yes, I accept" in screen:
-        return DIALOGS[1]
-    if "Do you want to use this API key?" in screen:
-        return DIALOGS[2]
-    if "Choose the text style" in screen or "Press Enter to continue" in screen:
-        return Dialog("onboarding", "", ())
-    return None
-
-
-def marker_on(screen: str, option: str) -> bool:
-    """Pure: is the selection marker (❯) on the line of ``option``?"""
-    for line in screen.splitlines():
-        if option in line:
-            return "❯" in line.split(option)[0]
-    return False
+    pane = await tmux.pane_of(name, socket)
+    status = exit_words(tmux.exit_status(pane) if pane is not None else "")
+    raise CsdError(f"worker {name!r} exited during start-up{status}.{startup_hint(screen)}{last_lines(screen)}")
 
 
 async def _answer(dialog: Dialog, name: str, socket: str | None) -> None:
@@ -612,78 +535,55 @@ async def _answer(dialog: Dialog, name: str, socket: str | None) -> None:
     await tmux.send_keys(name, "Enter", socket=socket)
 
 
-def _last_lines(screen: str, n: int = 15) -> str:
-    # blank rows and tmux's own "Pane is dead" banner say nothing about why the worker exited
-    lines = [ln.rstrip() for ln in screen.splitlines() if ln.strip() and not ln.startswith("Pane is dead")][-n:]
-    if not lines:
-        return " The pane showed nothing."
-    return " Last lines of the pane:\n" + "\n".join("  | " + ln for ln in lines)
-
-
-def _hint(screen: str) -> str:
-    if "root/sudo" in screen or "--dangerously-skip-permissions cannot be used" in screen:
-        return " Claude Code refuses --dangerously-skip-permissions as root: set IS_SANDBOX=1 in the controller's environment (only inside a sandbox)."
-    if "already in use" in screen:
-        return " That session id is already in use: use csd adopt (--resume) for an existing session."
-    if "No conversation found" in screen:
-        return " No conversation with that session id exists in this HOME/cwd."
-    return ""
-
-
-async def stop(meta: Meta, wdir: WorkersDir | None = None) -> int:
-    wdir = wdir or WorkersDir()
-    sid = wdir.current_session_id(meta)  # read before stop removes the events file
-    await stop_worker(meta, wdir)
-    print(f"Worker {meta.tmux_name} ({sid}) stopped. Shim removed.", flush=True)
-    return OK
-
-
-async def stop_worker(meta: Meta, wdir: WorkersDir | None = None) -> None:
+async def stop_worker(sup: Supervisor, meta: Meta) -> None:
     """/exit, wait (event-driven) for session_end or death, kill the session if still there, remove files.
 
     Keys are typed only into the worker's own process: a pane that now runs something else (the worker
     died and someone respawned it) gets no keys and its session is left alone.
     """
-    wdir = wdir or WorkersDir()
+    wdir = sup.wdir
     socket = meta.tmux_socket
     name = meta.tmux_name
-    timeout = config.seconds("CSD_STOP_TIMEOUT")
     remove = True
     try:
         pane = await tmux.pane_of(name, socket)
         if pane is not None and pane.alive and not tmux.worker_alive(pane, meta.pid, meta.proc_start):
-            print(
-                f"csd: note: tmux session {name!r} now runs another process (pid {pane.pid}), not worker {name!r} "
-                f"(pid {meta.pid}); left alone",
-                file=sys.stderr,
-            )
+            err(f"csd: note: tmux session {name!r} now runs another process (pid {pane.pid}), not worker {name!r} "
+                f"(pid {meta.pid}); left alone")
             return
         if pane is not None:
-            async with Supervisor(wdir) as sup:
-                tr = await sup.track(meta)
-                if tr.state not in (State.GONE,):
-                    if tr.state == State.WORKING:
-                        await tmux.send_keys(name, "Escape", socket=socket)
-                    await tmux.send_keys(name, "C-u", socket=socket)
-                    await tmux.send_keys(name, "/exit", literal=True, socket=socket)
-                    await until_enter_is_safe(tr)  # a stop right after launch: the TUI would swallow the Enter
-                    await tmux.send_keys(name, "Enter", socket=socket)
-                    try:
-                        async with asyncio.timeout(timeout):
-                            await sup.wait_until(lambda: True if tr.state == State.GONE or tr.removed else None)
-                    except TimeoutError:
-                        print(f"csd: {name!r} did not exit within {timeout:g}s of /exit; killing its tmux session", file=sys.stderr)
+            await _exit(sup, meta, config.seconds("CSD_STOP_TIMEOUT"))
         await tmux.kill_session(name, socket)
     except TmuxNotAnswering as exc:
         # the worker may well be alive: keep its files, so that stop can be run again once tmux answers
         remove = False
         raise TmuxNotAnswering(f"{exc} (worker {name!r} not stopped, its files kept: run stop again once tmux answers)") from None
     finally:
+        sup.untrack(name)
         if remove:
             wdir.remove_files(meta)
             # the claim file a launcher killed mid-launch left (never one a launch under way holds: that fails)
             with contextlib.suppress(CsdError, OSError):
                 LaunchClaim(wdir, name).release()
+
+
+async def _exit(sup: Supervisor, meta: Meta, timeout: float) -> None:
+    """Type /exit into the worker (after Escape if it is working) and wait for it to be gone."""
+    name, socket = meta.tmux_name, meta.tmux_socket
+    tr = await sup.track(meta)
+    if tr.state == State.GONE:
+        return
+    if tr.state == State.WORKING:
+        await tmux.send_keys(name, "Escape", socket=socket)
+    await tmux.send_keys(name, "C-u", socket=socket)
+    await tmux.send_keys(name, "/exit", literal=True, socket=socket)
+    await until_enter_is_safe(tr)  # a stop right after launch: the TUI would swallow the Enter
+    await tmux.send_keys(name, "Enter", socket=socket)
+    try:
+        async with asyncio.timeout(timeout):
+            await sup.wait_until(lambda: True if tr.state == State.GONE or tr.removed else None)
+    except TimeoutError:
+        err(f"csd: {name!r} did not exit within {timeout:g}s of /exit; killing its tmux session")
 
 
 async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str, reason: str = "") -> None:
@@ -729,3 +629,70 @@ def _write_private(path: str, text: str, what: str) -> None:
         raise CsdError(f"could not write {what} to {path!r}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
         f.write(text)
+
+
+# ---------------------------------------------------------------- the commands (to move to the command layer)
+
+
+class Progress:
+    """One status line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        if self.tty:
+            sys.stderr.write(f"\r\x1b[2K{self.name}: {text} ({time.monotonic() - self.t0:.1f}s)")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+
+
+async def launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None) -> int:
+    """``csd launch`` (``resume`` None) and ``csd adopt``: start it, print its shim."""
+    progress = Progress(name)
+    try:
+        async with Supervisor() as sup:
+            launched = await start_worker(sup, name, cwd, extra, invocation, resume, progress)
+    finally:
+        progress.done()
+    _print_launched(launched)
+    return OK
+
+
+async def adopt(name: str, cwd: str, session_id: str, extra: list[str], invocation: list[str]) -> int:
+    return await launch(name, cwd, extra, invocation, resume=check_session_id(session_id))
+
+
+def _print_launched(launched: Launched) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+
+    m = launched.meta
+    wdir = WorkersDir()
+    body = (
+        f"tmux:        {m.tmux_name}" + (f"  (socket {m.tmux_socket})" if m.tmux_socket else "") + "\n"
+        f"session id:  {m.session_id}\n"
+        f"cwd:         {m.cwd}\n"
+        f"events file: {wdir.events_path(m.session_id)}\n"
+        f"shim:        {launched.shim}\n"
+        f"pane:        {launched.how}\n"
+        f"reproduce: {launched.reproduce}"
+    )
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(Panel(body, title=f"worker {m.tmux_name} ready", expand=False), markup=False) if console.is_terminal else console.print(body, markup=False)
+    print(launched.shim, flush=True)
+
+
+async def stop(meta: Meta, wdir: WorkersDir | None = None) -> int:
+    wdir = wdir or WorkersDir()
+    sid = wdir.current_session_id(meta)  # read before stop removes the events file
+    async with Supervisor(wdir) as sup:
+        await stop_worker(sup, meta)
+    print(f"Worker {meta.tmux_name} ({sid}) stopped. Shim removed.", flush=True)
+    return OK

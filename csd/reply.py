@@ -177,6 +177,16 @@ def transcript_file(wdir: WorkersDir, meta: Meta, hint: Event | None = None) -> 
     return Path(candidates[0]) if candidates else None
 
 
+def last_turn_markdown(wdir: WorkersDir, meta: Meta, full: bool = False) -> str:
+    """The last turn of the worker's transcript as markdown (``read-turn``)."""
+    from csd.transcript import last_turn, turn_markdown
+
+    turn = last_turn(transcript_of(wdir, meta))
+    if turn is None:
+        raise CsdError(f"worker {meta.tmux_name!r} has no turn in its transcript yet; run: {wdir.shim_path(meta.tmux_name)} converse PROMPT")
+    return turn_markdown(turn, full)
+
+
 def transcript_of(wdir: WorkersDir, meta: Meta) -> Transcript:
     path = transcript_file(wdir, meta)
     if path is None or not path.is_file():

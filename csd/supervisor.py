@@ -34,7 +34,7 @@ from csd.console import err, warn_bad_line, warn_long_line
 from csd.events import BadLine, Event, failure_line, failure_text, parse_line
 from csd.states import BUSY, ENDED, State, Worker, fold
 from csd.watch import DirWatcher, Follower
-from csd.reply import TRANSCRIPT_LAG_LIMIT, Reply, file_size, transcript_file, transcript_of
+from csd.reply import TRANSCRIPT_LAG_LIMIT, Reply, file_size, last_turn_markdown, transcript_file
 from csd.workers import Meta, WorkersDir, events_unwritable, open_regular
 
 if TYPE_CHECKING:
@@ -470,23 +470,6 @@ class Supervisor:
 
     # ------------------------------------------------------------ the API
 
-    async def launch(self, name: str, cwd: str, claude_args: Iterable[str] = (), resume: str | None = None) -> Meta:
-        """Start a worker (``resume``: adopt that session id) and return its meta once it can take a prompt."""
-        from csd.lifecycle import start_worker
-
-        args = list(claude_args)
-        invocation = ["csd", "adopt" if resume else "launch", name, cwd, *([resume] if resume else []), *(["--", *args] if args else [])]
-        launched = await start_worker(name, cwd, args, invocation, resume=resume, wdir=self.wdir)
-        return launched.meta
-
-    async def stop(self, handle: str) -> None:
-        """End a worker and remove its files (idempotent for a worker that already died)."""
-        from csd.lifecycle import stop_worker
-
-        meta = self.resolve(handle)
-        self.untrack(meta.tmux_name)
-        await stop_worker(meta, self.wdir)
-
     async def status(self, handle: str) -> State:
         """The worker's state now (tracking it from here on)."""
         return (await self.track(handle)).state
@@ -501,13 +484,7 @@ class Supervisor:
 
     def read_turn(self, handle: str, full: bool = False) -> str:
         """The last turn of the worker's transcript as markdown."""
-        from csd.transcript import last_turn, turn_markdown
-
-        meta = self.resolve(handle)
-        turn = last_turn(transcript_of(self.wdir, meta))
-        if turn is None:
-            raise CsdError(f"worker {meta.tmux_name!r} has no turn in its transcript yet")
-        return turn_markdown(turn, full)
+        return last_turn_markdown(self.wdir, self.resolve(handle), full)
 
     async def wait_for_turn(
         self, handle: str, after_line: int | None = None, settled: bool = False
@@ -607,7 +584,7 @@ class Supervisor:
         input line is emptied first: what was left there (an unconfirmed send, a human's typing) is cleared
         and named on stderr. An unknown slash command fails at once with the screen's own words.
         """
-        from csd.prompt import INGEST_CHARS_PER_S, clean_prompt, input_stream, unknown_command
+        from csd.prompt import clean_prompt
 
         tr = await self.track(handle)
         text = clean_prompt(prompt)
@@ -615,6 +592,21 @@ class Supervisor:
             text = text[1:]
         if not text.strip():
             raise UsageError("refusing to send an empty prompt" + (" (the prompt was only whitespace and control characters)" if prompt else ""))
+        self._check_sendable(tr)
+        exact, submit_timeout = _delivery(text)
+        slash = not shell and text.lstrip().startswith("/")
+        with WorkerLock(self.wdir, tr.meta, "csd send"):
+            mark = tr.pos
+            before = await self._type_prompt(tr, text, shell, exact, slash)
+            ev = await self._until_submitted(tr, mark, submit_timeout, slash, shell, before, text)
+        got = ev.data.get("prompt")
+        if ev.name == "user_prompt_submit" and exact and not (slash or shell) and isinstance(got, str) and not _arrived_as_sent(text, got):
+            err(f"csd: warning: {tr.name!r} received the prompt altered (sent {len(text)} characters, "
+                f"it recorded {got[:60]!r}...); see it with: {self.wdir.shim_path(tr.name)} read-turn")
+        return ev
+
+    def _check_sendable(self, tr: Tracked) -> None:
+        """Only an idle worker takes a prompt, and only while its events can be written."""
         shim = self.wdir.shim_path(tr.name)
         state = tr.state
         if state == State.WORKING:
@@ -629,66 +621,57 @@ class Supervisor:
         if why is not None:
             # the prompt would run, but its events (and the turn's end) would be lost
             raise CsdError(f"not sending to {tr.name!r}: {why}")
-        submit_timeout = config.seconds("CSD_SUBMIT_TIMEOUT")
-        retry = config.seconds("CSD_SUBMIT_RETRY_INTERVAL")
-        limit = config.count("CSD_EXACT_PROMPT_LIMIT")
-        exact = len(text) <= limit
-        if exact:
-            submit_timeout += len(text) // INGEST_CHARS_PER_S  # the TUI takes in many pastes at its own pace
-        else:
-            err(f"csd: note: the prompt has {len(text)} characters, over CSD_EXACT_PROMPT_LIMIT={limit}: sent as one "
-                  "paste, which Claude Code shows as [Pasted text] and hands to the model wrapped in <pasted_content>")
-        slash = not shell and text.lstrip().startswith("/")
+
+    async def _type_prompt(self, tr: Tracked, text: str, shell: bool, exact: bool, slash: bool) -> str:
+        """Empty the input line, type ``text`` and press Enter; returns the screen before (for a slash command)."""
+        from csd.prompt import input_stream
+
+        socket = tr.meta.tmux_socket
+        try:
+            await self._empty_input(tr, socket)
+            before = await tmux.capture(tr.name, socket, lines=200) if slash else ""
+            await tmux.type_raw(tr.name, input_stream(text, shell, exact), f"csd-{tr.meta.session_id}", socket)
+            await until_enter_is_safe(tr)
+            await tmux.send_keys(tr.name, "Enter", socket=socket)
+        except tmux.TmuxError:
+            if await tmux.pane_of(tr.name, socket) is None:
+                raise NotRunning(f"worker {tr.name!r} is gone: its tmux session ended while the prompt was being sent") from None
+            raise
+        return before
+
+    async def _until_submitted(self, tr: Tracked, mark: tuple[int, int], submit_timeout: float, slash: bool, shell: bool,
+                               before: str, text: str) -> Event:
+        """The event that confirms the prompt, pressing Enter again every CSD_SUBMIT_RETRY_INTERVAL (the TUI may
+        have swallowed it) and, for a slash command, reading the screen for "Unknown command"."""
+        from csd.prompt import unknown_command
+
+        socket, retry = tr.meta.tmux_socket, config.seconds("CSD_SUBMIT_RETRY_INTERVAL")
         command = text.split(None, 1)[0] if slash else ""
-        with WorkerLock(self.wdir, tr.meta, "csd send"):
-            mark = tr.pos
-            socket = tr.meta.tmux_socket
-            try:
-                await self._empty_input(tr, socket)
-                before = await tmux.capture(tr.name, socket, lines=200) if slash else ""
-                await tmux.type_raw(tr.name, input_stream(text, shell, exact), f"csd-{tr.meta.session_id}", socket)
-                await until_enter_is_safe(tr)
-                await tmux.send_keys(tr.name, "Enter", socket=socket)
-            except tmux.TmuxError:
-                if await tmux.pane_of(tr.name, socket) is None:
-                    raise NotRunning(f"worker {tr.name!r} is gone: its tmux session ended while the prompt was being sent") from None
-                raise
-            now = time.monotonic()
-            deadline, next_press, presses = now + submit_timeout, now + retry, 1
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise CsdError(
-                        f"{tr.name!r} did not confirm the prompt within {submit_timeout:g}s "
-                        f"(no user_prompt_submit after {presses} Enter presses; {tr.describe()}); "
-                        f"see the screen with: {shim} handoff"
-                    )
-                wake = min(deadline, next_press, now + UNKNOWN_COMMAND_CHECK if slash else deadline)
+        now = time.monotonic()
+        deadline, next_press, presses = now + submit_timeout, now + retry, 1
+        while (now := time.monotonic()) < deadline:
+            wake = min(deadline, next_press, now + UNKNOWN_COMMAND_CHECK if slash else deadline)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, wake - now)):
+                    return await self.wait_events(lambda: self._submitted(tr, mark, slash or shell))
+            if slash:
+                words = unknown_command(before, await tmux.capture(tr.name, socket, lines=200), command)
+                if words is not None:
+                    raise UsageError(f"{tr.name!r} does not know the command {command!r}; its screen says: {words}")
+            if next_press <= time.monotonic() < deadline:
                 try:
-                    async with asyncio.timeout(max(0.0, wake - now)):
-                        ev = await self.wait_events(lambda: self._submitted(tr, mark, slash or shell))
-                    break
-                except TimeoutError:
-                    pass
-                if slash:
-                    words = unknown_command(before, await tmux.capture(tr.name, socket, lines=200), command)
-                    if words is not None:
-                        raise UsageError(f"{tr.name!r} does not know the command {command!r}; its screen says: {words}")
-                if time.monotonic() >= next_press and time.monotonic() < deadline:
-                    try:
-                        await tmux.send_keys(tr.name, "Enter", socket=socket)
-                    except tmux.TmuxError:
-                        if await tmux.pane_of(tr.name, socket) is not None:
-                            raise
-                        self._died(tr)
-                        continue  # _submitted reports it
-                    presses += 1
-                    next_press += retry
-        got = ev.data.get("prompt")
-        if ev.name == "user_prompt_submit" and exact and not (slash or shell) and isinstance(got, str) and not _arrived_as_sent(text, got):
-            err(f"csd: warning: {tr.name!r} received the prompt altered (sent {len(text)} characters, "
-                  f"it recorded {got[:60]!r}...); see it with: {shim} read-turn")
-        return ev
+                    await tmux.send_keys(tr.name, "Enter", socket=socket)
+                except tmux.TmuxError:
+                    if await tmux.pane_of(tr.name, socket) is not None:
+                        raise
+                    self._died(tr)
+                    continue  # _submitted reports it
+                presses += 1
+                next_press += retry
+        raise CsdError(
+            f"{tr.name!r} did not confirm the prompt within {submit_timeout:g}s (no user_prompt_submit after {presses} "
+            f"Enter presses; {tr.describe()}); see the screen with: {self.wdir.shim_path(tr.name)} handoff"
+        )
 
     async def _empty_input(self, tr: Tracked, socket: str | None) -> None:
         """Start from an empty prompt-mode input line: Esc, Esc clears it wherever the cursor is, Backspace leaves an
@@ -829,6 +812,20 @@ async def until_enter_is_safe(tr: Tracked) -> None:
         await asyncio.sleep(hold)
 
 
+
+
+def _delivery(text: str) -> tuple[bool, float]:
+    """(typed exactly, how long to wait for its user_prompt_submit): a prompt over CSD_EXACT_PROMPT_LIMIT goes
+    as one paste (said on stderr); an exact one gets the time the TUI takes to ingest it on top."""
+    from csd.prompt import INGEST_CHARS_PER_S
+
+    submit_timeout = config.seconds("CSD_SUBMIT_TIMEOUT")
+    limit = config.count("CSD_EXACT_PROMPT_LIMIT")
+    if len(text) <= limit:
+        return True, submit_timeout + len(text) // INGEST_CHARS_PER_S  # the TUI takes in many pastes at its own pace
+    err(f"csd: note: the prompt has {len(text)} characters, over CSD_EXACT_PROMPT_LIMIT={limit}: sent as one "
+        "paste, which Claude Code shows as [Pasted text] and hands to the model wrapped in <pasted_content>")
+    return False, submit_timeout
 
 
 def _arrived_as_sent(sent: str, recorded: str) -> bool:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Sequence
 
 from csd import config
 from csd.errors import CsdError, TmuxNotAnswering
+from csd.proc import is_zombie, proc_start, proc_stat
 from csd.value import Value
 
 #: What csd asks tmux for, one pane per line (workers run a single pane each).
@@ -82,40 +85,6 @@ def parse_panes(output: str) -> dict[str, Pane]:
             pid = 0
         panes.setdefault(parts[0], Pane(parts[0], parts[1], pid, parts[3] == "1", parts[4] if len(parts) > 4 else ""))
     return panes
-
-
-def proc_stat(pid: int) -> list[bytes] | None:
-    """/proc/PID/stat from field 3 (the state letter) on: [state, ppid, pgrp, session, ...]. None when
-    there is no such process; [] when there is no /proc to ask."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return []
-    # the fields follow the parenthesised command name, which may itself contain ')'
-    return stat[stat.rfind(b")") + 2 :].split()
-
-
-def is_zombie(pid: int) -> bool:
-    """True when the process is gone or a zombie (tmux may keep a dead claude unreaped for seconds)."""
-    if pid <= 0:
-        return True
-    fields = proc_stat(pid)
-    if fields is None:
-        return True
-    return bool(fields) and fields[0] in (b"Z", b"X")  # no /proc here: trust tmux
-
-
-def proc_start(pid: int) -> int:
-    """The process's start time (clock ticks since boot, /proc/PID/stat field 22): with the pid, it names
-    one process for good (a pid alone can be reused). 0 when unknown (no such process, or no /proc)."""
-    fields = proc_stat(pid) or []
-    try:
-        return int(fields[19])  # field 22
-    except (IndexError, ValueError):
-        return 0
 
 
 def worker_alive(pane: Pane | None, pid: int = 0, start: int = 0) -> bool:
@@ -313,3 +282,51 @@ async def type_raw(name: str, data: bytes, buffer: str, socket: str | None = Non
     except BaseException:
         await run(["delete-buffer", "-b", buffer], socket, check=False)
         raise
+
+
+async def new_session(name: str, cwd: str, argv: Sequence[str], width: int, height: int, socket: str | None = None) -> None:
+    """A detached session ``name`` of ``width`` x ``height`` running ``argv`` in ``cwd``; its pane stays when
+    ``argv`` exits (remain-on-exit, set in the same tmux call), so that its last lines can be read."""
+    await run(["new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), "-c", cwd, "--", *argv,
+               ";", "set-option", "-p", "-t", pane_target(name), "remain-on-exit", "on"], socket)
+
+
+async def respawn_pane(name: str, cwd: str, argv: Sequence[str], socket: str | None = None) -> None:
+    """Replace what runs in session ``name``'s pane with ``argv`` in ``cwd`` (killing it if it still runs)."""
+    await run(["respawn-pane", "-k", "-t", pane_target(name), "-c", cwd, "--", *argv], socket)
+
+
+async def remain_on_exit(name: str, on: bool, socket: str | None = None, check: bool = True) -> None:
+    """Keep session ``name``'s pane (dead, showing its last lines) when its process exits, or not."""
+    await run(["set-option", "-p", "-t", pane_target(name), "remain-on-exit", "on" if on else "off"], socket, check=check)
+
+
+def attach_line(name: str, socket: str | None = None) -> str:
+    """The shell command that attaches a terminal to session ``name`` (for a person to run)."""
+    return shlex.join(argv(["attach", "-t", session_target(name)], socket))
+
+
+def kill_line(name: str, socket: str | None = None) -> str:
+    """The shell command that ends session ``name`` (for a person to run)."""
+    return shlex.join(argv(["kill-session", "-t", session_target(name)], socket))
+
+
+def respawn_line(name: str, socket: str | None = None) -> str:
+    """The shell command that restarts session ``name``'s dead pane (for a person to run)."""
+    return shlex.join(argv(["respawn-pane", "-k", "-t", pane_target(name)], socket))
+
+
+def session_names_sync(socket: str | None = None) -> list[str] | None:
+    """The server's session names; None when no server answers (none running, or not tmux at all)."""
+    try:
+        proc = run_sync(["list-sessions", "-F", "#{session_name}"], socket)
+    except CsdError:
+        return None
+    return proc.stdout.decode(errors="replace").split("\n")[:-1] if proc.returncode == 0 else None
+
+
+def kill_server_sync(socket: str) -> None:
+    """End the server on ``socket`` and every pane's process (they get SIGHUP); nothing if there is none.
+    Synchronous: it also runs in clean-up after a Ctrl-C, where the event loop may be cancelling."""
+    with contextlib.suppress(CsdError):
+        run_sync(["kill-server"], socket)

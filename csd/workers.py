@@ -635,7 +635,7 @@ class Launcher(Value):
 
     @property
     def alive(self) -> bool:
-        from csd.tmux import proc_start
+        from csd.proc import proc_start
 
         return bool(self.start) and proc_start(self.pid) == self.start
 
@@ -678,7 +678,7 @@ class LaunchClaim:
         self.previous = Launcher.parse(os.pread(fd, 4096, 0))
 
     def record(self, session_id: str, respawn: bool) -> None:
-        from csd.tmux import proc_start
+        from csd.proc import proc_start
 
         launcher = Launcher(os.getpid(), proc_start(os.getpid()), session_id, now_iso(), respawn)
         assert self.fd is not None

@@ -283,10 +283,10 @@ def test_python_api_send_wait_converse(env: Env) -> None:
     """The API the CLI is a client of, used directly."""
     import asyncio
 
-    from csd.supervisor import Supervisor
+    from csd.fleet import Fleet
 
     async def scenario() -> tuple[str, str, str]:
-        async with Supervisor() as sup:
+        async with Fleet() as sup:
             meta = await sup.launch("py", str(env.root))
             reply = await sup.converse("py", "REPLY:from python")
             await sup.send("py", "SLEEP:0.2 REPLY:later")

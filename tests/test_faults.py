@@ -187,14 +187,14 @@ def test_hostile_names_are_refused(env: Env, name: str) -> None:
 
 def test_fifty_workers_launched_conversed_watched_and_stopped(env: Env) -> None:
     """Load: 50 simulated workers through the Python API, conversed with concurrently, then stopped."""
-    from csd.supervisor import Supervisor
+    from csd.fleet import Fleet
 
     names = [f"load{i:02d}" for i in range(50)]
 
     watcher = popen("watch")  # the live table, in its plain form (stdout is not a terminal)
 
     async def scenario() -> list[str]:
-        async with Supervisor() as sup:
+        async with Fleet() as sup:
             gate = asyncio.Semaphore(8)
 
             async def up(name: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from csd.errors import UnknownWorker
-from csd.tmux import is_zombie
+from csd.proc import is_zombie
 from support import Env, events, launch, leftovers, status
 
 
@@ -351,7 +351,8 @@ def test_unknown_worker_message_separates_its_parts(env: Env) -> None:
 
 
 def test_worker_alive_is_the_recorded_process_not_the_pane() -> None:
-    from csd.tmux import Pane, proc_start, worker_alive
+    from csd.proc import proc_start
+    from csd.tmux import Pane, worker_alive
 
     me = os.getpid()
     start = proc_start(me)

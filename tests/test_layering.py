@@ -74,3 +74,160 @@ def test_an_engine_command_does_not_load_openssl(env) -> None:
                           env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "SSL False"
+
+
+# ---------------------------------------------------------------- the house, as the README's Design section draws it
+
+#: Every module's layer. A module imports only from its own layer or the ones below it (lower number),
+#: lazily or not; within a layer the import graph has no cycle; adapters do not import each other.
+LAYERS: dict[str, int] = {}
+PURE, BASE, ADAPTER, ENGINE, COMMANDS, ENTRY = range(6)
+for _layer, _names in {
+    # no I/O, no environment: what a test can call with values and check values; and the two programs that
+    # run outside csd (standard library only, no csd import), whose tables the core reads
+    PURE: ("csd", "value", "errors", "clock", "events", "states", "prompt", "attention", "transcript", "screen", "hook", "envfile"),
+    # what every adapter may use: the environment (config), stderr (console), bounded line reading, /proc
+    BASE: ("config", "console", "lines", "proc"),
+    # each talks to one outside thing
+    ADAPTER: ("tmux", "watch", "workers", "transcriptfile", "remote", "bundled"),
+    ENGINE: ("supervisor", "reply", "lifecycle", "fleet"),
+    COMMANDS: ("commands", "render", "demo", "completion"),
+    ENTRY: ("cli", "__main__"),
+}.items():
+    LAYERS.update(dict.fromkeys(_names, _layer))
+#: The simulated worker stands in for Claude Code: a separate program that may use the pure core only.
+SIM_PREFIXES = ("sim", "simworker", "siminput")
+#: What the pure core may import besides csd: nothing that reads, writes or runs (transitions is the state
+#: machine library, pure too).
+PURE_STDLIB = {"__future__", "collections", "dataclasses", "datetime", "enum", "json", "posixpath", "re", "typing", "transitions"}
+#: The programs that run outside csd: in the PURE layer for what they declare, but they do I/O when run.
+OUTSIDE = ("hook", "envfile")
+
+
+def csd_modules() -> dict[str, Path]:
+    """{dotted name under csd ("supervisor", "sim.keys", "csd" for the package): its file}."""
+    found = {}
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG).with_suffix("")
+        parts = [p for p in rel.parts if p != "__init__"]
+        found[".".join(parts) or "csd"] = path
+    return found
+
+
+def csd_imports(name: str, path: Path) -> set[str]:
+    """The csd modules ``name`` imports anywhere in its file (a function-level import counts too)."""
+    package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
+    out: set[str] = set()
+    known = csd_modules()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1] if package != "csd" else []
+                base = ".".join([*anchor, base]) if base else ".".join(anchor)
+                base = "csd." + base if base else "csd"
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for t in targets:
+            if t == "csd" or t.startswith("csd."):
+                mod = t[4:] or "csd"
+                while mod not in known and "." in mod:
+                    mod = mod.rsplit(".", 1)[0]
+                if mod in known and mod != name:
+                    out.add(mod)
+    return out
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def is_sim(name: str) -> bool:
+    return top(name) in SIM_PREFIXES
+
+
+def test_every_module_has_a_place_in_the_house() -> None:
+    homeless = [n for n in csd_modules() if not is_sim(n) and top(n) not in LAYERS]
+    assert homeless == [], "add each to LAYERS (and to the README's Design section)"
+
+
+def test_imports_point_down_the_layers() -> None:
+    upward = []
+    for name, path in csd_modules().items():
+        if is_sim(name):
+            continue
+        for dep in csd_imports(name, path):
+            if is_sim(dep) or LAYERS[top(dep)] > LAYERS[top(name)]:
+                upward.append(f"{name} -> {dep}")
+    assert upward == []
+
+
+def test_adapters_do_not_import_each_other() -> None:
+    crossing = [f"{name} -> {dep}" for name, path in csd_modules().items() if not is_sim(name) and LAYERS[top(name)] == ADAPTER
+                for dep in csd_imports(name, path) if LAYERS[top(dep)] == ADAPTER and top(dep) != top(name)]
+    assert crossing == []
+
+
+def test_no_import_cycle() -> None:
+    graph = {name: csd_imports(name, path) for name, path in csd_modules().items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if dep.startswith(node + ".") or node.startswith(dep + ".") and dep == "csd":
+                continue  # a package and its own modules
+            if state.get(dep) == 1:
+                cycles.append([*path[path.index(dep):], dep] if dep in path else [node, dep])
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_the_simulated_worker_uses_only_the_pure_core() -> None:
+    """It stands in for Claude Code: none of csd's engine may leak into what it does."""
+    leaks = [f"{name} -> {dep}" for name, path in csd_modules().items() if is_sim(name)
+             for dep in csd_imports(name, path) if not is_sim(dep) and LAYERS[top(dep)] != PURE]
+    assert leaks == []
+
+
+def _calls(tree: ast.AST) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            names.append(f.id if isinstance(f, ast.Name) else f"{getattr(f.value, 'id', '?')}.{f.attr}" if isinstance(f, ast.Attribute) else "?")
+    return names
+
+
+@pytest.mark.parametrize("module", sorted(n for n, layer in LAYERS.items() if layer == PURE and n not in OUTSIDE))
+def test_pure_modules_do_no_io_and_read_no_environment(module: str) -> None:
+    path = csd_modules()[module]
+    tree = ast.parse(path.read_text())
+    stdlib = {n.split(".")[0] for n in imports(path)} - {"csd"}
+    assert stdlib <= PURE_STDLIB, f"{module} imports {sorted(stdlib - PURE_STDLIB)}"
+    io_calls = [c for c in _calls(tree) if c in ("open", "print", "input", "exec", "eval", "__import__")]
+    assert io_calls == []
+    assert "environ" not in {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+
+
+def test_only_tmux_py_runs_tmux() -> None:
+    """A tmux command line (a list or call starting with "tmux") is built only in csd/tmux.py."""
+    found = []
+    for name, path in csd_modules().items():
+        if name == "tmux":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            firsts = node.elts[:1] if isinstance(node, (ast.List, ast.Tuple)) else node.args[:1] if isinstance(node, ast.Call) else []
+            if any(isinstance(f, ast.Constant) and f.value == "tmux" for f in firsts):
+                found.append(f"{name}:{node.lineno}")
+    assert found == []

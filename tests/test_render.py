@@ -29,7 +29,7 @@ from csd.render import (
     render_table,
     watch,
 )
-from csd.supervisor import Supervisor
+from csd.fleet import Fleet
 from support import Env
 
 
@@ -220,7 +220,7 @@ def test_plain_rows_print_one_line_per_change() -> None:
 async def test_rows_appear_change_and_disappear(env: Env, watching: tuple[asyncio.Task[int], Redraws, Console]) -> None:
     """A launched worker appears, shows its tool call while working, counts its turn, and vanishes when stopped."""
     task, redraws, console = watching
-    async with Supervisor() as sup:
+    async with Fleet() as sup:
         await sup.launch("alpha", str(env.root))
         await redraws.until(in_state("alpha", "idle"))
         await sup.send("alpha", "TOOL:Bash:echo from alpha\nSLEEP:1\nREPLY:ok")

@@ -9,7 +9,6 @@ import sys
 
 from support import Env, leftovers
 
-from csd.lifecycle import detect_dialog, marker_on
 
 
 def csd(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -75,15 +74,6 @@ def test_print_mode_is_refused_before_anything_starts(env: Env) -> None:
     assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
     assert "'-p' runs one prompt and exits" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert leftovers(env) == []
-
-
-def test_dialog_readers_are_pure_and_see_the_frame_they_are_given() -> None:
-    frame = "  ❯ 1. No, exit\n    2. Yes, I trust this folder\n"
-    moved = "    1. No, exit\n  ❯ 2. Yes, I trust this folder\n"
-    assert detect_dialog(moved) is not None and detect_dialog(moved).key == "workspace-trust"  # type: ignore[union-attr]
-    assert not marker_on(frame, "Yes, I trust this folder") and marker_on(moved, "Yes, I trust this folder")
-    # a history that still holds the old frame above the new one misleads marker_on: hence the visible screen only
-    assert not marker_on(frame + moved, "Yes, I trust this folder")
 
 
 def test_a_stop_right_after_launch_is_not_swallowed(env: Env, monkeypatch, capfd) -> None:

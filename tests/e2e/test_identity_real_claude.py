@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from csd.tmux import is_zombie
+from csd.proc import is_zombie
 
 
 def bare(real, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,38 @@
+"""What /proc says of a process: its state, session and start time (Linux; elsewhere: unknown, and callers
+trust tmux). A pid with its start time names one process for good (a pid alone can be reused)."""
+
+from __future__ import annotations
+
+
+def proc_stat(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat from field 3 (the state letter) on: [state, ppid, pgrp, session, ...]. None when
+    there is no such process; [] when there is no /proc to ask."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return []
+    # the fields follow the parenthesised command name, which may itself contain ')'
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def is_zombie(pid: int) -> bool:
+    """True when the process is gone or a zombie (tmux may keep a dead claude unreaped for seconds)."""
+    if pid <= 0:
+        return True
+    fields = proc_stat(pid)
+    if fields is None:
+        return True
+    return bool(fields) and fields[0] in (b"Z", b"X")  # no /proc here: trust tmux
+
+
+def proc_start(pid: int) -> int:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22): with the pid, it names
+    one process for good (a pid alone can be reused). 0 when unknown (no such process, or no /proc)."""
+    fields = proc_stat(pid) or []
+    try:
+        return int(fields[19])  # field 22
+    except (IndexError, ValueError):
+        return 0
