@@ -221,10 +221,10 @@ async def _fan_out(sup: Supervisor, say: Narrator, names: list[str]) -> None:
     say.say(f"wait_all: all {len(names)} finished after {time.monotonic() - t0:.1f}s", style="green")
     sent_at = {name: ev.ts for name, ev in zip(names, submitted)}
     order = sorted(done, key=lambda item: item[1].ts)
-    say.say("in order: " + ", ".join(f"{name} ({_between(sent_at[name], ev.ts)})" for name, ev in order))
+    say.say("in order: " + ", ".join(f"{name} ({_elapsed(sent_at[name], ev.ts)})" for name, ev in order))
 
 
-def _between(start: str, end: str) -> str:
+def _elapsed(start: str, end: str) -> str:
     a, b = epoch(start), epoch(end)
     return "?" if a is None or b is None else f"{b - a:.1f}s"
 

@@ -52,6 +52,8 @@ PINNED_PROVIDER_VARS = (
 #: TERM and TERM_PROGRAM are the pane's (tmux sets them); the controller's (e.g. an IDE's) are not the worker's.
 DROPPED_VARS = frozenset({"TMUX", "TMUX_PANE", "CLAUDE_CODE_SSE_PORT", "COLUMNS", "LINES", "TERM_PROGRAM", "TERM_PROGRAM_VERSION"})
 HOOK_EVENTS = tuple(HOOK_TO_EVENT)
+#: What Claude Code runs for each event (and as the statusLine command): the stub that runs csd/hook.py.
+RUN_HOOK = "run_hook.py"
 #: Start-up dialogs appear before session_start and fire no hook, so launch reads the screen at this
 #: period until session_start arrives (the only screen polling csd does).
 DIALOG_CHECK_INTERVAL = 0.2
@@ -65,7 +67,7 @@ EXIT_STATUS_WAIT = 3.0
 
 def hook_command() -> str:
     """The hook as launch configures it: this interpreter, isolated (-I -S: no site, fast start)."""
-    hook = Path(__file__).resolve().parent / "hook.py"
+    hook = Path(__file__).resolve().parent / RUN_HOOK
     return f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(hook))}"
 
 
@@ -416,7 +418,8 @@ def _hooks_in_session(session: int) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                if b"hook.py" in f.read():
+                cmdline = f.read()
+                if RUN_HOOK.encode() in cmdline or b"hook.py" in cmdline:
                     found.append(int(entry.name))
         except OSError:
             continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
-from csd.events import TURN_ENDS, Event
+from csd.events import SYNTHETIC_PROMPT_PREFIX, TURN_ENDS, Event
 from csd.value import Value
 
 
@@ -160,7 +160,7 @@ class Worker:
             self.prompt_id = event.prompt_id
             self.turn_start = event
             prompt = event.data.get("prompt")
-            if self.bg_pending and isinstance(prompt, str) and prompt.startswith("<task-notification>"):
+            if self.bg_pending and isinstance(prompt, str) and prompt.startswith(SYNTHETIC_PROMPT_PREFIX):
                 self.bg_pending = {a for a in self.bg_pending if f"<task-id>{a}</task-id>" not in prompt}
         elif name == "post_tool_use":
             response = event.data.get("tool_response")

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from csd.events import SYNTHETIC_PROMPT_PREFIX
+
 __all__ = [
     "ApiState",
     "Interrupt",
@@ -53,7 +55,6 @@ _COMMAND_PREFIXES = (
     "<user-memory-input>",
 )
 _INTERRUPT_PREFIX = "[Request interrupted by user"
-_TASK_NOTIFICATION_PREFIX = "<task-notification>"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,65 +293,72 @@ def turns(entries: Entries) -> list[Turn]:
     # Older versions wrote subagent lines into the main file; a subagent file holds nothing else.
     if any(not e.get("isSidechain") for e in convo):
         convo = [e for e in convo if not e.get("isSidechain")]
-
-    done: list[Turn] = []
-    current: _Builder | None = None
-    # A slash command of its own prompt: becomes the current turn only if the assistant answers it.
-    pending: _Builder | None = None
+    walk = _Walk()
     seen: set[str] = set()
-
     for entry in convo:
         uuid = entry.get("uuid")
         if isinstance(uuid, str):
             if uuid in seen:
                 continue
             seen.add(uuid)
-
         if entry.get("type") == "assistant":
-            if current is None and pending is not None:
-                current, pending = pending, None
-            if current is not None:
-                _add_assistant(current, entry)
-            continue
+            walk.assistant(entry)
+        else:
+            walk.user(entry)
+    walk.close()
+    return walk.done
 
+
+class _Walk:
+    """turns()' walk over the conversation lines: the turn being collected, and the one a slash command
+    of its own prompt would become if the assistant answered it (``pending``)."""
+
+    def __init__(self) -> None:
+        self.done: list[Turn] = []
+        self.current: _Builder | None = None
+        self.pending: _Builder | None = None
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.done.append(self.current.freeze())
+        self.current = None
+
+    def assistant(self, entry: Mapping[str, Any]) -> None:
+        if self.current is None and self.pending is not None:
+            self.current, self.pending = self.pending, None
+        if self.current is not None:
+            _add_assistant(self.current, entry)
+
+    def user(self, entry: Mapping[str, Any]) -> None:
         kind, text = _classify_user(entry)
-        if kind == "skip":
-            continue
         if kind in ("prompt", "synthetic"):
-            if current is not None:
-                done.append(current.freeze())
-            pending = None
-            current = _Builder(entry, text, synthetic=kind == "synthetic")
-        elif kind == "tool_result":
-            if current is not None:
-                current.items.extend(_tool_results(entry))
-        elif kind == "interrupt":
-            if current is not None:
-                current.items.append(Interrupt(text.strip()))
+            self.close()
+            self.pending = None
+            self.current = _Builder(entry, text, synthetic=kind == "synthetic")
+        elif kind == "tool_result" and self.current is not None:
+            self.current.items.extend(_tool_results(entry))
+        elif kind == "interrupt" and self.current is not None:
+            self.current.items.append(Interrupt(text.strip()))
         elif kind == "compact":
-            if current is not None:
-                done.append(current.freeze())
-            current = pending = None
+            self.close()
+            self.pending = None
         elif kind == "command":
-            prompt_id = _str_or_none(entry.get("promptId"))
-            # Without a promptId of its own (older versions, or one run inside this turn such as a
-            # skill the model invoked) the line cannot be told apart from the turn: leave the turn alone.
-            if prompt_id is None or (current is not None and prompt_id == current.prompt_id):
-                continue
-            if current is not None:
-                done.append(current.freeze())
-                current = None
-            name = _command_prompt(text)
-            if pending is not None and pending.prompt_id == prompt_id:
-                # Caveat, name and stdout lines of one command share its promptId.
-                if name and not pending.prompt.startswith("/"):
-                    pending.prompt = name
-                continue
-            pending = _Builder(entry, name or text, synthetic=False)
+            self.command(entry, text)
 
-    if current is not None:
-        done.append(current.freeze())
-    return done
+    def command(self, entry: Mapping[str, Any], text: str) -> None:
+        prompt_id = _str_or_none(entry.get("promptId"))
+        # Without a promptId of its own (older versions, or one run inside this turn such as a
+        # skill the model invoked) the line cannot be told apart from the turn: leave the turn alone.
+        if prompt_id is None or (self.current is not None and prompt_id == self.current.prompt_id):
+            return
+        self.close()
+        name = _command_prompt(text)
+        if self.pending is not None and self.pending.prompt_id == prompt_id:
+            # Caveat, name and stdout lines of one command share its promptId.
+            if name and not self.pending.prompt.startswith("/"):
+                self.pending.prompt = name
+            return
+        self.pending = _Builder(entry, name or text, synthetic=False)
 
 
 def last_turn(entries: Entries, *, include_synthetic: bool = True) -> Turn | None:
@@ -437,7 +445,7 @@ def _classify_user(entry: Mapping[str, Any]) -> tuple[str, str]:
     if (
         origin_kind == "task-notification"
         or entry.get("promptSource") == "system"
-        or head.startswith(_TASK_NOTIFICATION_PREFIX)
+        or head.startswith(SYNTHETIC_PROMPT_PREFIX)
     ):
         return "synthetic", text
     return "prompt", text

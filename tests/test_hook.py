@@ -200,7 +200,8 @@ def _plugin_copy(tmp_path: Path) -> Path:
     for part in (".claude-plugin", "hooks", "skills"):
         shutil.copytree(PLUGIN_DIR / part, copy / part)
     (copy / "csd").mkdir()
-    shutil.copy(ROOT / "csd" / "hook.py", copy / "csd" / "hook.py")
+    for script in ("hook.py", "run_hook.py"):
+        shutil.copy(ROOT / "csd" / script, copy / "csd" / script)
     return copy
 
 

@@ -35,6 +35,14 @@ def test_what_runs_outside_csd_imports_only_the_standard_library(module: str) ->
     assert {n.split(".")[0] for n in imports(PKG / f"{module}.py")} <= {"__future__", "_json", "errno", "fcntl", "json", "os", "select", "stat", "sys", "time"}
 
 
+def test_run_hook_is_a_stub_that_imports_the_hook_only() -> None:
+    """Claude Code runs csd/run_hook.py for each event: it is compiled on every run, so it holds nothing but
+    the import of csd/hook.py (compiled once) and the call."""
+    assert imports(PKG / "run_hook.py") == {"sys", "hook"}
+    code = [ln for ln in (PKG / "run_hook.py").read_text().split('"""')[2].splitlines() if ln.strip()]
+    assert len(code) == 4, code
+
+
 #: What a read-side command must not import: each costs a command that only reads a file and asks tmux once
 #: a large part of its start-up (bench/: status against the bare interpreter). asyncio, rich and inotify are
 #: the engine's; transitions the driving supervisor's (states.py folds by the table); dataclasses brings
@@ -85,7 +93,7 @@ PURE, BASE, ADAPTER, ENGINE, COMMANDS, ENTRY = range(6)
 for _layer, _names in {
     # no I/O, no environment: what a test can call with values and check values; and the two programs that
     # run outside csd (standard library only, no csd import), whose tables the core reads
-    PURE: ("csd", "value", "errors", "clock", "events", "states", "prompt", "attention", "transcript", "screen", "hook", "envfile"),
+    PURE: ("csd", "value", "errors", "clock", "events", "states", "prompt", "attention", "transcript", "screen", "hook", "run_hook", "envfile"),
     # what every adapter may use: the environment (config), stderr (console), bounded line reading, /proc
     BASE: ("config", "console", "lines", "proc"),
     # each talks to one outside thing
@@ -101,7 +109,7 @@ SIM_PREFIXES = ("sim", "simworker", "siminput")
 #: machine library, pure too).
 PURE_STDLIB = {"__future__", "collections", "dataclasses", "datetime", "enum", "json", "posixpath", "re", "typing", "transitions"}
 #: The programs that run outside csd: in the PURE layer for what they declare, but they do I/O when run.
-OUTSIDE = ("hook", "envfile")
+OUTSIDE = ("hook", "run_hook", "envfile")
 
 
 def csd_modules() -> dict[str, Path]:
