@@ -673,9 +673,7 @@ async def adopt(name: str, cwd: str, session_id: str, extra: list[str], invocati
 
 
 def _print_launched(launched: Launched) -> None:
-    from rich.console import Console
-    from rich.panel import Panel
-
+    """The shim on stdout; what was made on stderr (a panel on a terminal: rich is only loaded for one)."""
     m = launched.meta
     wdir = WorkersDir()
     body = (
@@ -687,8 +685,13 @@ def _print_launched(launched: Launched) -> None:
         f"pane:        {launched.how}\n"
         f"reproduce: {launched.reproduce}"
     )
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    console.print(Panel(body, title=f"worker {m.tmux_name} ready", expand=False), markup=False) if console.is_terminal else console.print(body, markup=False)
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.panel import Panel
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(Panel(body, title=f"worker {m.tmux_name} ready", expand=False), markup=False)
+    else:
+        err(body)
     print(launched.shim, flush=True)
 
 
