@@ -94,19 +94,19 @@ class Sandbox:
 
 
 def simworker_command(root: Path) -> str:
-    """The simulated worker next to this interpreter, else a wrapper that runs ``python -m csd.simworker``."""
+    """The simulated worker next to this interpreter, else a wrapper that runs ``python -m csd.sim``."""
     script = Path(sys.executable).parent / "csd-simworker"
     if script.is_file() and os.access(script, os.X_OK):
         return str(script)
     (root / "bin").mkdir(exist_ok=True)
     wrapper = root / "bin" / "csd-simworker"
     package_parent = Path(__file__).resolve().parent.parent
-    # PYTHONPATH: the worker runs in another cwd, where `-m csd.simworker` would not find an uninstalled csd.
+    # PYTHONPATH: the worker runs in another cwd, where `-m csd.sim` would not find an uninstalled csd.
     wrapper.write_text(
         "#!/bin/sh\n"
         f"PYTHONPATH={shlex.quote(str(package_parent))}${{PYTHONPATH:+:$PYTHONPATH}}\n"
         "export PYTHONPATH\n"
-        f'exec {shlex.quote(sys.executable)} -m csd.simworker "$@"\n'
+        f'exec {shlex.quote(sys.executable)} -m csd.sim "$@"\n'
     )
     wrapper.chmod(0o700)
     return str(wrapper)

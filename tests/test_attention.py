@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from csd.render import watch
-from csd.simworker import API_ERROR_TEXT
+from csd.sim.directives import API_ERROR_TEXT
 from support import Env, csd, launch, listed, until
 from test_render import Redraws, stop_watch, text_of
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from csd import hook
-from csd.simworker import PRICE_INPUT_USD, PRICE_OUTPUT_USD
+from csd.sim.session import PRICE_INPUT_USD, PRICE_OUTPUT_USD
 from support import Env, csd, launch, listed, until
 
 HOOK = str(Path(hook.__file__).resolve())

@@ -24,7 +24,7 @@ def imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", ["events", "states", "transcript", "config", "errors", "prompt", "siminput"])
+@pytest.mark.parametrize("module", ["events", "states", "transcript", "config", "errors", "prompt", "sim/keys"])
 def test_pure_modules_import_no_io_frameworks(module: str) -> None:
     found = {n for n in imports(PKG / f"{module}.py") if n.split(".")[0] in {"asyncio", "subprocess", "rich", "inotify_simple"} or n in FORBIDDEN_IN_PURE}
     assert found == set()

@@ -12,7 +12,7 @@ import random
 import pytest
 
 from csd.prompt import CHUNK_UNITS, InputLine, clean_prompt, input_line, input_stream, unknown_command
-from csd.siminput import InputBox, Key, KeyParser
+from csd.sim.keys import InputBox, Key, KeyParser
 
 SEED = 20261129
 ROUNDS = 3000

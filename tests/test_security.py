@@ -53,7 +53,7 @@ class Stranger:
             pytest.skip(f"no {py} that another user may run (this interpreter lives in {sys.prefix})")
         site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_relative_to(sys.prefix))
         sim = self.home / "simworker"
-        sim.write_text(f"#!/bin/sh\nexec {py} -m csd.simworker \"$@\"\n")
+        sim.write_text(f"#!/bin/sh\nexec {py} -m csd.sim \"$@\"\n")
         sim.chmod(0o755)
         return {"PATH": os.environ["PATH"], "HOME": str(self.home), "PYTHONPATH": f"{ROOT}:{site}", "CSD_PY": str(py),
                 "CSD_CLAUDE_BIN": str(sim), "CSD_SIM_IDLE_SECONDS": "3600"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -15,9 +16,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from csd import simworker
-from csd.simworker import (Key, KeyParser, encode_project_dir, model_display_name, parse_directives, record_trust,
-                           workspace_trusted)
+from csd.sim.agents import TASK_NOTIFICATION_NOTE
+from csd.sim.directives import parse_directives
+from csd.sim.files import record_trust, workspace_trusted
+from csd.sim.hooks import HOOK_EVENTS
+from csd.sim.keys import Key, KeyParser
+from csd.sim.options import SIM_CLAUDE_VERSION, SimUsageError, parse_args
+from csd.sim.screen import model_display_name
+from csd.transcript import encode_cwd as encode_project_dir
 
 SIM_SCRIPT = Path(sys.executable).with_name("csd-simworker")
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -44,7 +50,7 @@ os.write(fd, (json.dumps(rec) + "\\n").encode())
 T = TypeVar("T")
 
 # The events csd's own plugin registers; the newer ones (SubagentStart, PostToolBatch, PostCompact) fire only
-# when a hook asks for them, so a test opts in with settings(events=simworker.HOOK_EVENTS).
+# when a hook asks for them, so a test opts in with settings(events=HOOK_EVENTS).
 CSD_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Notification", "Stop",
               "SubagentStop", "PreCompact", "SessionEnd")
 
@@ -227,6 +233,37 @@ def test_encode_project_dir_follows_claude_code() -> None:
     assert len(enc) > 201 and enc[201:].isalnum() and enc[201:] == enc[201:].lower()
 
 
+def test_the_sim_uses_only_csds_pure_modules() -> None:
+    """The simulated worker stands in for Claude Code, a separate program: of csd it imports only pure modules,
+    never the engine or the command layers it is there to exercise."""
+    pure = {"csd.clock", "csd.events", "csd.prompt", "csd.transcript"}
+    found: dict[str, set[str]] = {}
+    for path in sorted((Path(__file__).resolve().parent.parent / "csd" / "sim").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                if name.split(".")[0] == "csd" and not name.startswith("csd.sim"):
+                    found.setdefault(name, set()).add(path.name)
+    assert found.keys() <= pure, found
+    assert len(list((Path(__file__).resolve().parent.parent / "csd" / "sim").glob("*.py"))) > 10
+
+
+def test_the_command_line_is_read_permissively_like_claudes() -> None:
+    """Known options act (``--name value`` or ``--name=value``); unknown ones take the words up to the next option;
+    a boolean flag takes none, so the word after it is the prompt; ``--`` ends the options."""
+    opts = parse_args(["--disallowed-tools", "A", "B", "--settings", "s1", "--settings={}", "--model=m",
+                       "--dangerously-skip-permissions", "hello", "--plugin-dir", "p", "-c", "ignored"])
+    assert (opts.settings, opts.model, opts.plugin_dirs, opts.prompt) == (["s1", "{}"], "m", ["p"], "hello")
+    assert opts.skip_permissions and opts.continue_last and not opts.print_mode
+    assert parse_args(["--", "-v"]).prompt == "-v" and not parse_args(["--", "-v"]).show_version
+    assert parse_args(["-r", "abc"]).resume == "abc" and parse_args(["--resume=abc"]).resume == "abc"
+    for bad, message in ((["--resume"], "session picker"), (["--resume", "-c"], "session picker"),
+                         (["--model"], "option '--model' needs a value"), (["--session-id", "--x"], "needs a value")):
+        with pytest.raises(SimUsageError, match=message):
+            parse_args(bad)
+
+
 def test_directives_are_found_in_order_and_rest_of_line_ones_swallow_the_line() -> None:
     found = parse_directives("x TOOL:Bash:echo CRASH\nSLEEP:1.5 CHANGE HANG BG:2\nREPLY: hi there")
     assert [(d.kind, d.name, d.arg, d.seconds) for d in found] == [
@@ -245,9 +282,9 @@ def test_key_parser_keeps_a_paste_split_across_reads_whole() -> None:
 
 
 def test_version_and_help_from_both_entry_points() -> None:
-    for argv in ([str(SIM_SCRIPT)], [sys.executable, "-m", "csd.simworker"]):
+    for argv in ([str(SIM_SCRIPT)], [sys.executable, "-m", "csd.sim"]):
         out = subprocess.run([*argv, "--version"], capture_output=True, text=True, timeout=10)
-        assert out.returncode == 0 and out.stdout == f"{simworker.SIM_CLAUDE_VERSION} (Claude Code simulated)\n"
+        assert out.returncode == 0 and out.stdout == f"{SIM_CLAUDE_VERSION} (Claude Code simulated)\n"
     out = subprocess.run([str(SIM_SCRIPT), "--help"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0 and "TOOL:Bash:<cmd>" in out.stdout and "CSD_SIM_IDLE_SECONDS" in out.stdout
     for new in ("TOOL:Agent:<json>", "BG:0", "CSD_SIM_TRUST_DIALOG=auto", "CSD_SIM_TURN_SECONDS",
@@ -634,7 +671,7 @@ def agent_prompt(**fields: Any) -> str:
 def test_tool_agent_runs_in_the_background_with_the_real_payloads(sim: SimHarness) -> None:
     """TOOL:Agent like 2.1.330: background even with run_in_background false; SubagentStart/PostToolBatch fire."""
     sid = str(uuid.uuid4())
-    started(sim, "--session-id", sid, events=simworker.HOOK_EVENTS)
+    started(sim, "--session-id", sid, events=HOOK_EVENTS)
     ups = sim.submit(agent_prompt(prompt="SLEEP:0.5 sub task hello", run_in_background=False))
     sim.wait_event("Stop", 2)
     assert sim.names() == ["SessionStart", "UserPromptSubmit", "PreToolUse", "SubagentStart", "PostToolUse",
@@ -672,7 +709,7 @@ def test_tool_agent_runs_in_the_background_with_the_real_payloads(sim: SimHarnes
     assert note.startswith("<task-notification>\n") and note.endswith("\n</task-notification>")
     for part in (f"<task-id>{agent_id}</task-id>", f"<tool-use-id>{pre['tool_use_id']}</tool-use-id>",
                  f"<output-file>{output_file}</output-file>", "<status>completed</status>",
-                 '<summary>Agent "probe" finished</summary>', f"<note>{simworker.TASK_NOTIFICATION_NOTE}</note>",
+                 '<summary>Agent "probe" finished</summary>', f"<note>{TASK_NOTIFICATION_NOTE}</note>",
                  "<result>ECHO: SLEEP:0.5 sub task hello</result>", "<usage><subagent_tokens>"):
         assert part in note
     assert second["background_tasks"] == []
@@ -701,7 +738,7 @@ def test_bg_zero_finishes_before_the_turns_stop(sim: SimHarness) -> None:
 
 @needs_tmux
 def test_post_tool_batch_and_post_compact_fire_when_configured(sim: SimHarness) -> None:
-    started(sim, events=simworker.HOOK_EVENTS)
+    started(sim, events=HOOK_EVENTS)
     sim.submit("TOOL:Bash:echo batch-ok")
     sim.wait_event("Stop")
     assert sim.names() == ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolBatch", "Stop"]

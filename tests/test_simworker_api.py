@@ -6,7 +6,7 @@ from datetime import datetime
 
 from test_simworker import SimHarness, needs_tmux, sim, started, wait_until  # noqa: F401  (sim is a fixture)
 
-from csd.simworker import API_ERROR_TEXT
+from csd.sim.directives import API_ERROR_TEXT
 
 
 def _ts(line: dict) -> float:

@@ -1,7 +1,7 @@
 """The simulated worker's keyboard and input line: terminal input decoded into keys (bracketed pastes kept whole),
 and Claude Code 2.1.330's input box as it edits them (placeholders for big pastes, bash mode, C-a/C-e/C-u, ...).
 
-Standard library only (plus csd.prompt, which is too), like csd-simworker.
+Pure and standard library only (plus csd.prompt, which is too).
 """
 
 from __future__ import annotations
@@ -52,70 +52,88 @@ class KeyParser:
         self._buf += data
         keys: list[Key] = []
         while self._buf:
-            buf = self._buf
             if self._paste is not None:
-                end = buf.find(PASTE_END)
-                if end < 0:
-                    # Hold back a tail that could be the start of the end marker split across reads.
-                    keep = next((k for k in range(min(len(PASTE_END) - 1, len(buf)), 0, -1)
-                                 if PASTE_END.startswith(buf[-k:])), 0)
-                    self._paste.append(buf[:len(buf) - keep])
-                    self._buf = buf[len(buf) - keep:]
-                    break
-                self._paste.append(buf[:end])
-                self._buf = buf[end + len(PASTE_END):]
-                # Observed (2.1.330): each CR in a paste is a line break of its own (a CRLF arrives as two), and a
-                # tab becomes four spaces.
-                text = "".join(self._paste).replace("\r", "\n").replace("\t", "    ")
-                self._paste = None
-                keys.append(Key("paste", text))
-                continue
-            ch = buf[0]
-            if ch == "\x1b":
-                if len(buf) == 1:
-                    break  # maybe the start of a sequence: wait for more, or flush_escape()
-                if buf[1] == "[":
-                    m = _CSI_RE.match(buf)
-                    if m is None:
-                        if _CSI_PARTIAL_RE.fullmatch(buf):
-                            break  # incomplete sequence: wait for the rest
-                        keys.append(Key("esc"))
-                        self._buf = buf[1:]
-                        continue
-                    seq = m.group(0)
-                    self._buf = buf[len(seq):]
-                    if seq == PASTE_START:
-                        self._paste = []
-                    else:
-                        keys.append(Key(_CSI_KEYS.get(seq[2:].lstrip("1;"), "unknown")))
-                    continue
-                if buf[1] == "O":
-                    if len(buf) < 3:
-                        break
-                    keys.append(Key(_CSI_KEYS.get(buf[2], "unknown")))
-                    self._buf = buf[3:]
-                    continue
+                done = self._feed_paste(keys)
+            elif self._buf[0] == "\x1b":
+                done = self._feed_escape(keys)
+            else:
+                done = self._feed_plain(keys)
+            if done:
+                break  # the rest may be the start of a sequence: wait for more input
+        return keys
+
+    def _feed_paste(self, keys: list[Key]) -> bool:
+        """Inside a bracketed paste: collect up to its end marker; True when the input ran out first."""
+        assert self._paste is not None
+        buf = self._buf
+        end = buf.find(PASTE_END)
+        if end < 0:
+            # Hold back a tail that could be the start of the end marker split across reads.
+            keep = next((k for k in range(min(len(PASTE_END) - 1, len(buf)), 0, -1)
+                         if PASTE_END.startswith(buf[-k:])), 0)
+            self._paste.append(buf[:len(buf) - keep])
+            self._buf = buf[len(buf) - keep:]
+            return True
+        self._paste.append(buf[:end])
+        self._buf = buf[end + len(PASTE_END):]
+        # Observed (2.1.330): each CR in a paste is a line break of its own (a CRLF arrives as two), and a
+        # tab becomes four spaces.
+        text = "".join(self._paste).replace("\r", "\n").replace("\t", "    ")
+        self._paste = None
+        keys.append(Key("paste", text))
+        return False
+
+    def _feed_escape(self, keys: list[Key]) -> bool:
+        """An ESC: a CSI or SS3 key, a paste's start, or the Escape key; True when more input is needed."""
+        buf = self._buf
+        if len(buf) == 1:
+            return True  # maybe the start of a sequence: wait for more, or flush_escape()
+        if buf[1] == "[":
+            m = _CSI_RE.match(buf)
+            if m is None:
+                if _CSI_PARTIAL_RE.fullmatch(buf):
+                    return True  # incomplete sequence: wait for the rest
                 keys.append(Key("esc"))
                 self._buf = buf[1:]
-                continue
-            if ch in _CTRL_KEYS:
-                keys.append(Key(_CTRL_KEYS[ch]))
-                self._buf = buf[1:]
-                continue
-            m = _PRINTABLE_RE.match(buf)
-            if m is None:
-                self._buf = buf[1:]  # other control characters (tab, C-a, ...) do nothing here
-                continue
-            keys.append(Key("text", m.group(0)))
-            self._buf = buf[m.end():]
-        return keys
+                return False
+            seq = m.group(0)
+            self._buf = buf[len(seq):]
+            if seq == PASTE_START:
+                self._paste = []
+            else:
+                keys.append(Key(_CSI_KEYS.get(seq[2:].lstrip("1;"), "unknown")))
+            return False
+        if buf[1] == "O":
+            if len(buf) < 3:
+                return True
+            keys.append(Key(_CSI_KEYS.get(buf[2], "unknown")))
+            self._buf = buf[3:]
+            return False
+        keys.append(Key("esc"))
+        self._buf = buf[1:]
+        return False
+
+    def _feed_plain(self, keys: list[Key]) -> bool:
+        """A control key or a run of printable text."""
+        buf = self._buf
+        if buf[0] in _CTRL_KEYS:
+            keys.append(Key(_CTRL_KEYS[buf[0]]))
+            self._buf = buf[1:]
+            return False
+        m = _PRINTABLE_RE.match(buf)
+        if m is None:
+            self._buf = buf[1:]  # other control characters (tab, C-a, ...) do nothing here
+            return False
+        keys.append(Key("text", m.group(0)))
+        self._buf = buf[m.end():]
+        return False
 
 
 #: Observed (2.1.330): one paste longer than this (UTF-16 units) becomes a "[Pasted text #N]" placeholder.
 PASTE_LIMIT = CHUNK_UNITS
 #: Slash commands the simulated worker knows; any other ``/word`` is refused with "Unknown command: /word".
 SLASH_COMMANDS = frozenset({"/exit", "/quit", "/clear", "/compact"})
-_SLASH_WORD = re.compile(r"/[^/\s]+")
+SLASH_WORD = re.compile(r"/[^/\s]+")
 
 
 def _utf16_len(text: str) -> int:
