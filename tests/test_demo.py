@@ -133,7 +133,7 @@ def test_fan_out_gives_each_worker_a_different_length() -> None:
 
 
 def test_demo_without_the_console_script_runs_the_simworker_module(home: Path, tmp_path: Path) -> None:
-    """An interpreter with no csd-simworker beside it (csd run from a source tree): the demo wraps ``-m csd.simworker``."""
+    """An interpreter with no csd-simworker beside it (csd run from a source tree): the demo wraps ``-m csd.sim``."""
     import site
 
     import csd

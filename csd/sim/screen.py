@@ -217,11 +217,13 @@ class Screen:
         if frame.busy:
             bottom += ["✻ Working…", ""]
         elif frame.agents:
-            bottom += [f"✻ Waiting for {frame.agents} background agent{'s' if frame.agents != 1 else ''} to finish", ""]
+            plural = "s" if frame.agents != 1 else ""
+            bottom += [f"✻ Waiting for {frame.agents} background agent{plural} to finish", ""]
         box = frame.box
         # The real input line is ❯ + a no-break space (U+00A0); an empty box with queued prompts shows a hint.
         shown_box = box.text if box.text or not frame.queued else "Press up to edit queued messages"
-        box_rows = wrap_rows(shown_box, width, "!\u00a0" if box.mode == "shell" else "❯\u00a0", "  ", 8)
+        prompt = "!\u00a0" if box.mode == "shell" else "❯\u00a0"
+        box_rows = wrap_rows(shown_box, width, prompt, "  ", 8)
         bottom += ["─" * width, *box_rows, "─" * width, self.footer(frame)]
         if self.notice:
             bottom.append(f"  {self.notice}")

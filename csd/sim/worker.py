@@ -18,7 +18,8 @@ from csd.sim.keyboard import Keyboard
 from csd.sim.keys import Key, KeyParser
 from csd.sim.options import DEFAULT_MODEL, ENV_EXIT_AFTER_START, Options, Tuning
 from csd.sim.runtime import Runtime
-from csd.sim.screen import BYPASS_CHOICES, BYPASS_DIALOG, TRUST_CHOICES, TRUST_DIALOG, Frame, Screen, SimDialog, Terminal
+from csd.sim.screen import (BYPASS_CHOICES, BYPASS_DIALOG, TRUST_CHOICES, TRUST_DIALOG, Frame, Screen, SimDialog,
+                            Terminal)
 from csd.sim.session import Session
 from csd.sim.tools import Tools
 from csd.sim.turnqueue import TurnQueue
