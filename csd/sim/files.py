@@ -15,6 +15,8 @@ from csd.transcript import encode_cwd, transcript_path
 
 
 def claude_config_dir(env: Mapping[str, str]) -> Path:
+    """Claude Code's config dir in ``env``: $CLAUDE_CONFIG_DIR, else $HOME/.claude (csd.config.claude_dir reads
+    csd's own environment the same way; this program is told its environment, so tests can hand it one)."""
     if env.get("CLAUDE_CONFIG_DIR"):
         return Path(env["CLAUDE_CONFIG_DIR"])
     return Path(env.get("HOME") or os.path.expanduser("~")) / ".claude"
@@ -22,8 +24,7 @@ def claude_config_dir(env: Mapping[str, str]) -> Path:
 
 def transcript_path_for(env: Mapping[str, str], cwd: str, session_id: str) -> Path:
     """A session's transcript under the config dir ``env`` names: csd's rule, the one Claude Code follows."""
-    return Path(transcript_path(cwd, session_id, home=env.get("HOME") or None,
-                                config_dir=env.get("CLAUDE_CONFIG_DIR") or None))
+    return Path(transcript_path(str(claude_config_dir(env)), cwd, session_id))
 
 
 def latest_session(env: Mapping[str, str], cwd: str) -> str | None:
