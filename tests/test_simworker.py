@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from csd.sim.files import record_trust, workspace_trusted
 from csd.sim.hooks import HOOK_EVENTS
 from csd.sim.keys import Key, KeyParser
 from csd.sim.options import SIM_CLAUDE_VERSION, SimUsageError, parse_args
+from csd.sim.runtime import Runtime
 from csd.sim.screen import model_display_name
 from csd.transcript import encode_cwd as encode_project_dir
 
@@ -245,6 +247,29 @@ def test_the_command_line_is_read_permissively_like_claudes() -> None:
                          (["--model"], "option '--model' needs a value"), (["--session-id", "--x"], "needs a value")):
         with pytest.raises(SimUsageError, match=message):
             parse_args(bad)
+
+
+def test_the_sims_tasks_belong_to_one_group_whose_failure_is_seen() -> None:
+    """No task of the simulator is fire-and-forget: one that fails fails the task group (the program then exits
+    70 with its traceback), and cancel_all() leaves nothing running when the program ends."""
+    async def fail() -> None:
+        raise RuntimeError("a bug in the simulator")
+
+    async def scenario(failing: bool) -> list[bool]:
+        runtime = Runtime()
+        async with asyncio.TaskGroup() as group:
+            runtime.attach(group)
+            sleepers = [runtime.spawn(asyncio.sleep(3600)) for _ in range(3)]
+            if failing:
+                runtime.spawn(fail())
+                await asyncio.sleep(3600)  # cancelled by the failure
+            runtime.cancel_all()
+        return [t.cancelled() for t in sleepers]
+
+    assert asyncio.run(scenario(False)) == [True, True, True]
+    with pytest.raises(ExceptionGroup) as caught:
+        asyncio.run(scenario(True))
+    assert [str(e) for e in caught.value.exceptions] == ["a bug in the simulator"]
 
 
 def test_directives_are_found_in_order_and_rest_of_line_ones_swallow_the_line() -> None:
