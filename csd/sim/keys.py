@@ -133,6 +133,7 @@ class KeyParser:
 PASTE_LIMIT = CHUNK_UNITS
 #: Slash commands the simulated worker knows; any other ``/word`` is refused with "Unknown command: /word".
 SLASH_COMMANDS = frozenset({"/exit", "/quit", "/clear", "/compact"})
+#: A first word that is a command name (``/word``), not a path such as ``/tmp/x`` (which is sent as a prompt).
 SLASH_WORD = re.compile(r"/[^/\s]+")
 
 
