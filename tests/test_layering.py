@@ -104,7 +104,7 @@ for _layer, _names in {
 }.items():
     LAYERS.update(dict.fromkeys(_names, _layer))
 #: The simulated worker stands in for Claude Code: a separate program that may use the pure core only.
-SIM_PREFIXES = ("sim", "simworker", "siminput")
+SIM_PREFIXES = ("sim",)
 #: What the pure core may import besides csd: nothing that reads, writes or runs (transitions is the state
 #: machine library, pure too).
 PURE_STDLIB = {"__future__", "collections", "dataclasses", "datetime", "enum", "json", "posixpath", "re", "typing", "transitions"}
