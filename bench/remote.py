@@ -145,7 +145,7 @@ def main() -> int:
         rpath = fake_worker(far_w, "away", str(sock_r / "s"), root)
         # the controller's record and shim of the remote worker, as launch --host writes them
         meta = far_w.metas()[0]
-        remote._write_record(local_w, remote.Record("away", "far", meta.session_id, meta.cwd, str(far_w.path), str(far_w.shim_path("away"))))
+        remote.write_record(local_w, remote.Record("away", "far", meta.session_id, meta.cwd, str(far_w.path), str(far_w.shim_path("away"))))
         shim_r = str(local_w.write_shim("away", host="far"))
         shim_l = str(WorkersDir(local_w.path).write_shim("near", socket=str(sock_l / "s")))
         subprocess.run([*remote.ssh_argv(host), "true"], check=True, env=env)  # opens the shared connection

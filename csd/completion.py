@@ -1,6 +1,6 @@
 """Shell completion: the bash, zsh and fish scripts ``csd completion SHELL`` prints.
 
-Each script is generated from csd's own command parsers, so commands, options and event types are those
+Each script is generated from csd's command table (csd/commands/table.py), so commands, options and event types are those
 of the csd that printed it (``eval "$(csd completion bash)"`` in a shell's start-up file keeps it
 current). Worker names are read when TAB is pressed, by the shell itself from ``bin/`` (one shim per
 worker) of the workers dir: the one ``--workers-dir`` names on the line, else ``$CSD_WORKERS_DIR``, else
@@ -19,9 +19,10 @@ import argparse
 from collections.abc import Iterable
 
 from csd import __version__, config
+from csd.commands.table import event_arg, parsers
+from csd.events import EVENT_NAMES
 from csd.value import Value
 
-SHELLS = ("bash", "zsh", "fish")
 WORKERS, DIRS, FREE = "@workers", "@dirs", "-"
 #: what a positional argument completes to, by its dest; any other dest is free text (a new name, a prompt, ...)
 POSITIONAL_KINDS = {"cwd": DIRS, "names": WORKERS, "pattern": WORKERS}
@@ -68,10 +69,7 @@ def _command(key: str, parser: argparse.ArgumentParser, events: tuple[str, ...],
 
 def commands() -> tuple[tuple[str, ...], tuple[str, ...], list[Command]]:
     """(top-level command names, per-worker command names, what each command completes)."""
-    from csd.cli import build_parsers, event_arg
-    from csd.events import EVENT_NAMES
-
-    top, per = build_parsers()
+    top, per = parsers()
     pinning = tuple(config.PINNING_OPTIONS)
     values = (("--worker", WORKERS), *((o, DIRS if o == "--workers-dir" else FREE) for o in pinning))
     specs = [Command(GLOBAL, ("--worker", *pinning, "--help", "--version"), values, (), False)]
@@ -250,23 +248,33 @@ def _fish_switch(var: str, arms: list[tuple[str, str]], default: str) -> str:
 
 
 def fish(top: tuple[str, ...], per: tuple[str, ...], specs: list[Command]) -> str:
-    opt_arms, val_arms, pos_arms = _arms(specs)
-    opts = _fish_switch("$argv[1]", opt_arms, "echo ''")
-    vals = _fish_switch("$argv[1]", val_arms, "return 1")
-    posf = _fish_switch("$argv[1]", pos_arms, "echo '-'")
     return f"""{_header("fish")}# Load it with:  csd completion fish | source   (e.g. in ~/.config/fish/config.fish),
 # or save it as ~/.config/fish/completions/csd.fish.
 
+{_fish_tables(specs)}
+function __csd_complete
+{_FISH_WALK}{_fish_kind(top, per)}{_FISH_OFFER}end
+complete -c csd -f -a '(__csd_complete)'
+"""
+
+
+def _fish_tables(specs: list[Command]) -> str:
+    """The fish functions of the three lookups (_sh_tables' case statements, as switches)."""
+    opt_arms, val_arms, pos_arms = _arms(specs)
+    return f"""\
 function __csd_opts  # top:CMD or per:CMD -> its options
-{opts}
+{_fish_switch("$argv[1]", opt_arms, "echo ''")}
 end
 function __csd_optval  # KEY:OPTION -> what its value completes to; fails when it takes none
-{vals}
+{_fish_switch("$argv[1]", val_arms, "return 1")}
 end
 function __csd_pos  # KEY:INDEX -> what that positional completes to
-{posf}
-end
-function __csd_complete
+{_fish_switch("$argv[1]", pos_arms, "echo '-'")}
+end"""
+
+
+#: fish's walk over the words before the cursor (as _sh_walk's): leaves cmd, key, want, pos, dashdash, worker, dir
+_FISH_WALK = f"""\
     set -l words (commandline -opc)
     set -l cur (commandline -ct)
     set -l worker ''
@@ -315,6 +323,12 @@ function __csd_complete
         end
         set pos (math $pos + 1)
     end
+"""
+
+
+def _fish_kind(top: tuple[str, ...], per: tuple[str, ...]) -> str:
+    """What fits the cursor (kind, and the prefix kept before a worker name)."""
+    return f"""\
     set -l kind ''
     set -l prefix ''
     if test -n "$want"  # the cursor is on an option's value
@@ -337,6 +351,11 @@ function __csd_complete
     else
         set kind (__csd_pos $key:$pos)
     end
+"""
+
+
+#: offer what the kind says: directories, worker names (the shims in the workers dir's bin/), or the words
+_FISH_OFFER = f"""\
     switch $kind
         case '{DIRS}'
             __fish_complete_directories $cur
@@ -353,8 +372,6 @@ function __csd_complete
         case '*'
             string split ' ' -- $kind
     end
-end
-complete -c csd -f -a '(__csd_complete)'
 """
 
 

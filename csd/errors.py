@@ -1,8 +1,20 @@
-"""csd's error types; cli.main turns each into its exit code and one line on stderr."""
+"""csd's error types and the exit-code table; cli.main turns each error into its exit code and one line on stderr."""
 
 from __future__ import annotations
 
-OK, FAILURE, USAGE, NOT_RUNNING, TURN_FAILED, HOST_UNREACHABLE, HOST_CSD, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
+OK, FAILURE, USAGE, NOT_RUNNING, TURN_FAILED, HOST_UNREACHABLE, HOST_CSD, INTERRUPTED, TERMINATED = 0, 1, 2, 3, 4, 5, 6, 130, 143
+
+#: every exit code csd uses and what it means (``csd help`` prints it; the controller skill lists it)
+EXIT_CODES = (
+    (OK, "ok"),
+    (FAILURE, "failure, including a timeout"),
+    (USAGE, "usage error (unknown command, option, event type, state or bad value)"),
+    (NOT_RUNNING, "the worker is not running (terminated or gone) and the command needs a live one"),
+    (TURN_FAILED, "the turn ended in an API error (stop_failure); the line on stderr names the error and what to do"),
+    (HOST_UNREACHABLE, "a remote host cannot be reached over SSH (network, authentication refused, host key, connection lost)"),
+    (HOST_CSD, "csd is missing on a remote host, or of an incompatible version"),
+    (INTERRUPTED, f"interrupted (Ctrl-C); {TERMINATED} for SIGTERM. Either way locks are released and a half-made worker removed"),
+)
 
 
 class CsdError(Exception):
@@ -64,3 +76,9 @@ class HostCsd(CsdError):
     """csd is missing on a remote host, or is a version this csd cannot drive."""
 
     exit_code = HOST_CSD
+
+
+class Terminated(CsdError):
+    """SIGTERM ended a command; its clean-up ran (locks released, a half-made worker removed)."""
+
+    exit_code = TERMINATED

@@ -560,7 +560,7 @@ def _remote_rows(rows: LiveRows, pattern: str) -> list[Any]:
     """The streams of the remote workers this controller knows, their rows added to ``rows``."""
     if not rows.sup.wdir.remote_dir.is_dir():
         return []
-    from csd import remote
+    from csd.commands import remote
 
     streams = remote.watch_streams(rows.sup.wdir, pattern, rows.changed)
     rows.extra_rows.append(lambda: remote.watch_rows(streams, rows._clock))

@@ -12,7 +12,8 @@ import pytest
 
 from support import Env
 from csd import __version__
-from csd.cli import help_text, main
+from csd.cli import main
+from csd.commands.table import help_text
 from csd.events import EVENT_NAMES
 from csd.states import STATES
 
@@ -174,3 +175,15 @@ def test_read_events_last_and_type(env: Env, capsys: pytest.CaptureFixture[str])
     assert [json.loads(x)["event"] for x in out.splitlines()] == ["pre_tool_use", "stop"]
     out = run(capsys, "--worker", "r", "read-events", "--type", "pre_tool_use")[1]
     assert len(out.splitlines()) == 2
+
+
+def test_every_handler_the_table_names_is_a_function() -> None:
+    """Handlers are named as "module:function" (imported only when their command runs): each names one."""
+    import importlib
+
+    from csd.cli import REMOTE_WORKER
+    from csd.commands.table import TABLE
+
+    for ref in [c.handler for c in TABLE] + [REMOTE_WORKER]:
+        module, _, name = ref.partition(":")
+        assert callable(getattr(importlib.import_module(module), name, None)), ref

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from csd.cli import build_parsers
+from csd.commands.table import parsers
 from csd.completion import script
 from csd.events import EVENT_NAMES
 from support import Env, csd, launch
@@ -22,14 +22,14 @@ needs = {sh: pytest.mark.skipif(not HAVE[sh], reason=f"{sh} is not installed (.c
 
 # (what is typed before TAB, what bash offers); the workers dir holds api-fix, api-docs and billing
 CASES = [
-    ("csd ", " ".join(build_parsers()[0])),
+    ("csd ", " ".join(parsers()[0])),
     ("csd l", "launch list"),
     ("csd -", "--worker --workers-dir --tmux-socket --help --version"),
     ("csd --tmux-socket ", ""),
     ("csd --tmux-socket /tmp/s --worker api-f", "api-fix"),
     ("csd --worker api-", "api-docs api-fix"),
     ("csd --worker api-f", "api-fix"),
-    ("csd --worker api-fix ", " ".join(build_parsers()[1])),
+    ("csd --worker api-fix ", " ".join(parsers()[1])),
     ("csd --worker api-fix st", "status stop"),
     ("csd --worker api-fix read-events --", "--last --type --follow"),
     ("csd --worker api-fix read-events --type s", "session_start stop stop_failure subagent_stop session_end"),
@@ -222,7 +222,7 @@ def test_zsh_script_autoloads_from_fpath(env: Env, tmp_path: Path) -> None:
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_every_command_option_and_event_is_in_the_script(shell: str) -> None:
     text = csd("completion", shell).stdout.decode()
-    top, per = build_parsers()
+    top, per = parsers()
     for name, parser in [*top.items(), *per.items()]:
         assert name in text, name
         for action in parser._actions:

@@ -50,7 +50,7 @@ def test_run_hook_is_a_stub_that_imports_the_hook_only() -> None:
 #: for the terminal width (cli.Parser asks os). csd.transcript only when --json must read the transcript (a
 #: working worker, a failed turn; the worker here is idle).
 NOT_ON_THE_READ_PATH = ("asyncio", "rich", "inotify_simple", "transitions", "dataclasses", "inspect", "typing", "shutil",
-                        "csd.supervisor", "csd.lifecycle", "csd.watch", "csd.commands", "csd.render", "csd.transcript")
+                        "csd.supervisor", "csd.lifecycle", "csd.watch", "csd.commands.engine", "csd.commands.manage", "csd.render", "csd.transcript")
 READ_COMMANDS = (["status"], ["status", "--json"], ["session-id"], ["events-file"])
 
 

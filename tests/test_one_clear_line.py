@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from csd.cli import tsv_field
+from csd.commands.read import tsv_field
 from support import Env, csd, tmpfs
 
 DEEP = 100_000

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from csd import bundled
-from csd.cli import EXIT_CODES, build_parsers, help_text
+from csd.commands.table import help_text, parsers
+from csd.errors import EXIT_CODES
 from csd.config import VARS
 from csd.errors import CsdError
 from csd.events import EVENT_NAMES
@@ -30,7 +31,7 @@ def test_skill_has_frontmatter() -> None:
 
 
 def test_every_command_in_help_is_in_the_skill() -> None:
-    top, per = build_parsers()
+    top, per = parsers()
     text = help_text()
     for cmd in top:
         assert f"csd {cmd}" in text and f"csd {cmd}" in SKILL, cmd
@@ -39,7 +40,7 @@ def test_every_command_in_help_is_in_the_skill() -> None:
 
 
 def test_every_command_the_skill_uses_exists() -> None:
-    top, per = build_parsers()
+    top, per = parsers()
     code = "\n".join(re.findall(r"```sh\n(.*?)```", SKILL, re.S) + re.findall(r"`([^`\n]+)`", SKILL))
     assert code.count("csd ") > 20
     for cmd in re.findall(r"\bcsd ([a-z][a-z-]+)", code):

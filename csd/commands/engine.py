@@ -1,103 +1,98 @@
-"""The CLI's event-driven commands: each runs one Supervisor and prints what the command answers."""
+"""The engine's commands: send, converse, wait-for-turn (one worker, or the fan-out over many), read-events
+--follow, watch and demo. Each returns a coroutine that runs one Supervisor and prints what the command
+answers; cli runs it (Ctrl-C and SIGTERM cancel it, so its clean-up runs)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import shlex
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from csd import config
+from csd.commands import out, read_prompt, resolve
 from csd.console import err
-from csd.errors import OK, TURN_FAILED, CsdError, EmptyReply
+from csd.errors import OK, TURN_FAILED, CsdError, EmptyReply, UsageError
 from csd.events import Event
 from csd.supervisor import Supervisor
 from csd.workers import Meta, WorkersDir
 
 
-def out(text: str) -> None:
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
+def send(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    wdir, meta = resolve(args.worker, warn=False)
+    return _send(wdir, meta, read_prompt(args.prompt), args.shell)
 
 
+async def _send(wdir: WorkersDir, meta: Meta, prompt: str, shell: bool) -> int:
+    async with Supervisor(wdir) as sup:
+        ev = await sup.send(meta.tmux_name, prompt, shell=shell)
+        err(f"csd: submitted to {meta.tmux_name!r} (events line {ev.line_no})")
+    return OK
 
 
-async def run_command(handle: str | None, cmd: str, args: argparse.Namespace, read_prompt: Callable[[str], str]) -> int:
-    """Run one async command for the CLI; CsdError propagates to cli.main, which maps it to an exit code."""
-    if cmd == "launch":
-        from csd.lifecycle import launch
+def converse(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    wdir, meta = resolve(args.worker, warn=False)
+    return _converse(wdir, meta, read_prompt(args.prompt), args)
 
-        return await launch(args.name, args.cwd, args.claude_args, args.invocation)
-    if cmd == "adopt":
-        from csd.lifecycle import adopt
 
-        return await adopt(args.name, args.cwd, args.session_id, args.claude_args, args.invocation)
-    if cmd == "demo":
-        from csd.demo import demo
+def wait_for_turn(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    wdir, meta = resolve(args.worker, warn=False)
+    return _wait_for_turn(wdir, meta, args)
 
-        return await demo(args.workers, table=not args.no_table)
-    if cmd == "watch":
-        from csd.render import watch
 
-        return await watch(args.pattern, notify=args.notify)
+def watch(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from csd.render import watch
+
+    return watch(args.pattern, notify=args.notify)
+
+
+def demo(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from csd.demo import demo
+
+    return demo(args.workers, table=not args.no_table)
+
+
+def fan_wait(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """``csd wait-for-turn --any|--all NAME... [TIMEOUT]``: local workers through one Supervisor; any remote
+    one makes it csd.commands.remote's (one stream per host)."""
+    args.names, args.timeout = _names_and_timeout(list(args.names))
     wdir = WorkersDir()
-    if cmd == "wait-for-turn" and handle is None:
-        for name in args.names:
-            wdir.resolve(name)  # every unknown name rejected before any wait
-        async with Supervisor(wdir, machine=False) as sup:  # a waiter only reads states: no transitions import
-            return await _fan_wait(sup, args)
-    assert handle is not None
-    if not wdir.check() and cmd != "stop":
-        raise CsdError(f"unknown worker {handle!r}: workers dir {wdir.path} does not exist; start one with: csd launch NAME DIR")
-    if cmd == "stop":
-        from csd.errors import UnknownWorker
-        from csd.lifecycle import stop
+    if any(wdir.remote_path(n).is_file() for n in args.names if "/" not in n):
+        from csd.commands import remote
 
+        return remote.fan_wait(args)
+    for name in args.names:
+        wdir.resolve(name)  # every unknown name rejected before any wait
+    return _fan_wait(wdir, args)
+
+
+def _names_and_timeout(names: list[str]) -> tuple[list[str], float]:
+    """NAME... [TIMEOUT]: the last word is the timeout when it reads as one (default 60 s)."""
+    from csd.commands.table import timeout_arg
+
+    if len(names) > 1:
         try:
-            meta = wdir.resolve(handle)
-        except UnknownWorker as exc:
-            await _check_stopped(wdir, handle, exc, own_dir=getattr(args, "own_dir", False))
-            err(f"csd: no worker {handle!r} in {wdir.path}: already stopped, nothing to do")
-            return OK
-        return await stop(meta, wdir)
-    meta = wdir.resolve(handle)
-    prompt = read_prompt(args.prompt) if cmd in ("send", "converse") else ""
-    async with Supervisor(wdir, machine=cmd != "wait-for-turn") as sup:  # a waiter only reads states
-        if cmd == "wait-for-turn":
-            return await _wait_for_turn(sup, meta, args)
-        if cmd == "send":
-            ev = await sup.send(meta.tmux_name, prompt, shell=args.shell)
-            err(f"csd: submitted to {meta.tmux_name!r} (events line {ev.line_no})")
-            return OK
-        if cmd == "converse":
-            return await _converse(sup, wdir, meta, prompt, args)
-    raise CsdError(f"unknown command {cmd!r}")
+            return names[:-1], timeout_arg(names[-1])
+        except argparse.ArgumentTypeError as exc:
+            # 'nan', '-1', 'inf', '5_0': meant as a timeout, unless a worker has that name
+            if _numberish(names[-1]) and not _is_worker(names[-1]):
+                raise UsageError(f"csd wait-for-turn: {exc}") from None
+    return names, 60.0
 
 
-async def _check_stopped(wdir: WorkersDir, handle: str, unknown: CsdError, own_dir: bool) -> None:
-    """``stop`` of a handle with no meta says "already stopped" only when the worker is provably gone:
-    never for a likely typo, a tmux session of that name alive on this server, or a shim's own workers dir
-    (a shim's worker has its meta there until csd stops it: something else removed it)."""
-    from csd import tmux
+def _numberish(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
-    if getattr(unknown, "suggestions", ()):
-        raise unknown
-    socket = config.tmux_socket()
-    server = f"tmux socket {socket}" if socket else "the default tmux server"
-    if await tmux.has_session(handle, socket):
-        raise CsdError(
-            f"no worker {handle!r} in {wdir.path}, but a tmux session {handle!r} is alive on {server}: nothing "
-            f"stopped (csd does not know it as a worker); bring it back with: csd adopt {handle} CWD SESSION_ID, "
-            f"or end it with: {shlex.join(tmux.argv(['kill-session', '-t', tmux.session_target(handle)], socket))}"
-        )
-    if own_dir:
-        raise CsdError(
-            f"no worker {handle!r} in {wdir.path}, this shim's workers dir: nothing stopped, and there is no tmux "
-            f"session {handle!r} on {server}; its files were removed by something other than stop (csd list --all)"
-        )
+
+def _is_worker(name: str) -> bool:
+    wdir = WorkersDir()
+    return wdir.check() and any(m.tmux_name == name for m in wdir.metas())
 
 
 def timed_out(message: str) -> CsdError:
@@ -107,7 +102,12 @@ def timed_out(message: str) -> CsdError:
     return tmux.unanswered() or CsdError(message)
 
 
-async def _wait_for_turn(sup: Supervisor, meta: Meta, args: argparse.Namespace) -> int:
+async def _wait_for_turn(wdir: WorkersDir, meta: Meta, args: argparse.Namespace) -> int:
+    async with Supervisor(wdir, machine=False) as sup:  # a waiter only reads states: no transitions import
+        return await _wait_in(sup, meta, args)
+
+
+async def _wait_in(sup: Supervisor, meta: Meta, args: argparse.Namespace) -> int:
     try:
         # tracking asks tmux about the worker's process: inside the timeout, which holds whatever tmux does
         async with asyncio.timeout(args.timeout):
@@ -125,7 +125,12 @@ async def _wait_for_turn(sup: Supervisor, meta: Meta, args: argparse.Namespace) 
     return OK
 
 
-async def _fan_wait(sup: Supervisor, args: argparse.Namespace) -> int:
+async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace) -> int:
+    async with Supervisor(wdir, machine=False) as sup:  # a waiter only reads states: no transitions import
+        return await _fan_wait_in(sup, args)
+
+
+async def _fan_wait_in(sup: Supervisor, args: argparse.Namespace) -> int:
     try:
         async with asyncio.timeout(args.timeout):
             if args.any:
@@ -149,7 +154,12 @@ def report_ended(ended: list[tuple[str, Event]], failure: Callable[[str, Event],
     return TURN_FAILED if failed else OK
 
 
-async def _converse(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: str, args: argparse.Namespace) -> int:
+async def _converse(wdir: WorkersDir, meta: Meta, prompt: str, args: argparse.Namespace) -> int:
+    async with Supervisor(wdir) as sup:
+        return await _converse_in(sup, wdir, meta, prompt, args)
+
+
+async def _converse_in(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: str, args: argparse.Namespace) -> int:
     try:
         async with asyncio.timeout(args.timeout):
             reply = await sup.converse(meta.tmux_name, prompt)

@@ -1,0 +1,43 @@
+"""The command layer: one handler per csd command, declared in csd/commands/table.py. Handlers print the
+answer on stdout and lines on stderr (csd.console), and return an exit code (or a coroutine that does).
+
+By theme: ``read`` (status, list, read-events, read-turn, ...: no engine), ``engine`` (send, converse, the
+waits, watch, demo: one Supervisor each), ``manage`` (launch, adopt, stop, prune, grant-consent),
+``install`` (plugin-dir, skill, completion, help) and ``remote`` (workers on other hosts, ``csd stream``).
+This module holds what several of them use, and stays light: every read-side command imports it."""
+
+from __future__ import annotations
+
+import sys
+
+from csd.console import err
+from csd.errors import CsdError, UsageError
+from csd.workers import Meta, WorkersDir
+
+
+def out(text: str) -> None:
+    """One answer line on stdout, flushed (a controller reads it at once)."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def resolve(handle: str, warn: bool = True) -> tuple[WorkersDir, Meta]:
+    """The workers dir and the meta of the worker ``handle`` names (a name or either session id);
+    ``warn``: say which unreadable metas were skipped."""
+    wdir = WorkersDir()
+    if not wdir.check():
+        raise CsdError(f"unknown worker {handle!r}: workers dir {wdir.path} does not exist; start one with: csd launch NAME DIR")
+    return wdir, wdir.resolve(handle, err if warn else None)
+
+
+def read_prompt(arg: str) -> str:
+    """A prompt argument: the text itself, or ``-``: stdin (UTF-8)."""
+    if arg != "-":
+        return arg
+    if sys.stdin.isatty():
+        err("csd: reading the prompt from the terminal; end it with Ctrl-D")
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the prompt on stdin is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); send UTF-8 text") from None

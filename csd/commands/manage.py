@@ -1,0 +1,144 @@
+"""The commands that make and remove workers: launch, adopt, stop, prune, grant-consent.
+
+launch, adopt and stop are one small handler each over csd/lifecycle.py (which does the work); with
+``--host``, launch and adopt are csd.commands.remote's."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from csd import config
+from csd.commands.read import survey
+from csd.console import err
+from csd.errors import OK, CsdError
+from csd.states import State
+from csd.workers import WorkersDir
+
+
+def launch(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    if args.host is not None:
+        from csd.commands import remote
+
+        return remote.launch(args.host, args.name, args.cwd, args.claude_args)
+    from csd.lifecycle import launch
+
+    return launch(args.name, args.cwd, args.claude_args, args.invocation)
+
+
+def adopt(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    if args.host is not None:
+        from csd.commands import remote
+
+        return remote.launch(args.host, args.name, args.cwd, args.claude_args, args.session_id)
+    from csd.lifecycle import adopt
+
+    return adopt(args.name, args.cwd, args.session_id, args.claude_args, args.invocation)
+
+
+def stop(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    return _stop(WorkersDir(), args.worker, args.own_dir)
+
+
+async def _stop(wdir: WorkersDir, handle: str, own_dir: bool) -> int:
+    from csd.errors import UnknownWorker
+    from csd.lifecycle import stop
+
+    try:
+        meta = wdir.resolve(handle)
+    except UnknownWorker as exc:
+        await _check_stopped(wdir, handle, exc, own_dir)
+        err(f"csd: no worker {handle!r} in {wdir.path}: already stopped, nothing to do")
+        return OK
+    return await stop(meta, wdir)
+
+
+async def _check_stopped(wdir: WorkersDir, handle: str, unknown: CsdError, own_dir: bool) -> None:
+    """``stop`` of a handle with no meta says "already stopped" only when the worker is provably gone:
+    never for a likely typo, a tmux session of that name alive on this server, or a shim's own workers dir
+    (a shim's worker has its meta there until csd stops it: something else removed it)."""
+    from csd import tmux
+
+    if getattr(unknown, "suggestions", ()):
+        raise unknown
+    socket = config.tmux_socket()
+    server = f"tmux socket {socket}" if socket else "the default tmux server"
+    if await tmux.has_session(handle, socket):
+        raise CsdError(
+            f"no worker {handle!r} in {wdir.path}, but a tmux session {handle!r} is alive on {server}: nothing "
+            f"stopped (csd does not know it as a worker); bring it back with: csd adopt {handle} CWD SESSION_ID, "
+            f"or end it with: {shlex.join(tmux.argv(['kill-session', '-t', tmux.session_target(handle)], socket))}"
+        )
+    if own_dir:
+        raise CsdError(
+            f"no worker {handle!r} in {wdir.path}, this shim's workers dir: nothing stopped, and there is no tmux "
+            f"session {handle!r} on {server}; its files were removed by something other than stop (csd list --all)"
+        )
+
+
+def prune(args: argparse.Namespace) -> int:
+    """Remove the files of every gone worker; never a live one, nor one whose launch may be under way or
+    whose lock is held. One line per worker on stdout: what was (or, with --dry-run, would be) removed."""
+    from csd.supervisor import WorkerLock
+
+    wdir = WorkersDir()
+    if not wdir.check():
+        err(f"No workers dir at {wdir.path}: nothing to prune")
+        return OK
+    surveyed = survey(wdir, wdir.metas(err), count_lines=False)
+    kept = {m.tmux_name for m, w, _ in surveyed if w.state != State.GONE or wdir.launch_under_way(m)}
+    pruned = 0
+    for m, w, sid in surveyed:
+        if w.state != State.GONE or wdir.launch_under_way(m):
+            continue
+        # a live worker of the same name (a newer launch) owns bin/NAME: its shim stays
+        files = [p for p in wdir.files_of(m) if not (p == wdir.shim_path(m.tmux_name) and m.tmux_name in kept)]
+        if args.dry_run:
+            print(f"would remove {m.tmux_name} ({sid}): {' '.join(str(p) for p in files)}")
+            pruned += 1
+            continue
+        try:
+            with WorkerLock(wdir, m, "csd prune"):
+                for p in files:
+                    if p != wdir.lock_path(m.session_id):
+                        p.unlink(missing_ok=True)
+                wdir.lock_path(m.session_id).unlink(missing_ok=True)
+        except CsdError as exc:
+            err(f"csd: skipping gone worker {m.tmux_name!r}: {exc}")
+            continue
+        print(f"removed {m.tmux_name} ({sid}): {' '.join(str(p) for p in files)}", flush=True)
+        pruned += 1
+    if wdir.remote_dir.is_dir():
+        from csd.commands import remote
+
+        pruned += remote.prune(wdir, args.dry_run)
+    if not pruned:
+        err(f"No gone workers in {wdir.path}: nothing to prune")
+    return OK
+
+
+def grant_consent(args: argparse.Namespace) -> int:
+    from csd.clock import now_iso
+    from csd.workers import consent_path
+
+    path = consent_path()
+    if path.is_file():
+        err(f"Consent already granted ({path}).")
+        return OK
+    err(
+        "csd launches Claude Code workers with --dangerously-skip-permissions: they run tools without asking.\n"
+        "Type 'yes' to consent (recorded at " + str(path) + "): "
+    )
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+    else:
+        line = input()
+    if line.strip().lower() != "yes":
+        raise CsdError(f"consent not granted (got {line.strip()!r}, expected 'yes')")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"granted {now_iso()}\n")
+    err(f"Consent recorded at {path}.")
+    return OK
