@@ -46,6 +46,7 @@ except ImportError:
 sys.path.insert(0, str(REPO / "tests"))
 
 from csd import remote  # noqa: E402
+from csd.commands.remote import write_record  # noqa: E402
 from csd.workers import CONSENT_FILE, Meta, WorkersDir, now_iso  # noqa: E402
 from sshd import descendants, make_sshd, short_dir  # noqa: E402
 
@@ -145,7 +146,7 @@ def main() -> int:
         rpath = fake_worker(far_w, "away", str(sock_r / "s"), root)
         # the controller's record and shim of the remote worker, as launch --host writes them
         meta = far_w.metas()[0]
-        remote.write_record(local_w, remote.Record("away", "far", meta.session_id, meta.cwd, str(far_w.path), str(far_w.shim_path("away"))))
+        write_record(local_w, remote.Record("away", "far", meta.session_id, meta.cwd, str(far_w.path), str(far_w.shim_path("away"))))
         shim_r = str(local_w.write_shim("away", host="far"))
         shim_l = str(WorkersDir(local_w.path).write_shim("near", socket=str(sock_l / "s")))
         subprocess.run([*remote.ssh_argv(host), "true"], check=True, env=env)  # opens the shared connection

@@ -97,7 +97,7 @@ def _remote_host(worker: str) -> str | None:
     wdir = WorkersDir()
     if not wdir.remote_path(worker).is_file():
         return None
-    from csd import remote
+    from csd.commands import remote
 
     return remote.host_of(wdir, worker)
 

@@ -1,7 +1,8 @@
-"""Workers on other machines, the SSH side: the hosts file, one multiplexed SSH connection per host, the
-local records of remote workers, running the remote csd, and the controller's end of the per-host event
-stream behind ``list``, ``watch`` and the fan-out waits. No command-line code: the commands that use it
-(``launch --host``, forwarded per-worker commands, ``csd stream``'s serving side) are csd/commands/remote.py.
+"""Workers on other machines, the SSH side: the hosts file, one multiplexed SSH connection per host,
+running the remote csd, and the controller's end of the per-host event stream behind ``list``, ``watch``
+and the fan-out waits. No command-line code and no workers-dir files: the commands that use it (``launch
+--host``, forwarded per-worker commands, ``csd stream``'s serving side) and the local records of remote
+workers are csd/commands/remote.py's.
 
 csd runs on each host and does there what it does here (tmux, hooks, inotify, its state machines); this
 module only carries commands and answers across SSH. What crosses the boundary:
@@ -30,14 +31,11 @@ import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from csd import __version__, config
 from csd.console import err
 from csd.errors import OK, USAGE, CsdError, HostCsd, HostUnreachable, UsageError
-
-if TYPE_CHECKING:
-    from csd.workers import WorkersDir
 
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: ssh's own exit status for a fault of its own (connection, authentication, host key, dropped link).
@@ -219,12 +217,13 @@ def close(host: Host) -> None:
     subprocess.run([*ssh_argv(host)[:-2], "-O", "exit", "--", host.ssh], capture_output=True)
 
 
-# ---------------------------------------------------------------- local records of remote workers
+# ---------------------------------------------------------------- remote workers
 
 
 @dataclass(frozen=True)
 class Record:
-    """What the controller keeps of a remote worker: where it is and how to reach it."""
+    """What the controller keeps of a remote worker: where it is and how to reach it (csd/commands/remote.py
+    keeps it in the workers dir)."""
 
     name: str
     host: str
@@ -236,54 +235,6 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def read_record(wdir: WorkersDir, name: str) -> Record | None:
-    try:
-        with open(wdir.remote_path(name), encoding="utf-8") as f:
-            return Record(**json.load(f))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError) as exc:
-        raise CsdError(f"unreadable record of remote worker {name!r} at {wdir.remote_path(name)}: {exc}") from None
-
-
-def records(wdir: WorkersDir) -> list[Record]:
-    d = wdir.remote_dir
-    try:
-        names = sorted(fn[: -len(".json")] for fn in os.listdir(d) if fn.endswith(".json") and not fn.startswith("."))
-    except FileNotFoundError:
-        return []
-    return [r for r in (read_record(wdir, n) for n in names) if r is not None]
-
-
-def write_record(wdir: WorkersDir, rec: Record) -> None:
-    from csd.workers import _atomic_write, _check_private_dir
-
-    d = wdir.ensure().remote_path(rec.name).parent
-    try:
-        os.mkdir(d, 0o700)
-    except FileExistsError:
-        pass
-    _check_private_dir(d)
-    _atomic_write(wdir.remote_path(rec.name), json.dumps(rec.to_json(), indent=2) + "\n", 0o600)
-
-
-def forget(wdir: WorkersDir, rec: Record) -> None:
-    """Remove the record and the local shim of a remote worker (it was stopped)."""
-    for p in (wdir.remote_path(rec.name), wdir.shim_path(rec.name)):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-
-def host_of(wdir: WorkersDir, handle: str) -> str | None:
-    """The host of a remote worker known by this name, else None (one stat: the local path stays cheap)."""
-    if "/" in handle or handle.startswith("."):
-        return None
-    rec = read_record(wdir, handle) if wdir.remote_path(handle).is_file() else None
-    return rec.host if rec is not None else None
 
 
 def by_host(recs: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:

@@ -8,10 +8,9 @@ commands print and return."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
 import shlex
-import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,15 +19,63 @@ from typing import TYPE_CHECKING, Any
 from csd.commands import read_prompt
 from csd.console import err
 from csd.errors import OK, TURN_FAILED, CsdError, NotRunning, UsageError
-from csd.remote import (
-    TURN_ENDS, Host, HostStream, Record, by_host, check_version, forget, get_host, host_for, read_record, records,
-    remote_state, run, ssh_argv, worker_argv, write_record,
-)
-from csd.workers import WorkersDir, check_name
+from csd.remote import TURN_ENDS, Host, HostStream, Record, by_host, check_version, get_host, host_for, remote_state, run, ssh_argv, worker_argv
+from csd.workers import WorkersDir, _atomic_write, _check_private_dir, check_name
 
 if TYPE_CHECKING:
+    import subprocess
+
     from csd.events import Event
     from csd.supervisor import Supervisor, Tracked
+
+
+# ---------------------------------------------------------------- the records of remote workers (in the workers dir)
+
+
+def read_record(wdir: WorkersDir, name: str) -> Record | None:
+    try:
+        with open(wdir.remote_path(name), encoding="utf-8") as f:
+            return Record(**json.load(f))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise CsdError(f"unreadable record of remote worker {name!r} at {wdir.remote_path(name)}: {exc}") from None
+
+
+def records(wdir: WorkersDir) -> list[Record]:
+    d = wdir.remote_dir
+    try:
+        names = sorted(fn[: -len(".json")] for fn in os.listdir(d) if fn.endswith(".json") and not fn.startswith("."))
+    except FileNotFoundError:
+        return []
+    return [r for r in (read_record(wdir, n) for n in names) if r is not None]
+
+
+def write_record(wdir: WorkersDir, rec: Record) -> None:
+    d = wdir.ensure().remote_path(rec.name).parent
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    _check_private_dir(d)
+    _atomic_write(wdir.remote_path(rec.name), json.dumps(rec.to_json(), indent=2) + "\n", 0o600)
+
+
+def forget(wdir: WorkersDir, rec: Record) -> None:
+    """Remove the record and the local shim of a remote worker (it was stopped)."""
+    for p in (wdir.remote_path(rec.name), wdir.shim_path(rec.name)):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def host_of(wdir: WorkersDir, handle: str) -> str | None:
+    """The host of a remote worker known by this name, else None (one stat: the local path stays cheap)."""
+    if "/" in handle or handle.startswith("."):
+        return None
+    rec = read_record(wdir, handle) if wdir.remote_path(handle).is_file() else None
+    return rec.host if rec is not None else None
 
 
 # ---------------------------------------------------------------- launch and per-worker commands
@@ -265,6 +312,8 @@ def _replayed(sup: Supervisor, trs: dict[str, Tracked], replay: dict[str, int]) 
 
 async def _stdin_closed() -> None:
     """Until stdin reaches EOF or closes (the controller closed the SSH channel)."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     closed = loop.create_future()
 
@@ -307,6 +356,8 @@ def fan_wait(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
 async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace, local: list[str], groups: dict[tuple[str, str], list[Record]],
                     hosts: dict[str, Host]) -> int:
+    import asyncio
+
     from csd.commands.engine import report_ended
     from csd.events import failure_line
     from csd.supervisor import Supervisor
@@ -362,6 +413,8 @@ def _ended(sup: Supervisor, streams: list[HostStream], local: list[str], args: a
 async def remote_wait(host: Host, rec: Record, args: argparse.Namespace) -> int:
     """A remote worker's ``wait-for-turn`` through its host's stream, so a dropped connection is re-established
     and the log replayed (``--after-line N`` is such a replay from the start: the first turn end past line N)."""
+    import asyncio
+
     from csd.events import failure_line, parse_line
 
     wake = asyncio.Event()
