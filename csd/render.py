@@ -563,7 +563,7 @@ def _remote_rows(rows: LiveRows, pattern: str) -> list[Any]:
     from csd.commands import remote
 
     streams = remote.watch_streams(rows.sup.wdir, pattern, rows.changed)
-    rows.extra_rows.append(lambda: remote.watch_rows(streams, rows._clock))
+    rows.extra_rows.append(lambda: remote.watch_rows(streams, rows._clock, WorkerRow))
     return streams
 
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 import sys
 
 from csd.console import err
-from csd.errors import CsdError, UsageError
+from csd.errors import OK, TURN_FAILED, CsdError, UsageError
 from csd.workers import Meta, WorkersDir
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a read-side command does not need it)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from csd.events import Event
 
 
 def out(text: str) -> None:
@@ -41,3 +47,14 @@ def read_prompt(arg: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"the prompt on stdin is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); send UTF-8 text") from None
+
+
+def report_ended(ended: list[tuple[str, Event]], failure: Callable[[str, Event], str | None]) -> int:
+    """Print a fan-out wait's answer (``NAME<TAB>event line``); exit 4 when any of those turns failed
+    (``failure`` gives a turn's one-line failure, None when it did not fail)."""
+    for name, ev in ended:
+        out(f"{name}\t{ev.raw}")
+    failed = [line for name, ev in ended if (line := failure(name, ev)) is not None]
+    for line in failed:
+        err(f"csd: error: {line}")
+    return TURN_FAILED if failed else OK

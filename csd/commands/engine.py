@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from csd import config
-from csd.commands import out, read_prompt, resolve
+from csd.commands import out, read_prompt, report_ended, resolve
 from csd.console import err
 from csd.errors import OK, TURN_FAILED, CsdError, EmptyReply, UsageError
 from csd.events import Event
@@ -141,17 +141,6 @@ async def _fan_wait_in(sup: Supervisor, args: argparse.Namespace) -> int:
         busy = [f"{tr.name} ({tr.describe()})" for tr in sup.tracked() if tr.state in ("working", "launching")]
         raise timed_out(f"timed out after {args.timeout:g}s; still busy: {', '.join(busy) or 'none'}") from None
     return report_ended(ended, sup.turn_failure)
-
-
-def report_ended(ended: list[tuple[str, Event]], failure: Callable[[str, Event], str | None]) -> int:
-    """Print a fan-out wait's answer (``NAME<TAB>event line``); exit 4 when any of those turns failed
-    (``failure`` gives a turn's one-line failure, None when it did not fail)."""
-    for name, ev in ended:
-        out(f"{name}\t{ev.raw}")
-    failed = [line for name, ev in ended if (line := failure(name, ev)) is not None]
-    for line in failed:
-        err(f"csd: error: {line}")
-    return TURN_FAILED if failed else OK
 
 
 async def _converse(wdir: WorkersDir, meta: Meta, prompt: str, args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from csd.commands import read_prompt
+from csd.commands import read_prompt, report_ended
 from csd.console import err
 from csd.errors import OK, TURN_FAILED, CsdError, NotRunning, UsageError
 from csd.remote import TURN_ENDS, Host, HostStream, Record, by_host, check_version, get_host, host_for, remote_state, run, ssh_argv, worker_argv
@@ -358,7 +358,6 @@ async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace, local: list[str]
                     hosts: dict[str, Host]) -> int:
     import asyncio
 
-    from csd.commands.engine import report_ended
     from csd.events import failure_line
     from csd.supervisor import Supervisor
 
@@ -454,10 +453,10 @@ def watch_streams(wdir: WorkersDir, pattern: str, changed: Callable[[], None]) -
     return [HostStream(get_host(h), rwd, recs, False, changed, follow=True) for (h, rwd), recs in groups.items()]
 
 
-def watch_rows(streams: list[HostStream], clock: Callable[[], float]) -> list[Any]:
-    """The live table's rows of remote workers (``NAME@HOST``), from their streams' latest messages."""
+def watch_rows(streams: list[HostStream], clock: Callable[[], float], row: Callable[..., Any]) -> list[Any]:
+    """The live table's rows of remote workers (``NAME@HOST``), from their streams' latest messages, each made
+    by ``row`` (csd.render.WorkerRow: given, not imported, as render imports this module)."""
     from csd.clock import epoch
-    from csd.render import WorkerRow
 
     rows = []
     for s in streams:
@@ -465,10 +464,10 @@ def watch_rows(streams: list[HostStream], clock: Callable[[], float]) -> list[An
             msg = s.latest.get(r.name)
             if s.error is not None or msg is None:
                 state = "unreachable" if s.error is not None else "launching"
-                rows.append(WorkerRow(f"{r.name}@{r.host}", state, 0.0, str(s.error or ""), 0, 0, r.cwd))
+                rows.append(row(f"{r.name}@{r.host}", state, 0.0, str(s.error or ""), 0, 0, r.cwd))
                 continue
             since = epoch(msg["since"]) if msg.get("since") else None
             seconds = max(0.0, clock() - since) if since is not None else 0.0
-            rows.append(WorkerRow(f"{r.name}@{r.host}", msg["state"], seconds, msg.get("last", ""), msg.get("turns", 0),
+            rows.append(row(f"{r.name}@{r.host}", msg["state"], seconds, msg.get("last", ""), msg.get("turns", 0),
                                   msg.get("bg", 0), msg.get("cwd", r.cwd)))
     return rows
