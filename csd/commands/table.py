@@ -149,6 +149,10 @@ class Command(Value):
         """The command as ``csd help`` shows it: its name and arguments."""
         return " ".join([self.usage or self.name, *(a.synopsis() for a in self.args)])
 
+    def flat_args(self) -> list[Arg]:
+        """Every argument, a OneOf's flags in its place."""
+        return [flag for a in self.args for flag in (a.args if isinstance(a, OneOf) else (a,))]
+
     def parser(self) -> Parser:
         p = Parser(prog=f"csd {self.name}", description=self.help)
         for a in self.args:
