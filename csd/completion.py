@@ -2,9 +2,10 @@
 
 Each script is generated from the arguments csd's command table declares (csd/commands/table.py), so
 commands, options and event types are those of the csd that printed it (``eval "$(csd completion bash)"``
-in a shell's start-up file keeps it current). Worker names are read when TAB is pressed, by the shell itself from ``bin/`` (one shim per
-worker) of the workers dir: the one ``--workers-dir`` names on the line, else ``$CSD_WORKERS_DIR``, else
-the default. No process is started for them, so completion stays instant (bench/: well under 1 ms in bash).
+in a shell's start-up file keeps it current). Worker names are read when TAB is pressed, by the shell
+itself from ``bin/`` (one shim per worker) of the workers dir: the one ``--workers-dir`` names on the line,
+else ``$CSD_WORKERS_DIR``, else the default. No process is started for them, so completion stays instant
+(bench/: well under 1 ms in bash).
 
 The three scripts share one algorithm: walk the words before the cursor to find the command (top-level,
 or per-worker after ``--worker NAME``), skip options and their values (a global option's before the
@@ -60,7 +61,8 @@ def _completes(command: table.Command) -> Completes:
         if a.is_option:
             options += a.names
             if a.kwargs.get("action") != "store_true":
-                kind = _words(EVENT_NAMES) if a.kwargs.get("type") is table.event_arg else _words(choices) if choices else FREE
+                events = a.kwargs.get("type") is table.event_arg
+                kind = _words(EVENT_NAMES) if events else _words(choices) if choices else FREE
                 values += [(o, kind) for o in a.names]
         elif not repeats:
             positionals.append(_words(choices) if choices else POSITIONAL_KINDS.get(a.names[0], FREE))

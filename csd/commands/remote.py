@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from csd.commands import read_prompt, report_ended
 from csd.console import err
 from csd.errors import OK, TURN_FAILED, CsdError, NotRunning, UsageError
-from csd.remote import TURN_ENDS, Host, HostStream, Record, by_host, check_version, get_host, host_for, remote_state, run, ssh_argv, worker_argv
+from csd.remote import (
+    TURN_ENDS, Host, HostStream, Record, by_host, check_version, get_host, host_for, remote_state, run, ssh_argv, worker_argv,
+)
 from csd.workers import WorkersDir, _atomic_write, _check_private_dir, check_name
 
 if TYPE_CHECKING:
@@ -193,7 +195,8 @@ def list_rows(wdir: WorkersDir, pattern: str) -> list[dict[str, Any]]:
         out = []
         for r in groups[key]:
             row = found.get((r.name, r.session_id))
-            out.append(_row(wdir, r, "gone") if row is None else {**row, "shim": str(wdir.shim_path(r.name)), "remote_shim": r.remote_shim, "host": r.host})
+            here = {"shim": str(wdir.shim_path(r.name)), "remote_shim": r.remote_shim, "host": r.host}
+            out.append(_row(wdir, r, "gone") if row is None else {**row, **here})
         return out
 
     with ThreadPoolExecutor(max_workers=min(16, len(groups) or 1)) as pool:
@@ -354,8 +357,8 @@ def fan_wait(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     return _fan_wait(wdir, args, local, groups, hosts)
 
 
-async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace, local: list[str], groups: dict[tuple[str, str], list[Record]],
-                    hosts: dict[str, Host]) -> int:
+async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace, local: list[str],
+                    groups: dict[tuple[str, str], list[Record]], hosts: dict[str, Host]) -> int:
     import asyncio
 
     from csd.events import failure_line
@@ -386,7 +389,8 @@ async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace, local: list[str]
         return report_ended(ended, failure)
 
 
-def _ended(sup: Supervisor, streams: list[HostStream], local: list[str], args: argparse.Namespace) -> list[tuple[str, Event]] | None:
+def _ended(sup: Supervisor, streams: list[HostStream], local: list[str],
+           args: argparse.Namespace) -> list[tuple[str, Event]] | None:
     """The fan-out wait's answer once it has one (--any: the first turn end; --all: every one), else None."""
     from csd.events import parse_line
 
