@@ -46,7 +46,7 @@ except ImportError:
 sys.path.insert(0, str(REPO / "tests"))
 
 from csd import remote  # noqa: E402
-from csd.commands.remote import write_record  # noqa: E402
+from csd.remoteworkers import write_record  # noqa: E402
 from csd.workers import CONSENT_FILE, Meta, WorkersDir, now_iso  # noqa: E402
 from sshd import descendants, make_sshd, short_dir  # noqa: E402
 

@@ -97,9 +97,9 @@ def _remote_host(worker: str) -> str | None:
     wdir = WorkersDir()
     if not wdir.remote_path(worker).is_file():
         return None
-    from csd.commands import remote
+    from csd.remoteworkers import host_of
 
-    return remote.host_of(wdir, worker)
+    return host_of(wdir, worker)
 
 
 def run(handler: str, args: argparse.Namespace) -> int:

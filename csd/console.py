@@ -18,6 +18,20 @@ def err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def submitted(name: str, line_no: int) -> str:
+    """What ``send`` says once the worker confirmed the prompt: the events line that did (a controller driving
+    a remote worker reads it back: csd.remoteworkers.send)."""
+    return f"csd: submitted to {name!r} (events line {line_no})"
+
+
+def submitted_line(stderr: str) -> int | None:
+    """The events line ``submitted`` named in ``stderr``, or None."""
+    import re
+
+    found = re.search(r"csd: submitted to .* \(events line (\d+)\)", stderr)
+    return int(found.group(1)) if found else None
+
+
 def warn_bad_line(path: object) -> Callable[[BadLine], None]:
     """What to say of an events line that is not one: the file and the line, and that it is skipped."""
     return lambda bad: err(f"csd: warning: {path}: skipping {bad}")

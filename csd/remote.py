@@ -349,6 +349,12 @@ class HostStream:
                 assert proc.stdin is not None
                 proc.stdin.close()
                 proc.terminate()
-                await proc.wait()
+            # to the end of its pipes too, or their transport outlives the event loop (a Python controller's);
+            # a cancel that lands meanwhile (the answer is in: the waiter is done with this stream) waits for that
+            try:
+                await proc.communicate()
+            except asyncio.CancelledError:
+                await proc.communicate()
+                raise
 
 

@@ -98,7 +98,7 @@ for _layer, _names in {
     BASE: ("config", "console", "lines", "proc"),
     # each talks to one outside thing
     ADAPTER: ("tmux", "watch", "workers", "transcriptfile", "remote", "bundled"),
-    ENGINE: ("supervisor", "reply", "lifecycle", "fleet"),
+    ENGINE: ("supervisor", "reply", "lifecycle", "fleet", "remoteworkers"),
     COMMANDS: ("commands", "render", "demo", "completion"),
     ENTRY: ("cli", "__main__"),
 }.items():

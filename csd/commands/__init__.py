@@ -49,11 +49,11 @@ def read_prompt(arg: str) -> str:
         raise UsageError(f"the prompt on stdin is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); send UTF-8 text") from None
 
 
-def report_ended(ended: list[tuple[str, Event]], failure: Callable[[str, Event], str | None]) -> int:
-    """Print a fan-out wait's answer (``NAME<TAB>event line``); exit 4 when any of those turns failed
-    (``failure`` gives a turn's one-line failure, None when it did not fail)."""
+def report_ended(ended: list[tuple[str, Event]], failure: Callable[[str, Event], str | None], named: bool = True) -> int:
+    """Print a wait's answer: each ended turn's event line (``NAME<TAB>line`` for a fan-out wait, ``named``);
+    exit 4 when any of those turns failed (``failure`` gives a turn's one-line failure, None when it did not)."""
     for name, ev in ended:
-        out(f"{name}\t{ev.raw}")
+        out(f"{name}\t{ev.raw}" if named else ev.raw)
     failed = [line for name, ev in ended if (line := failure(name, ev)) is not None]
     for line in failed:
         err(f"csd: error: {line}")

@@ -13,8 +13,8 @@ from typing import Any
 
 from csd import config
 from csd.commands import out, read_prompt, report_ended, resolve
-from csd.console import err
-from csd.errors import OK, TURN_FAILED, CsdError, EmptyReply, UsageError
+from csd.console import err, submitted
+from csd.errors import OK, CsdError, EmptyReply, UsageError
 from csd.events import Event
 from csd.supervisor import Supervisor
 from csd.workers import Meta, WorkersDir
@@ -28,7 +28,7 @@ def send(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 async def _send(wdir: WorkersDir, meta: Meta, prompt: str, shell: bool) -> int:
     async with Supervisor(wdir) as sup:
         ev = await sup.send(meta.tmux_name, prompt, shell=shell)
-        err(f"csd: submitted to {meta.tmux_name!r} (events line {ev.line_no})")
+        err(submitted(meta.tmux_name, ev.line_no))
     return OK
 
 
@@ -117,12 +117,7 @@ async def _wait_in(sup: Supervisor, meta: Meta, args: argparse.Namespace) -> int
         tr = sup.tracked()
         doing = f" ({tr[0].describe()})" if tr else ""
         raise timed_out(f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r} to end its turn{doing}") from None
-    out(ev.raw)
-    failure = sup.turn_failure(meta.tmux_name, ev)
-    if failure is not None:
-        err(f"csd: error: {failure}")
-        return TURN_FAILED
-    return OK
+    return report_ended([(meta.tmux_name, ev)], sup.turn_failure, named=False)
 
 
 async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace) -> int:

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from csd.commands import read_prompt, report_ended
 from csd.console import err
-from csd.errors import OK, TURN_FAILED, CsdError, NotRunning, UsageError
-from csd.remote import (
-    TURN_ENDS, Host, HostStream, Record, by_host, check_version, get_host, host_for, remote_state, run, ssh_argv, worker_argv,
-)
-from csd.workers import WorkersDir, _atomic_write, _check_private_dir, check_name
+from csd.errors import OK, CsdError, NotRunning, UsageError
+from csd import remoteworkers
+from csd.remote import TURN_ENDS, Host, HostStream, Record, by_host, get_host, run, ssh_argv, worker_argv
+from csd.remoteworkers import RemoteFailed, forget, read_record, records
+from csd.workers import WorkersDir
 
 if TYPE_CHECKING:
     import subprocess
@@ -31,98 +29,22 @@ if TYPE_CHECKING:
     from csd.supervisor import Supervisor, Tracked
 
 
-# ---------------------------------------------------------------- the records of remote workers (in the workers dir)
-
-
-def read_record(wdir: WorkersDir, name: str) -> Record | None:
-    try:
-        with open(wdir.remote_path(name), encoding="utf-8") as f:
-            return Record(**json.load(f))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError) as exc:
-        raise CsdError(f"unreadable record of remote worker {name!r} at {wdir.remote_path(name)}: {exc}") from None
-
-
-def records(wdir: WorkersDir) -> list[Record]:
-    d = wdir.remote_dir
-    try:
-        names = sorted(fn[: -len(".json")] for fn in os.listdir(d) if fn.endswith(".json") and not fn.startswith("."))
-    except FileNotFoundError:
-        return []
-    return [r for r in (read_record(wdir, n) for n in names) if r is not None]
-
-
-def write_record(wdir: WorkersDir, rec: Record) -> None:
-    d = wdir.ensure().remote_path(rec.name).parent
-    try:
-        os.mkdir(d, 0o700)
-    except FileExistsError:
-        pass
-    _check_private_dir(d)
-    _atomic_write(wdir.remote_path(rec.name), json.dumps(rec.to_json(), indent=2) + "\n", 0o600)
-
-
-def forget(wdir: WorkersDir, rec: Record) -> None:
-    """Remove the record and the local shim of a remote worker (it was stopped)."""
-    for p in (wdir.remote_path(rec.name), wdir.shim_path(rec.name)):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-
-def host_of(wdir: WorkersDir, handle: str) -> str | None:
-    """The host of a remote worker known by this name, else None (one stat: the local path stays cheap)."""
-    if "/" in handle or handle.startswith("."):
-        return None
-    rec = read_record(wdir, handle) if wdir.remote_path(handle).is_file() else None
-    return rec.host if rec is not None else None
-
-
 # ---------------------------------------------------------------- launch and per-worker commands
 
 
 def launch(host_name: str, name: str, cwd: str, claude_args: list[str], resume: str | None = None) -> int:
-    """``csd launch --host H NAME CWD`` (or ``adopt --host H NAME CWD SESSION_ID`` with ``resume``): the
-    remote csd's launch or adopt, then a local record and shim."""
-    host = get_host(host_name)
-    check_name(name)
-    wdir = WorkersDir()
-    if wdir.check():
-        _clear_the_name(wdir, name)
-    check_version(host)
-    argv = ["launch", name, cwd] if resume is None else ["adopt", name, cwd, resume]
-    proc = run(host, [*argv, "--", *claude_args], f"{argv[0]}ing {name!r}")
-    sys.stderr.buffer.write(proc.stderr)
+    """``csd launch --host H NAME CWD`` (or ``adopt --host H NAME CWD SESSION_ID`` with ``resume``): what the
+    remote launch said on stderr, as it is, and the local shim on stdout."""
+    try:
+        _, said = remoteworkers.launch(WorkersDir(), host_name, name, cwd, claude_args, resume)
+    except RemoteFailed as exc:  # the remote csd's own words and exit code, as they are
+        sys.stderr.buffer.write(exc.stderr)
+        sys.stderr.flush()
+        return exc.exit_code
+    sys.stderr.buffer.write(said)
     sys.stderr.flush()
-    if proc.returncode != OK:
-        return proc.returncode
-    remote_shim = proc.stdout.decode("utf-8", "replace").strip()
-    remote_wdir = str(Path(remote_shim).parent.parent)
-    st = run(host, ["--workers-dir", remote_wdir, "--worker", name, "status", "--json"], f"reading {name!r}'s status")
-    if st.returncode != OK:
-        sys.stderr.buffer.write(st.stderr)
-        raise CsdError(f"worker {name!r} launched on host {host.name!r} but its status could not be read; its remote shim: {remote_shim}")
-    info = json.loads(st.stdout)
-    rec = Record(name, host.name, info["first_session_id"], info["cwd"], remote_wdir, remote_shim, info.get("started_at") or "")
-    write_record(wdir, rec)
-    shim = wdir.write_shim(name, host=host.name)
-    print(shim, flush=True)
+    print(WorkersDir().shim_path(name), flush=True)
     return OK
-
-
-def _clear_the_name(wdir: WorkersDir, name: str) -> None:
-    """Refuse a name a local worker or a live remote one has; forget the record of a gone remote one."""
-    if any(m.tmux_name == name for m in wdir.metas()):
-        raise CsdError(f"a local worker {name!r} exists (shim {wdir.shim_path(name)}); stop it or pick another name")
-    old = read_record(wdir, name)
-    if old is not None:
-        state = remote_state(host_for(old), old)
-        if state != "gone":
-            raise CsdError(f"worker {name!r} already runs on host {old.host!r} ({state}); stop it first: {wdir.shim_path(name)} stop")
-        err(f"csd: clearing the record of gone remote worker {name!r} on host {old.host!r}")
-        forget(wdir, old)
 
 
 def worker_command(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
@@ -140,12 +62,12 @@ def worker_command(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     doing = f"running {cmd!r} for {handle!r}"
     if cmd in ("send", "converse"):
         prompt = read_prompt(args.prompt).encode("utf-8")
-        argv = ["send", "-"] if cmd == "send" else ["converse", *(["--with-turn"] if args.with_turn else []), "-", repr(args.timeout)]
+        argv = ["send", *(["--shell"] if args.shell else []), "-"] if cmd == "send" else ["converse", *(["--with-turn"] if args.with_turn else []), "-", repr(args.timeout)]
         return _relay(run(host, worker_argv(rec, argv), doing, stdin=prompt, capture=False))
     if cmd == "handoff":
         return _handoff(wdir, host, rec, doing)
     if cmd == "wait-for-turn":
-        return remote_wait(host, rec, args)
+        return remote_wait(rec, args)
     code = _relay(run(host, worker_argv(rec, [cmd, *args.rest]), doing, capture=False))
     if cmd == "stop" and code == OK:
         forget(wdir, rec)
@@ -341,111 +263,43 @@ async def _stdin_closed() -> None:
 
 
 def fan_wait(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    """``wait-for-turn --any/--all`` over local and remote workers: local ones through a Supervisor,
-    each host's through one stream; prints ``NAME<TAB>event line`` as the local form does."""
-    wdir = WorkersDir()
-    remote: list[Record] = []
-    local: list[str] = []
-    for n in args.names:
-        rec = read_record(wdir, n) if wdir.check() else None
-        if rec is not None:
-            remote.append(rec)
-        else:
-            local.append(wdir.resolve(n).tmux_name)  # every unknown name rejected before any wait
-    groups = by_host(remote)
-    hosts = {h: get_host(h) for h, _ in groups}
-    return _fan_wait(wdir, args, local, groups, hosts)
+    """``wait-for-turn --any/--all`` over local and remote workers (remoteworkers.TurnWait: local ones through a
+    Supervisor, each host's through one stream); prints ``NAME<TAB>event line`` as the local form does."""
+    return _fan_wait(WorkersDir(), args)
 
 
-async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace, local: list[str],
-                    groups: dict[tuple[str, str], list[Record]], hosts: dict[str, Host]) -> int:
+async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace) -> int:
     import asyncio
 
-    from csd.events import failure_line
     from csd.supervisor import Supervisor
 
-    async with Supervisor(wdir) as sup:
-        streams = [HostStream(hosts[h], rwd, recs, args.settled, sup.changed) for (h, rwd), recs in groups.items()]
-        for name in local:
-            await sup.track(name)
-        tasks = [asyncio.ensure_future(s.run()) for s in streams]
+    async with Supervisor(wdir, machine=False) as sup:  # a waiter only reads states
+        wait = remoteworkers.TurnWait(sup, args.names, args.settled)  # every unknown name rejected before any wait
         try:
             async with asyncio.timeout(args.timeout):
-                ended = await sup.wait_until(lambda: _ended(sup, streams, local, args))
+                ended = await wait.run(any_=args.any)
         except TimeoutError:
-            busy = [n for n in args.names if n in local and sup.turn_result(n, args.settled) is None]
-            busy += [r.name for s in streams for r in s.recs if r.name not in s.done]
-            raise CsdError(f"timed out after {args.timeout:g}s; still busy: {', '.join(busy) or 'none'}") from None
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        def failure(name: str, ev: Event) -> str | None:
-            if name in local:
-                return sup.turn_failure(name, ev)
-            return failure_line(name, ev) if ev.error is not None else None  # a remote turn: its stop_failure line
-
-        return report_ended(ended, failure)
+            raise CsdError(f"timed out after {args.timeout:g}s; still busy: {', '.join(wait.busy()) or 'none'}") from None
+        return report_ended(ended, wait.failure)
 
 
-def _ended(sup: Supervisor, streams: list[HostStream], local: list[str],
-           args: argparse.Namespace) -> list[tuple[str, Event]] | None:
-    """The fan-out wait's answer once it has one (--any: the first turn end; --all: every one), else None."""
-    from csd.events import parse_line
-
-    for s in streams:
-        if s.error is not None:
-            raise s.error
-    ended: list[tuple[str, Event]] = []
-    for name in args.names:
-        if name in local:
-            ev = sup.turn_result(name, args.settled)
-        else:
-            raw = next((s.done[name] for s in streams if name in s.done), None)
-            ev = parse_line(raw, 0) if raw is not None else None
-        if ev is not None:
-            ended.append((name, ev))
-            if args.any:
-                return ended
-        elif args.all:
-            return None
-    return ended if args.all else None
-
-
-async def remote_wait(host: Host, rec: Record, args: argparse.Namespace) -> int:
+async def remote_wait(rec: Record, args: argparse.Namespace) -> int:
     """A remote worker's ``wait-for-turn`` through its host's stream, so a dropped connection is re-established
     and the log replayed (``--after-line N`` is such a replay from the start: the first turn end past line N)."""
     import asyncio
 
-    from csd.events import failure_line, parse_line
+    from csd.supervisor import Supervisor
 
-    wake = asyncio.Event()
-    stream = HostStream(host, rec.remote_workers_dir, [rec], args.settled, wake.set)
-    if args.after_line is not None:
-        stream.busy_line[rec.name] = args.after_line
-    task = asyncio.ensure_future(stream.run())
-    try:
-        async with asyncio.timeout(args.timeout):
-            while rec.name not in stream.done:
-                if stream.error is not None:
-                    raise stream.error
-                await wake.wait()
-                wake.clear()
-    except TimeoutError:
-        raise CsdError(f"timed out after {args.timeout:g}s waiting for {rec.name!r} on host {host.name!r} to end its turn") from None
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    ev = parse_line(stream.done[rec.name], 0)
-    if ev.name == "gone":
-        raise NotRunning(f"worker {rec.name!r} on host {host.name!r} is gone: its process ended without session_end")
-    sys.stdout.write(ev.raw + "\n")
-    sys.stdout.flush()
-    if ev.error is not None:
-        err(f"csd: error: {failure_line(rec.name, ev)}")
-        return TURN_FAILED
-    return OK
+    async with Supervisor(WorkersDir(), machine=False) as sup:
+        wait = remoteworkers.TurnWait(sup, [rec.name], args.settled, after=None if args.after_line is None else {rec.name: args.after_line})
+        try:
+            async with asyncio.timeout(args.timeout):
+                ((_, ev),) = await wait.run(any_=True)
+        except TimeoutError:
+            raise CsdError(f"timed out after {args.timeout:g}s waiting for {rec.name!r} on host {rec.host!r} to end its turn") from None
+        if ev.name == "gone":
+            raise NotRunning(f"worker {rec.name!r} on host {rec.host!r} is gone: its process ended without session_end")
+        return report_ended([(rec.name, ev)], wait.failure, named=False)
 
 
 # ---------------------------------------------------------------- csd watch's remote rows
