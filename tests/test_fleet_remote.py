@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 import pytest
 
@@ -85,5 +84,25 @@ def test_an_unreachable_host_is_said_as_such(env: Env, far: Remote) -> None:
             far.sshd.stop()
             with pytest.raises(HostUnreachable):
                 await fleet.status("away")
+
+    run(main())
+
+
+def test_a_remote_worker_s_shim_and_the_api_run_bash_mode_on_its_host(env: Env, far: Remote) -> None:
+    """``send --shell`` reaches the remote worker as ``--shell`` (it ran the text as a prompt before)."""
+    import subprocess
+
+    from test_remote import launch_far
+
+    shim = launch_far("sh", env.root)
+    proc = subprocess.run([str(shim), "send", "--shell", "touch MADE_BY_SHIM"], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (env.root / "MADE_BY_SHIM").exists()
+
+    async def main() -> None:
+        async with Fleet() as fleet:
+            await fleet.send("sh", "touch MADE_BY_API", shell=True)
+            assert (env.root / "MADE_BY_API").exists()
+            assert not [e for e in fleet.read_events("sh") if e.name == "user_prompt_submit"]  # bash mode: no prompt
 
     run(main())
