@@ -1,4 +1,6 @@
-"""Starting and ending workers: launch, adopt, stop, the start-up dialogs, and diagnostics."""
+"""Starting and ending workers with the caller's supervisor: launch and adopt (start_worker: the claim, the pane,
+the start-up dialogs, session_start), stop (stop_worker), and the converse diagnostic. Returns values and raises
+csd.errors; the commands (csd/commands/manage.py) and csd.fleet.Fleet print and choose exit codes."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 from csd import __version__, config, tmux
 from csd.clock import now_iso
 from csd.console import err
-from csd.errors import OK, CsdError, TmuxNotAnswering, UsageError
+from csd.errors import CsdError, TmuxNotAnswering, UsageError
 from csd.hook import HOOK_TO_EVENT
 from csd.proc import proc_start, proc_stat
 from csd.screen import Dialog, detect_dialog, exit_words, last_lines, marker_on, startup_hint
@@ -30,7 +32,6 @@ from csd.workers import (
     Meta,
     WorkersDir,
     check_name,
-    check_session_id,
     consent_path,
     has_consent,
     open_regular,
@@ -632,73 +633,3 @@ def _write_private(path: str, text: str, what: str) -> None:
         raise CsdError(f"could not write {what} to {path!r}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
         f.write(text)
-
-
-# ---------------------------------------------------------------- the commands (to move to the command layer)
-
-
-class Progress:
-    """One status line on stderr, only when stderr is a terminal."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.monotonic()
-
-    def __call__(self, text: str) -> None:
-        if self.tty:
-            sys.stderr.write(f"\r\x1b[2K{self.name}: {text} ({time.monotonic() - self.t0:.1f}s)")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.tty:
-            sys.stderr.write("\r\x1b[2K")
-            sys.stderr.flush()
-
-
-async def launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None) -> int:
-    """``csd launch`` (``resume`` None) and ``csd adopt``: start it, print its shim."""
-    progress = Progress(name)
-    try:
-        async with Supervisor() as sup:
-            launched = await start_worker(sup, name, cwd, extra, invocation, resume, progress)
-    finally:
-        progress.done()
-    _print_launched(launched)
-    return OK
-
-
-async def adopt(name: str, cwd: str, session_id: str, extra: list[str], invocation: list[str]) -> int:
-    return await launch(name, cwd, extra, invocation, resume=check_session_id(session_id))
-
-
-def _print_launched(launched: Launched) -> None:
-    """The shim on stdout; what was made on stderr (a panel on a terminal: rich is only loaded for one)."""
-    m = launched.meta
-    wdir = WorkersDir()
-    body = (
-        f"tmux:        {m.tmux_name}" + (f"  (socket {m.tmux_socket})" if m.tmux_socket else "") + "\n"
-        f"session id:  {m.session_id}\n"
-        f"cwd:         {m.cwd}\n"
-        f"events file: {wdir.events_path(m.session_id)}\n"
-        f"shim:        {launched.shim}\n"
-        f"pane:        {launched.how}\n"
-        f"reproduce: {launched.reproduce}"
-    )
-    if sys.stderr.isatty():
-        from rich.console import Console
-        from rich.panel import Panel
-
-        Console(stderr=True, highlight=False, soft_wrap=True).print(Panel(body, title=f"worker {m.tmux_name} ready", expand=False), markup=False)
-    else:
-        err(body)
-    print(launched.shim, flush=True)
-
-
-async def stop(meta: Meta, wdir: WorkersDir | None = None) -> int:
-    wdir = wdir or WorkersDir()
-    sid = wdir.current_session_id(meta)  # read before stop removes the events file
-    async with Supervisor(wdir) as sup:
-        await stop_worker(sup, meta)
-    print(f"Worker {meta.tmux_name} ({sid}) stopped. Shim removed.", flush=True)
-    return OK

@@ -6,10 +6,10 @@ launch, adopt and stop are one small handler each over csd/lifecycle.py (which d
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
+import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from csd import config
 from csd.commands.read import survey
@@ -18,15 +18,16 @@ from csd.errors import OK, CsdError
 from csd.states import State
 from csd.workers import WorkersDir
 
+if TYPE_CHECKING:
+    from csd.lifecycle import Launched
+
 
 def launch(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     if args.host is not None:
         from csd.commands import remote
 
         return remote.launch(args.host, args.name, args.cwd, args.claude_args)
-    from csd.lifecycle import launch
-
-    return launch(args.name, args.cwd, args.claude_args, args.invocation)
+    return _launch(args.name, args.cwd, args.claude_args, args.invocation)
 
 
 def adopt(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
@@ -34,9 +35,65 @@ def adopt(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
         from csd.commands import remote
 
         return remote.launch(args.host, args.name, args.cwd, args.claude_args, args.session_id)
-    from csd.lifecycle import adopt
+    from csd.workers import check_session_id
 
-    return adopt(args.name, args.cwd, args.session_id, args.claude_args, args.invocation)
+    return _launch(args.name, args.cwd, args.claude_args, args.invocation, resume=check_session_id(args.session_id))
+
+
+class Progress:
+    """What launch is doing, on one status line of stderr, only when stderr is a terminal."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        if self.tty:
+            sys.stderr.write(f"\r\x1b[2K{self.name}: {text} ({time.monotonic() - self.t0:.1f}s)")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+
+
+async def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None) -> int:
+    """``csd launch`` (``resume`` None) and ``csd adopt``: start it (csd.lifecycle), print its shim."""
+    from csd.lifecycle import start_worker
+    from csd.supervisor import Supervisor
+
+    progress = Progress(name)
+    try:
+        async with Supervisor() as sup:
+            launched = await start_worker(sup, name, cwd, extra, invocation, resume, progress)
+    finally:
+        progress.done()
+    _print_launched(launched)
+    return OK
+
+
+def _print_launched(launched: Launched) -> None:
+    """The shim on stdout; what was made on stderr (a panel on a terminal: rich is only loaded for one)."""
+    m = launched.meta
+    body = (
+        f"tmux:        {m.tmux_name}" + (f"  (socket {m.tmux_socket})" if m.tmux_socket else "") + "\n"
+        f"session id:  {m.session_id}\n"
+        f"cwd:         {m.cwd}\n"
+        f"events file: {WorkersDir().events_path(m.session_id)}\n"
+        f"shim:        {launched.shim}\n"
+        f"pane:        {launched.how}\n"
+        f"reproduce: {launched.reproduce}"
+    )
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.panel import Panel
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(Panel(body, title=f"worker {m.tmux_name} ready", expand=False), markup=False)
+    else:
+        err(body)
+    print(launched.shim, flush=True)
 
 
 def stop(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
@@ -45,7 +102,8 @@ def stop(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
 async def _stop(wdir: WorkersDir, handle: str, own_dir: bool) -> int:
     from csd.errors import UnknownWorker
-    from csd.lifecycle import stop
+    from csd.lifecycle import stop_worker
+    from csd.supervisor import Supervisor
 
     try:
         meta = wdir.resolve(handle)
@@ -53,7 +111,11 @@ async def _stop(wdir: WorkersDir, handle: str, own_dir: bool) -> int:
         await _check_stopped(wdir, handle, exc, own_dir)
         err(f"csd: no worker {handle!r} in {wdir.path}: already stopped, nothing to do")
         return OK
-    return await stop(meta, wdir)
+    sid = wdir.current_session_id(meta)  # read before stop removes the events file
+    async with Supervisor(wdir) as sup:
+        await stop_worker(sup, meta)
+    print(f"Worker {meta.tmux_name} ({sid}) stopped. Shim removed.", flush=True)
+    return OK
 
 
 async def _check_stopped(wdir: WorkersDir, handle: str, unknown: CsdError, own_dir: bool) -> None:
@@ -70,7 +132,7 @@ async def _check_stopped(wdir: WorkersDir, handle: str, unknown: CsdError, own_d
         raise CsdError(
             f"no worker {handle!r} in {wdir.path}, but a tmux session {handle!r} is alive on {server}: nothing "
             f"stopped (csd does not know it as a worker); bring it back with: csd adopt {handle} CWD SESSION_ID, "
-            f"or end it with: {shlex.join(tmux.argv(['kill-session', '-t', tmux.session_target(handle)], socket))}"
+            f"or end it with: {tmux.kill_line(handle, socket)}"
         )
     if own_dir:
         raise CsdError(

@@ -229,12 +229,10 @@ def read_events(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
 
 
 def handoff(args: argparse.Namespace) -> int:
-    import shlex
-
     from csd import tmux
 
     wdir, m = resolve(args.worker)
-    attach = shlex.join(tmux.argv(["attach", "-t", tmux.session_target(m.tmux_name)], m.tmux_socket))
+    attach = tmux.attach_line(m.tmux_name, m.tmux_socket)
     print(attach)
     err(
         f"To take over worker {m.tmux_name!r}: run the line above in a terminal. Detach with Ctrl-B d to hand it back.\n"
