@@ -82,11 +82,16 @@ def test_a_stop_right_after_launch_is_not_swallowed(env: Env, monkeypatch, capfd
     it reaches its Enter well within the simulated TUI's 0.3 s."""
     import asyncio
 
-    from csd.lifecycle import stop
+    from csd.fleet import Fleet
 
     proc = csd("launch", "brief", str(env.root), env={"CSD_SIM_NOT_READY_SECONDS": "0.3"})
     assert proc.returncode == 0, proc.stderr
     monkeypatch.setenv("CSD_STOP_TIMEOUT", "5")
-    assert asyncio.run(stop(env.wdir.resolve("brief"), env.wdir)) == 0
+
+    async def stop() -> None:
+        async with Fleet(env.wdir) as fleet:
+            await fleet.stop("brief")
+
+    asyncio.run(stop())
     assert "did not exit" not in capfd.readouterr().err
     assert leftovers(env) == []
