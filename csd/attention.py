@@ -43,3 +43,8 @@ def attention(f: Facts, launch_timeout: float, bg_timeout: float) -> str | None:
         return f"idle with {f.bg_running} background task{'s' if f.bg_running != 1 else ''} that never reported back"
     return None
 
+
+def changes_with_time(f: Facts) -> bool:
+    """Whether ``attention(f)`` can change while nothing but time passes (the rules that compare
+    ``seconds_in_state``); a caller may keep the reason of any other worker until its facts change."""
+    return f.state == State.LAUNCHING or (f.state == State.IDLE and bool(f.bg_running))

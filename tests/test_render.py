@@ -399,3 +399,35 @@ def test_a_table_longer_than_the_terminal_shows_attention_rows_and_says_how_many
     body = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│") and "NAME" not in line]
     assert body == ["zz-failed", "w000", "w001", "w002", "w003"]
     assert "26 more not shown · 31 idle · 1 needs attention" in text
+
+
+# ---------------------------------------------------------------- the terminal's table, cell by cell
+
+
+WIDE = [
+    *SNAPSHOT,
+    WorkerRow("z-bad", "idle", 5, "stop_failure: rate_limit", 1, 0, "/z", attention="last turn failed: rate_limit",
+              cost_usd=0.5, outcome="api_error", turn_seconds=61),
+    WorkerRow("retry", "working", 75, "API retrying: attempt 3", 2, 0, "/r", retrying=True, cost_usd=0.0121,
+              outcome="ok", turn_seconds=3.2),
+    WorkerRow("t", "terminated", 9, "session_end (prompt_input_exit) " * 3, 4, 2, "/a/very/long/" * 8,
+              attention="terminated while its shim still exists"),
+]
+
+
+@pytest.mark.parametrize("width", [200, 120, 80, 50])
+@pytest.mark.parametrize("color_system", [None, "truecolor"])
+def test_the_terminal_table_prints_what_rich_prints(width: int, color_system: str | None) -> None:
+    """csd.livetable composes the table from cached cells; every line is the one rich prints for the same
+    Table, at each width (narrow ones shrink and wrap columns), in colour or not, again once cached."""
+    from csd.livetable import TableLines
+    from csd.render import CELL_MAKERS, row_cells, table_parts, table_template
+
+    console = Console(file=StringIO(), width=width, color_system=color_system, force_terminal=True)  # type: ignore[arg-type]
+    lines = TableLines(console, table_template(), CELL_MAKERS)
+    for rows, as_of, limit in [(WIDE, "12:00:00", None), (WIDE[:3], None, None), (WIDE, "12:00:01", 4), ([], None, None),
+                               (WIDE, "12:00:00", None)]:
+        console.file = StringIO()
+        console.print(render_table(rows, as_of, limit))
+        title, caption, shown = table_parts(rows, as_of, limit)
+        assert lines.lines(title, caption, [row_cells(r) for r in shown], width) == text_of(console).splitlines()
