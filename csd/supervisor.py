@@ -78,6 +78,8 @@ class Tracked:
     # what the transcript says of the turn's API calls (Supervisor.follow_api): while working, and after a
     # turn that failed (its attempts); None otherwise or when not followed
     api: ApiState | None = None
+    # set by each event or liveness change of this worker (Supervisor.wait_worker)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def name(self) -> str:
@@ -285,14 +287,14 @@ class Supervisor:
                 self._notify(tr, None)
 
         while True:
-            await self.wait_until(lambda: True if tr.state == State.WORKING else None)
+            await self.wait_worker(tr, lambda: tr.state == State.WORKING)
             path = transcript_file(self.wdir, tr.meta, _path_hint(tr))
             if path is not None and path.parent.is_dir():
                 async with self._transcript_dir(path.parent) as watcher:
                     changes = watcher.changes()  # before the first read: nothing written in between is missed
 
                     async def turn_over() -> None:
-                        await self.wait_until(lambda: True if tr.state != State.WORKING else None)
+                        await self.wait_worker(tr, lambda: tr.state != State.WORKING)
                         changes.close()
 
                     assert self._tg is not None
@@ -305,7 +307,7 @@ class Supervisor:
                     finally:
                         ending.cancel()
             else:
-                await self.wait_until(lambda: True if tr.state != State.WORKING else None)
+                await self.wait_worker(tr, lambda: tr.state != State.WORKING)
             end = tr.worker.turn_end
             # after the turn: keep what the transcript says of a failed one (its attempts), drop the rest
             if path is not None and end is not None and (end.error is not None or end.may_hide_api_error):
@@ -355,6 +357,7 @@ class Supervisor:
             self._notify(tr, None)
 
     def _notify(self, tr: Tracked, event: Event | None) -> None:
+        tr.changed.set()
         self.changed()
         for fn in self._listeners:
             fn(tr, event)
@@ -372,6 +375,13 @@ class Supervisor:
             if result is not None:
                 return result
             await self._changed.wait()
+
+    async def wait_worker(self, tr: Tracked, check: Callable[[], bool]) -> None:
+        """Until ``check()``, re-checked after each change of ``tr`` only: a waiter per worker (follow_api) woken
+        by every worker's events made the work per event grow with the workers (a third of watch's CPU at 200)."""
+        while not check():
+            tr.changed.clear()
+            await tr.changed.wait()
 
     async def wait_events(self, check: Callable[[], T | None]) -> T:
         """wait_until for what only the hook's next lines can bring: fails (CsdError) instead of waiting
