@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 Cell = tuple[str, str]
 Maker = Callable[[str, str], "RenderableType"]
 Edges = tuple[str, str, str]  # a row's left edge, column divider, right edge (terminal text)
-#: Cells remembered before the caches start over (a long watch sees many texts; a frame refills them).
-CACHE_LIMIT = 20_000
+#: Cells, and rows, remembered before those caches start over (a long watch sees many texts and rows; the next
+#: frame refills them). A remembered row costs ~1 KB: at 4000 the caches stay within a few MB.
+CELL_CACHE_LIMIT = 20_000
+ROW_CACHE_LIMIT = 4_000
 
 
 class TableLines:
@@ -50,6 +52,7 @@ class TableLines:
         self._border = get(t.style or "") + get(t.border_style or "")
         self._cells: dict[tuple[int, Cell, int], list[str]] = {}  # one cell's lines at a width
         self._measures: dict[tuple[tuple[Cell, ...], int], tuple[int, ...]] = {}  # a row's cells measured
+        self._cell_measures: dict[tuple[int, Cell, int], tuple[int, int]] = {}  # one cell's (widest word, width)
         self._rows: dict[tuple[int, ...], dict[tuple[Cell, ...], list[str]]] = {}  # a row's lines, per widths
         self._widths: dict[tuple[int, tuple[int, ...]], tuple[int, ...]] = {}
         self._notes: dict[tuple[str, str, int], list[str]] = {}
@@ -57,8 +60,11 @@ class TableLines:
 
     def lines(self, title: str, caption: str, rows: Sequence[tuple[Cell, ...]], width: int) -> list[str]:
         """The table's lines at most ``width`` columns wide, as rich would print them."""
-        if len(self._cells) > CACHE_LIMIT or len(self._rows) > CACHE_LIMIT:
-            for cache in (self._cells, self._measures, self._rows, self._widths, self._notes, self._boxes):
+        if len(self._measures) > ROW_CACHE_LIMIT:
+            self._measures.clear()
+            self._rows.clear()
+        if len(self._cells) + len(self._cell_measures) > CELL_CACHE_LIMIT:
+            for cache in (self._cells, self._cell_measures, self._rows, self._widths, self._notes, self._boxes):
                 cache.clear()
         widths = self._column_widths(rows, width)
         table_width = sum(widths) + self.template._extra_width
@@ -120,14 +126,15 @@ class TableLines:
         key = (row, width)
         m = self._measures.get(key)
         if m is None:
-            each = [self._measure(i, cell, width) for i, cell in enumerate(row)]
+            each = [self._cell_measures.get((i, cell, width)) or self._measure(i, cell, width) for i, cell in enumerate(row)]
             m = self._measures[key] = tuple(lo for lo, _ in each) + tuple(hi for _, hi in each)
         return m
 
     def _measure(self, i: int, cell: Cell, width: int) -> tuple[int, int]:
         options = self.console.options.update_width(width - self.template._extra_width)
         got = Measurement.get(self.console, options, Padding(self.makers[i](*cell), self.template.padding))
-        return got.minimum, got.maximum
+        m = self._cell_measures[(i, cell, width)] = (got.minimum, got.maximum)
+        return m
 
     def _table(self, rows: Sequence[Sequence[Cell | None]]) -> Table:
         """A copy of the template holding ``rows``."""

@@ -63,7 +63,7 @@ class WorkerRow:
 
     name: str
     state: str
-    seconds: float  # time in the current state, as of the snapshot
+    seconds: float  # time in the current state, as of the snapshot (to the whole second: LiveRows.snapshot)
     last_event: str  # Event.summary() of the last event, "" when there is none yet
     turns: int  # turns ended by a stop
     bg_running: int  # background tasks still running at the last stop
@@ -249,6 +249,7 @@ class _Entry:
     shim_exists: bool = True  # checked when the row enters terminated or gone (not polled)
     # the row as of its last change, its facts, and whether the clock alone can change its attention
     cached: tuple[WorkerRow, Facts, bool] | None = None
+    shown: WorkerRow | None = None  # the row of the last snapshot (kept while only time's fraction moved)
 
 
 class LiveRows:
@@ -395,7 +396,8 @@ class LiveRows:
 
     def snapshot(self) -> list[WorkerRow]:
         """The rows as of now: each worker's row is rebuilt only when something of it changed (``cached``
-        is dropped then); time in state, and the attention that depends on it, come from the clock."""
+        is dropped then); time in state, and the attention that depends on it, come from the clock (a row is
+        kept from the last snapshot while its whole seconds are the same)."""
         from csd import config
         from csd.attention import attention
 
@@ -405,12 +407,16 @@ class LiveRows:
             self._order = sorted(self._entries.values(), key=lambda e: (e.meta.tmux_name, e.meta.session_id))
         rows = []
         for e in self._order:
-            if e.cached is None:
-                e.cached = self._row_of(e, now - e.since, limits)
-            row, facts, timed = e.cached
             seconds = now - e.since
-            reason = attention(facts.replace(seconds_in_state=seconds), *limits) if timed else row.attention
-            rows.append(row.at(seconds, reason))
+            if e.cached is None:
+                e.cached, e.shown = self._row_of(e, seconds, limits), None
+            row, facts, timed = e.cached
+            shown = e.shown
+            # a row is copied when its whole seconds (all that is shown of them) or its clock's attention change
+            if shown is None or timed or int(shown.seconds) != int(seconds):
+                reason = attention(facts.replace(seconds_in_state=seconds), *limits) if timed else row.attention
+                shown = e.shown = row.at(seconds, reason)
+            rows.append(shown)
         for extra in self.extra_rows:
             rows.extend(extra())
         return rows
