@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.table import Table
@@ -20,7 +19,7 @@ from csd.clock import epoch, now_iso
 from csd.console import err
 from csd.errors import OK, CsdError
 from csd.states import State, fold
-from csd.workers import Meta, format_cost, iter_events, meta_problem, open_regular
+from csd.workers import Meta, format_cost, iter_events
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
     from csd.events import Event
     from csd.supervisor import Supervisor, Tracked
-    from csd.watch import Change
+    from csd.watch import Change, ChangeStream
 
 #: How each state is coloured in the table (the same lowercase names as everywhere else).
 STATE_STYLES: dict[str, str] = {
@@ -326,7 +325,7 @@ class LiveRows:
             if change.kind is ChangeKind.DELETED:
                 self.remove(sid)
                 return
-            meta = _read_meta(self.sup.wdir.meta_path(sid))
+            meta = self.sup.wdir.meta_if_readable(sid, _warn)
             if meta is not None:
                 await self.add(meta)
         elif name.endswith(COST_SUFFIX) and change.kind is not ChangeKind.DELETED:
@@ -478,17 +477,8 @@ class LiveRows:
         draw(rows)
 
 
-def _read_meta(path: os.PathLike[str] | str) -> Meta | None:
-    try:
-        with os.fdopen(open_regular(path), "rb") as f:
-            return Meta.from_json(json.loads(f.read()))
-    except FileNotFoundError:
-        return None  # stopped again before we looked
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, CsdError) as exc:
-        err(f"csd: warning: skipping unreadable meta {path}: {meta_problem(exc)}")
-        return None
-
-
+def _warn(message: str) -> None:
+    err(f"csd: warning: {message}")
 
 
 # ---------------------------------------------------------------- sinks
@@ -664,44 +654,56 @@ async def watch(
 
         with on_sigint(stop):
             rows = LiveRows(sup, pattern)
-            for name in sorted(os.listdir(sup.wdir.path)):
-                if name.endswith(META_SUFFIX) and not name.startswith("."):
-                    meta = _read_meta(sup.wdir.path / name)
-                    if meta is not None:
-                        await rows.add(meta)
+            for meta in sup.wdir.metas(_warn):
+                await rows.add(meta)
+            notifier = Notifier(notify) if notify else None
             sink: contextlib.AbstractContextManager[Callable[[list[WorkerRow]], None]]
             if console.is_terminal:
                 sink = live_table(console, rows.snapshot())
             else:
                 sink = contextlib.nullcontext(PlainRows(out or sys.stdout))
-            notifier = Notifier(notify) if notify else None
             with sink as draw:
-
-                def redraw(snapshot: list[WorkerRow]) -> None:
-                    draw(snapshot)
-                    if notifier is not None:
-                        notifier(snapshot)
-                    if on_redraw is not None:
-                        on_redraw(snapshot)
-
-                def tick(snapshot: list[WorkerRow]) -> None:
-                    if console.is_terminal:
-                        draw(snapshot)
-                    if on_tick is not None:
-                        on_tick(snapshot)
-
-                async with asyncio.TaskGroup() as tg:
-                    drawer = tg.create_task(rows.draw_on_change(redraw, tick, MIN_REDRAW_SECONDS))
-                    far = [tg.create_task(s.run()) for s in _remote_rows(rows, pattern)]
-                    try:
-                        async for change in changes:
-                            await rows.on_change(change)
-                    finally:
-                        drawer.cancel()
-                        for task in far:
-                            task.cancel()
+                redraw, tick = _callbacks(draw, console.is_terminal, notifier, on_redraw, on_tick)
+                await _follow(rows, changes, redraw, tick, pattern)
             if notifier is not None:
                 await notifier.drain()
     if not stopping:
         raise CsdError(f"the workers dir {sup.wdir.path} was removed; watch ended")
     return OK
+
+
+Draw = Callable[[list[WorkerRow]], None]
+
+
+def _callbacks(draw: Draw, terminal: bool, notifier: Notifier | None, on_redraw: Draw | None,
+               on_tick: Draw | None) -> tuple[Draw, Draw]:
+    """(redraw, tick): what a full redraw and a clock redraw call."""
+
+    def redraw(snapshot: list[WorkerRow]) -> None:
+        draw(snapshot)
+        if notifier is not None:
+            notifier(snapshot)
+        if on_redraw is not None:
+            on_redraw(snapshot)
+
+    def tick(snapshot: list[WorkerRow]) -> None:
+        if terminal:
+            draw(snapshot)
+        if on_tick is not None:
+            on_tick(snapshot)
+
+    return redraw, tick
+
+
+async def _follow(rows: LiveRows, changes: ChangeStream, redraw: Draw, tick: Draw, pattern: str) -> None:
+    """Keep ``rows`` current from the workers dir's ``changes`` and draw them, until the changes end."""
+    async with asyncio.TaskGroup() as tg:
+        drawer = tg.create_task(rows.draw_on_change(redraw, tick, MIN_REDRAW_SECONDS))
+        far = [tg.create_task(s.run()) for s in _remote_rows(rows, pattern)]
+        try:
+            async for change in changes:
+                await rows.on_change(change)
+        finally:
+            drawer.cancel()
+            for task in far:
+                task.cancel()

@@ -265,17 +265,21 @@ class WorkersDir:
         except FileNotFoundError:
             return []
         for fn in names:
-            if not fn.endswith(".meta") or fn.startswith("."):
-                continue
-            try:
-                out.append(self.read_meta(fn[: -len(".meta")]))
-            except FileNotFoundError:
-                continue  # removed by a concurrent stop
-            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, CsdError) as exc:
-                if warn:
-                    warn(f"skipping unreadable meta {self.path / fn}: {meta_problem(exc)}")
+            if fn.endswith(".meta") and not fn.startswith(".") and (meta := self.meta_if_readable(fn[: -len(".meta")], warn)):
+                out.append(meta)
         out.sort(key=lambda m: (m.tmux_name, m.started_at))
         return out
+
+    def meta_if_readable(self, sid: str, warn: Callable[[str], None] | None = None) -> Meta | None:
+        """The meta of ``sid``, or None: removed (a concurrent stop), or unreadable (reported through ``warn``)."""
+        try:
+            return self.read_meta(sid)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, CsdError) as exc:
+            if warn:
+                warn(f"skipping unreadable meta {self.meta_path(sid)}: {meta_problem(exc)}")
+            return None
 
     def resolve(self, handle: str, warn: Callable[[str], None] | None = None) -> Meta:
         """A worker by name, by the session id it was launched with, or by the one it has now (after

@@ -99,7 +99,7 @@ for _layer, _names in {
     # each talks to one outside thing
     ADAPTER: ("tmux", "watch", "workers", "transcriptfile", "remote", "bundled"),
     ENGINE: ("supervisor", "reply", "lifecycle", "fleet", "remoteworkers"),
-    COMMANDS: ("commands", "render", "demo", "completion"),
+    COMMANDS: ("commands", "render", "livetable", "demo", "completion"),
     ENTRY: ("cli", "__main__"),
 }.items():
     LAYERS.update(dict.fromkeys(_names, _layer))
