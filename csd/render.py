@@ -261,13 +261,21 @@ class LiveRows:
     ``redraws`` counts the full redraws.
     """
 
-    def __init__(self, sup: Supervisor, pattern: str = "", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, sup: Supervisor, pattern: str = "", clock: Callable[[], float] = time.time,
+                 costs: bool = True) -> None:
         self.sup = sup
         self.pattern = pattern
+        #: False: nobody looks at the costs (plain rows print none), so cost files are never read
+        self.costs = costs
         self.redraws = 0
         self._clock = clock
         self._entries: dict[str, _Entry] = {}  # by session id
         self._order: list[_Entry] | None = None  # the entries by name, None when one came or went
+        self._index: dict[str, int] = {}  # session id -> place in _order
+        self._rows: list[WorkerRow] = []  # the last snapshot's rows, in _order
+        self._full_at = 0.0  # when every row was last brought up to the clock
+        self._touched: set[str] = set()  # session ids whose rows changed since the last snapshot
+        self._timed: set[str] = set()  # session ids whose attention the clock alone can change
         self._dirty = asyncio.Event()
         self._dirty.set()  # the first table is drawn even when there is no worker yet
         self._attention: dict[str, str | None] = {}  # as of the last full redraw
@@ -288,7 +296,7 @@ class LiveRows:
         entry = self._entries.get(meta.session_id)
         if entry is not None:
             entry.meta = meta
-            entry.cached = None
+            self._touch(entry)
             self._order = None
             if entry.tracked is not None and entry.tracked.state != State.GONE:
                 return
@@ -328,7 +336,7 @@ class LiveRows:
             meta = self.sup.wdir.meta_if_readable(sid, _warn)
             if meta is not None:
                 await self.add(meta)
-        elif name.endswith(COST_SUFFIX) and change.kind is not ChangeKind.DELETED:
+        elif name.endswith(COST_SUFFIX) and change.kind is not ChangeKind.DELETED and self.costs:
             entry = self._entries.get(name[: -len(COST_SUFFIX)])
             if entry is not None:
                 self._read_cost(entry)
@@ -356,8 +364,9 @@ class LiveRows:
         self._entered(entry, tr)
 
     def _read_cost(self, entry: _Entry) -> None:
-        entry.cost_usd = self.sup.wdir.read_cost(entry.meta.session_id).cost_usd
-        entry.cached = None
+        if self.costs:
+            entry.cost_usd = self.sup.wdir.read_cost(entry.meta.session_id).cost_usd
+        self._touch(entry)
 
     def _entered(self, entry: _Entry, tr: Tracked) -> None:
         """Date the row's state from the log: when its state event was written (launching: the meta's start)."""
@@ -373,7 +382,7 @@ class LiveRows:
             when = epoch(ev.ts)
         now = self._clock()
         entry.state, entry.since = state, min(when, now) if when is not None else now
-        entry.cached = None
+        self._touch(entry)
         self._check_shim(entry)
 
     def _check_shim(self, entry: _Entry) -> None:
@@ -385,7 +394,7 @@ class LiveRows:
         if entry is None or entry.tracked is not tr:
             return
         state = str(tr.state)
-        entry.cached = None
+        self._touch(entry)
         if state != entry.state:
             entry.state, entry.since = state, self._clock()
             self._check_shim(entry)
@@ -394,31 +403,49 @@ class LiveRows:
     # -- output
 
     def snapshot(self) -> list[WorkerRow]:
-        """The rows as of now: each worker's row is rebuilt only when something of it changed (``cached``
-        is dropped then); time in state, and the attention that depends on it, come from the clock (a row is
-        kept from the last snapshot while its whole seconds are the same)."""
+        """The rows as of now: a worker's row is rebuilt only when something of it changed (``_touch``), and
+        copied for time in state (and the attention that depends on it, from the clock) once a second: a frame
+        while events pour in costs what changed, not one step per worker."""
         from csd import config
-        from csd.attention import attention
 
         now = self._clock()
         limits = config.seconds("CSD_LAUNCH_TIMEOUT"), config.seconds("CSD_BG_REPORT_TIMEOUT")
         if self._order is None:
             self._order = sorted(self._entries.values(), key=lambda e: (e.meta.tmux_name, e.meta.session_id))
-        rows = []
-        for e in self._order:
-            seconds = now - e.since
-            if e.cached is None:
-                e.cached, e.shown = self._row_of(e, seconds, limits), None
-            row, facts, timed = e.cached
-            shown = e.shown
-            # a row is copied when its whole seconds (all that is shown of them) or its clock's attention change
-            if shown is None or timed or int(shown.seconds) != int(seconds):
-                reason = attention(facts.replace(seconds_in_state=seconds), *limits) if timed else row.attention
-                shown = e.shown = row.at(seconds, reason)
-            rows.append(shown)
+            self._index = {e.meta.session_id: i for i, e in enumerate(self._order)}
+            self._rows = []
+        if len(self._rows) != len(self._order) or now - self._full_at >= TICK_SECONDS:
+            self._full_at = now
+            self._rows = [self._current(e, now, limits) for e in self._order]
+        else:
+            for sid in self._touched | self._timed:
+                if (i := self._index.get(sid)) is not None:
+                    self._rows[i] = self._current(self._order[i], now, limits)
+        self._touched.clear()
+        rows = list(self._rows)
         for extra in self.extra_rows:
             rows.extend(extra())
         return rows
+
+    def _current(self, e: _Entry, now: float, limits: tuple[float, float]) -> WorkerRow:
+        from csd.attention import attention
+
+        seconds = now - e.since
+        if e.cached is None:
+            e.cached, e.shown = self._row_of(e, seconds, limits), None
+        row, facts, timed = e.cached
+        (self._timed.add if timed else self._timed.discard)(e.meta.session_id)
+        shown = e.shown
+        # a row is copied when its whole seconds (all that is shown of them) or its clock's attention change
+        if shown is None or timed or int(shown.seconds) != int(seconds):
+            reason = attention(facts.replace(seconds_in_state=seconds), *limits) if timed else row.attention
+            shown = e.shown = row.at(seconds, reason)
+        return shown
+
+    def _touch(self, entry: _Entry) -> None:
+        """The entry's row must be rebuilt at the next snapshot."""
+        entry.cached = None
+        self._touched.add(entry.meta.session_id)
 
     @staticmethod
     def _row_of(e: _Entry, seconds: float, limits: tuple[float, float]) -> tuple[WorkerRow, Facts, bool]:
@@ -573,13 +600,21 @@ def live_table(console: Console, rows: Sequence[WorkerRow] = ()) -> Iterator[Cal
     from csd.livetable import TableLines, shown
 
     lines = TableLines(console, table_template(), CELL_MAKERS)
+    cells: dict[str, tuple[WorkerRow, tuple[tuple[str, str], ...]]] = {}  # by name: the row last seen, its cells
+
+    def cells_of(r: WorkerRow) -> tuple[tuple[str, str], ...]:
+        got = cells.get(r.name)
+        if got is None or got[0] is not r:  # a snapshot hands the same row object while it did not change
+            got = cells[r.name] = (r, row_cells(r))
+        return got[1]
+
     # stdout is left alone (it carries answers); stderr writes (warnings) are printed above the table.
     with shown(console) as screen:
 
         def draw(rows: Sequence[WorkerRow], as_of: str | None = None) -> None:
             width, height = console.size
             title, caption, shown_rows = table_parts(rows, as_of, height - TABLE_CHROME_LINES)
-            screen.show(lines.lines(title, caption, [row_cells(r) for r in shown_rows], width))
+            screen.show(lines.lines(title, caption, [cells_of(r) for r in shown_rows], width))
 
         draw(rows)
         yield lambda rows: draw(rows, time.strftime("%H:%M:%S"))
@@ -653,7 +688,8 @@ async def watch(
             changes.close()  # the loop below ends after the changes already queued
 
         with on_sigint(stop):
-            rows = LiveRows(sup, pattern)
+            # plain rows show no cost: unless a caller takes the rows, cost files are not read at all
+            rows = LiveRows(sup, pattern, costs=console.is_terminal or on_redraw is not None)
             for meta in sup.wdir.metas(_warn):
                 await rows.add(meta)
             notifier = Notifier(notify) if notify else None
