@@ -291,7 +291,9 @@ class Supervisor:
             path = transcript_file(self.wdir, tr.meta, _path_hint(tr))
             if path is not None and path.parent.is_dir():
                 async with self._transcript_dir(path.parent) as watcher:
-                    changes = watcher.changes()  # before the first read: nothing written in between is missed
+                    # before the first read: nothing written in between is missed; this file's changes only (a
+                    # directory shared by many workers' transcripts would wake every follower per line)
+                    changes = watcher.changes(path.name)
 
                     async def turn_over() -> None:
                         await self.wait_worker(tr, lambda: tr.state != State.WORKING)

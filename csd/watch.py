@@ -309,8 +309,9 @@ class Follower:
 class ChangeStream:
     """Async iterator of Change(kind, name) for the files of a DirWatcher; made by DirWatcher.changes()."""
 
-    def __init__(self, watcher: DirWatcher) -> None:
+    def __init__(self, watcher: DirWatcher, name: str | None = None) -> None:
         self._watcher = watcher
+        self.name = name  # only this file's changes (None: every file's)
         self._queue: asyncio.Queue[Change | None] = asyncio.Queue()  # None marks the end
         self._done = False
 
@@ -432,10 +433,11 @@ class DirWatcher:
         self._followers.setdefault(name, set()).add(follower)
         return follower
 
-    def changes(self) -> ChangeStream:
-        """Report every later change to the directory's files; see the class docstring."""
-        self._check_usable(None)
-        stream = ChangeStream(self)
+    def changes(self, name: str | None = None) -> ChangeStream:
+        """Report every later change to the directory's files (``name``: to that file only; many such streams on
+        one directory cost one comparison each per change, not a wakeup each); see the class docstring."""
+        self._check_usable(name)
+        stream = ChangeStream(self, name)
         self._streams.add(stream)
         if self.closed:
             stream._finish()
@@ -467,7 +469,8 @@ class DirWatcher:
             for follower in self._followers.get(change.name, ()):
                 follower._poke()
             for stream in self._streams:
-                stream._put(change)
+                if stream.name is None or stream.name == change.name:
+                    stream._put(change)
 
     def _shutdown(self) -> None:
         """Stop watching; wake every follower (it drains its open file and ends) and end every stream."""

@@ -390,6 +390,21 @@ async def test_changes_reports_modification_and_ignores_subdirectories(tmp_path:
         assert first == Change(ChangeKind.MODIFIED, path.name)
 
 
+async def test_changes_of_one_file_report_that_file_only(tmp_path: Path, backend: str) -> None:
+    """changes(name): another file's changes never reach the stream (many such streams share a directory)."""
+    mine, other = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        changes, every = w.changes(mine.name), w.changes()
+        append(other, "x\n")
+        await wait_for_change(every, Change(ChangeKind.CREATED, other.name))
+        append(mine, "y\n")
+        async with asyncio.timeout(TIMEOUT):
+            first = await anext(changes)
+        assert first.name == mine.name
+        with pytest.raises(ValueError):
+            w.changes("../a.jsonl")
+
+
 # --- ending ----------------------------------------------------------------------------------------------
 
 
