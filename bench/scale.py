@@ -1,9 +1,11 @@
 """csd watch and csd list --json with many workers (issue 15's scale budgets), written to bench/scale.md.
 
-Each worker is a real tmux session (its pane runs ``sleep``), a meta and an events file; one driver process
-plays all of them the way their hooks and statusLine command would: every worker starts a turn every
-PERIOD seconds (a ``user_prompt_submit`` line), ends it a second later (a ``stop`` line) and its cost file is
-replaced (rename into place, as ``hook.py --statusline`` does). 200 csd-simworker processes finishing turns
+Each worker is a real tmux session (its pane runs ``sleep``), a meta, an events file and a transcript; one
+driver process plays all of them the way Claude Code, their hooks and statusLine command would: every worker
+starts a turn every PERIOD seconds (a user line in its transcript, then a ``user_prompt_submit`` line), ends it
+a second later (an assistant line, a ``stop`` line) and its cost file is replaced (rename into place, as
+``hook.py --statusline`` does). Every event names its cwd and transcript, as the hook's do; all workers share
+one cwd, so their transcripts share one directory (``--no-transcripts``: no transcript lines). 200 csd-simworker processes finishing turns
 every few seconds would need ~10 hook and statusLine interpreters per turn — far more than this 2-core machine
 has — so the hook's writes are played by the driver; what is measured is csd's side.
 
@@ -53,7 +55,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 class World:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, transcripts: bool = True) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="csd-scale-"))
         self.wdir = self.root / "w"
         self.wdir.mkdir(mode=0o700)
@@ -63,6 +65,10 @@ class World:
         self.sids = {name: str(uuid.uuid4()) for name in self.names}
         self.fds: dict[str, int] = {}
         self.cost: dict[str, float] = {}
+        # where Claude Code keeps the transcripts of a project (one cwd for all: one directory, the heaviest case)
+        self.projects = self.root / "projects"
+        self.projects.mkdir()
+        self.transcripts = transcripts
         for name in self.names:
             subprocess.run(["tmux", "-S", self.socket, "new-session", "-d", "-s", name, "--", "sleep", "100000"],
                            check=True)
@@ -70,13 +76,25 @@ class World:
             meta = {"tmux_name": name, "session_id": sid, "cwd": str(self.root), "started_at": now_iso()}
             (self.wdir / f"{sid}.meta").write_text(json.dumps(meta))
             self.fds[name] = os.open(self.wdir / f"{sid}.events.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self.transcript(name).touch()
             self.append(name, "session_start", source="startup")
 
+    def transcript(self, name: str) -> Path:
+        return self.projects / f"{self.sids[name]}.jsonl"
+
     def append(self, name: str, event: str, **data: object) -> float:
-        line = json.dumps({"ts": now_iso(), "event": event, "session_id": self.sids[name], **data}) + "\n"
+        # as the hook writes them: every event names the cwd and the transcript (FACTS.md)
+        ids = {"session_id": self.sids[name], "cwd": str(self.root), "transcript_path": str(self.transcript(name))}
+        line = json.dumps({"ts": now_iso(), "event": event, **ids, **data}) + "\n"
         t = time.monotonic()
         os.write(self.fds[name], line.encode())
         return t
+
+    def write_transcript(self, name: str, line: dict[str, object]) -> None:
+        """What Claude Code appends to the transcript: the prompt as the turn starts, the reply as it ends."""
+        if self.transcripts:
+            with open(self.transcript(name), "a") as f:
+                f.write(json.dumps({"timestamp": now_iso(), "sessionId": self.sids[name], **line}) + "\n")
 
     def write_cost(self, name: str) -> None:
         sid = self.sids[name]
@@ -109,10 +127,15 @@ def drive(w: World, seconds: float, period: float, sent: dict[tuple[str, str], l
             time.sleep(delay)
         name = w.names[i]
         if event == "user_prompt_submit":
+            w.write_transcript(name, {"type": "user", "promptId": f"p{count}",
+                                      "message": {"role": "user", "content": "run the tests"}})
             t = w.append(name, event, prompt="run the tests", prompt_id=f"p{count}")
             sent.setdefault((name, "working"), []).append(t)
             nxt = (at + 1.0, i, "stop")
         else:
+            w.write_transcript(name, {"type": "assistant", "message": {
+                "role": "assistant", "content": [{"type": "text", "text": "done"}],
+                "usage": {"input_tokens": 3000, "output_tokens": 12}}})
             t = w.append(name, event, last_assistant_message="done")
             sent.setdefault((name, "idle"), []).append(t)
             w.write_cost(name)
@@ -208,10 +231,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--period", type=float, default=3.0, help="seconds between a worker's turns")
+    ap.add_argument("--no-transcripts", dest="transcripts", action="store_false",
+                    help="append no transcript lines (the driver's events still name the transcript files)")
     ap.add_argument("--out", default=str(BENCH / "scale.md"))
     args = ap.parse_args()
     started = time.time()
-    w = World(args.workers)
+    w = World(args.workers, args.transcripts)
     try:
         lst = list_json(w)
         plain = watch_plain(w, args.seconds, args.period)
@@ -226,9 +251,10 @@ def main() -> int:
 {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, git {git}, {platform.processor() or platform.machine()},
 {os.cpu_count()} cores, Python {platform.python_version()}, load average at the end {load:.2f} (the machine is shared).
 
-{args.workers} workers (real tmux sessions, metas, events files; the driver plays their hooks and statusLine
-command, see the script's docstring), each starting a turn every {args.period:g} s and ending it 1 s later:
-{plain['events_per_s']:.0f} events/s and {plain['events_per_s'] / 2:.0f} cost-file replacements/s.
+{args.workers} workers (real tmux sessions, metas, events files, transcripts; the driver plays Claude Code, their
+hooks and statusLine command, see the script's docstring), each starting a turn every {args.period:g} s and ending
+it 1 s later: {plain['events_per_s']:.0f} events/s, {plain['events_per_s'] / 2:.0f} cost-file replacements/s and \
+{plain['events_per_s'] if args.transcripts else 0:.0f} transcript lines/s (one directory).
 
 | measurement | figure | budget |
 |---|---:|---|
