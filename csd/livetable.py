@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import RenderHook
+from rich.cells import cell_len
 from rich.control import Control
 from rich.file_proxy import FileProxy
 from rich.measure import Measurement
@@ -193,8 +194,14 @@ class TableLines:
             t = self.template
             style = Style.pick_first(t.title_style if kind == "title" else t.caption_style, f"table.{kind}")
             justify = t.title_justify if kind == "title" else t.caption_justify
-            options = self.console.options.update(width=table_width, highlight=t.highlight, height=None, justify=justify)
             rendered = self.console.render_str(text, style=style, highlight=False)
+            plain = rendered.plain
+            if justify == "left" and not rendered.spans and "\n" not in plain and cell_len(plain) <= table_width:
+                # one line of one style, padded: what rich's wrapping and justifying come to (the caption changes
+                # every frame; that machinery was most of a frame)
+                pad = " " * (table_width - cell_len(plain))
+                return [self._ansi([Segment(plain + pad, self.console.get_style(rendered.style))])]
+            options = self.console.options.update(width=table_width, highlight=t.highlight, height=None, justify=justify)
             segments = self.console.render(rendered, options)
             lines = self._notes[key] = [self._ansi(line) for line in Segment.split_lines(segments)]
         return lines

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
@@ -96,12 +98,15 @@ def format_duration(seconds: float) -> str:
 
 def order(rows: Sequence[WorkerRow]) -> list[WorkerRow]:
     """Rows that need attention first, each group by name."""
-    return sorted(rows, key=lambda r: (r.attention is None, r.name))
+    by_name = operator.attrgetter("name")
+    return sorted((r for r in rows if r.attention is not None), key=by_name) + \
+        sorted((r for r in rows if r.attention is None), key=by_name)
 
 
 def summary(rows: Sequence[WorkerRow]) -> str:
     """The line under the table: workers per state, how many need attention, the total cost."""
-    counts = [f"{n} {state}" for state in STATE_STYLES if (n := sum(r.state == state for r in rows))]
+    per_state = Counter(r.state for r in rows)
+    counts = [f"{n} {state}" for state in STATE_STYLES if (n := per_state[state])]
     need = sum(r.attention is not None for r in rows)
     known = [r.cost_usd for r in rows if r.cost_usd is not None]
     return f"{', '.join(counts)} · {need} need{'s' if need == 1 else ''} attention · {format_cost(sum(known) if known else None)} total"
@@ -278,7 +283,7 @@ class LiveRows:
         self._timed: set[str] = set()  # session ids whose attention the clock alone can change
         self._dirty = asyncio.Event()
         self._dirty.set()  # the first table is drawn even when there is no worker yet
-        self._attention: dict[str, str | None] = {}  # as of the last full redraw
+        self._drawn: list[WorkerRow] = []  # the rows of the last full redraw
         sup.add_listener(self._on_event)
         #: rows from elsewhere (remote hosts' streams, csd.remote.watch_rows), drawn beside the local ones
         self.extra_rows: list[Callable[[], list[WorkerRow]]] = []
@@ -482,7 +487,7 @@ class LiveRows:
                             await self._dirty.wait()
                     except TimeoutError:
                         rows = self.snapshot()
-                        if {r.name: r.attention for r in rows} != self._attention:
+                        if {r.name: r.attention for r in rows} != {r.name: r.attention for r in self._drawn}:
                             self._dirty.set()  # the clock alone made a worker need attention
                         else:
                             tick(rows)
@@ -500,7 +505,7 @@ class LiveRows:
         self._dirty.clear()
         self.redraws += 1
         rows = self.snapshot()
-        self._attention = {r.name: r.attention for r in rows}
+        self._drawn = rows
         draw(rows)
 
 
