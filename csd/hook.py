@@ -323,9 +323,12 @@ def load_costs(path: str) -> dict:
     except OSError:
         return {}
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return {}
-        data = json.loads(os.read(fd, 1 << 20).decode("utf-8", "replace"))
+        # as much as the file holds (it is replaced, never appended to): a 1 MB read buffer per call was most
+        # of what reading it cost a watch over many workers
+        data = json.loads(os.read(fd, min(st.st_size, 1 << 20)).decode("utf-8", "replace"))
     except (OSError, ValueError):
         return {}
     finally:
