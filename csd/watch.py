@@ -378,6 +378,7 @@ class DirWatcher:
         self._poll_task: asyncio.Task[None] | None = None
         self._followers: dict[str, set[Follower]] = {}
         self._streams: set[ChangeStream] = set()
+        self._named: dict[str, set[ChangeStream]] = {}  # the streams of one file's changes, by its name
         self._names: set[str] = set()  # inotify only: what a rescan compares against
         self._wd: int | None = None
 
@@ -438,7 +439,10 @@ class DirWatcher:
         one directory cost one comparison each per change, not a wakeup each); see the class docstring."""
         self._check_usable(name)
         stream = ChangeStream(self, name)
-        self._streams.add(stream)
+        if name is None:
+            self._streams.add(stream)
+        else:
+            self._named.setdefault(name, set()).add(stream)
         if self.closed:
             stream._finish()
         return stream
@@ -452,6 +456,11 @@ class DirWatcher:
     def _unregister(self, item: Follower | ChangeStream) -> None:
         if isinstance(item, ChangeStream):
             self._streams.discard(item)
+            named = self._named.get(item.name or "")
+            if named is not None:
+                named.discard(item)
+                if not named:
+                    del self._named[item.name or ""]
             return
         followers = self._followers.get(item.name)
         if followers is not None:
@@ -469,8 +478,9 @@ class DirWatcher:
             for follower in self._followers.get(change.name, ()):
                 follower._poke()
             for stream in self._streams:
-                if stream.name is None or stream.name == change.name:
-                    stream._put(change)
+                stream._put(change)
+            for stream in self._named.get(change.name, ()):
+                stream._put(change)
 
     def _shutdown(self) -> None:
         """Stop watching; wake every follower (it drains its open file and ends) and end every stream."""
@@ -492,7 +502,7 @@ class DirWatcher:
         for followers in self._followers.values():
             for follower in followers:
                 follower._poke()
-        for stream in self._streams:
+        for stream in [*self._streams, *(s for named in self._named.values() for s in named)]:
             stream._finish()
 
     # --- inotify backend ---------------------------------------------------------------------------
