@@ -12,7 +12,8 @@ has — so the hook's writes are played by the driver; what is measured is csd's
 Measured: ``csd watch`` without a terminal (plain rows on a pipe) — the time from a line's append to its row
 on the pipe (median, p90, max), its CPU (share of one core over the run) and peak RSS; ``csd watch`` in a real
 terminal (a tmux pane, the live table redrawn per burst and by its clock) — CPU and peak RSS; ``csd list
---json`` at that many workers (median of 5).
+--json`` at that many workers (median of 5); and the CPU of what watch runs beneath its rows (PIPELINE: the
+supervisor following every worker, nothing drawn), the floor under both watch figures.
 
 Run: ``python bench/scale.py [--workers 200] [--seconds 30] [--period 3]``.
 """
@@ -216,6 +217,37 @@ def watch_terminal(w: World, seconds: float, period: float) -> dict[str, float]:
     return {"events": events, "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0), "rss_mb": rss}
 
 
+#: What csd watch runs beneath its rows: a Supervisor following every worker's events, liveness and (while
+#: working) transcript, and the workers dir's changes; nothing drawn. Its CPU is the floor under watch's.
+PIPELINE = """
+import asyncio, signal
+from csd.supervisor import Supervisor
+async def main():
+    async with Supervisor() as sup:
+        sup.follow_api()
+        changes = sup.watcher.changes()
+        for meta in sup.wdir.metas():
+            await sup.track(meta)
+        print("ready", flush=True)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, changes.close)
+        async for _ in changes:
+            pass
+asyncio.run(main())
+"""
+
+
+def pipeline(w: World, seconds: float, period: float) -> dict[str, float]:
+    """The CPU of watch's event pipeline alone (PIPELINE), under the same load."""
+    proc = subprocess.Popen([sys.executable, "-c", PIPELINE], stdout=subprocess.PIPE, env=w.env, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    drive(w, seconds, period, {})
+    cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+    proc.send_signal(2)
+    proc.wait(30)
+    return {"cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0)}
+
+
 def list_json(w: World, runs: int = 5) -> list[float]:
     times = []
     for _ in range(runs):
@@ -236,11 +268,13 @@ def main() -> int:
     ap.add_argument("--out", default=str(BENCH / "scale.md"))
     args = ap.parse_args()
     started = time.time()
+    load_start = os.getloadavg()[0]
     w = World(args.workers, args.transcripts)
     try:
         lst = list_json(w)
         plain = watch_plain(w, args.seconds, args.period)
         term = watch_terminal(w, args.seconds, args.period)
+        base = pipeline(w, args.seconds, args.period)
     finally:
         w.close()
     load = os.getloadavg()[0]
@@ -249,7 +283,7 @@ def main() -> int:
 
 `python bench/scale.py --workers {args.workers} --seconds {args.seconds:g} --period {args.period:g}` —
 {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, git {git}, {platform.processor() or platform.machine()},
-{os.cpu_count()} cores, Python {platform.python_version()}, load average at the end {load:.2f} (the machine is shared).
+{os.cpu_count()} cores, Python {platform.python_version()}, load average {load_start:.2f} at the start and {load:.2f} at the end (the machine is shared).
 
 {args.workers} workers (real tmux sessions, metas, events files, transcripts; the driver plays Claude Code, their
 hooks and statusLine command, see the script's docstring), each starting a turn every {args.period:g} s and ending
@@ -267,6 +301,7 @@ it 1 s later: {plain['events_per_s']:.0f} events/s, {plain['events_per_s'] / 2:.
 | watch (live table in a terminal): CPU, share of one core | {term['cpu_pct']:.1f} % | < 5 % |
 | watch (live table in a terminal): peak RSS | {term['rss_mb']:.1f} MB | < 60 MB |
 | list --json, median of {len(lst)} | {statistics.median(lst):.0f} ms | ≤ 200 ms |
+| watch's event pipeline alone (supervisor, transcripts, dir changes; no rows): CPU | {base['cpu_pct']:.1f} % | |
 """
     Path(args.out).write_text(md)
     print(md)
