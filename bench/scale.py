@@ -223,7 +223,7 @@ PIPELINE = """
 import asyncio, signal
 from csd.supervisor import Supervisor
 async def main():
-    async with Supervisor() as sup:
+    async with Supervisor(machine=False) as sup:
         sup.follow_api()
         changes = sup.watcher.changes()
         for meta in sup.wdir.metas():

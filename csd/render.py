@@ -682,7 +682,8 @@ async def watch(
 
     console = console or Console(stderr=True)
     stopping = False
-    async with Supervisor() as sup:
+    # machine=False: watch only reads states (the table looked up, as waiters do), no transitions machine per worker
+    async with Supervisor(machine=False) as sup:
         sup.follow_api()  # retrying API calls show in the table, driven by the transcripts' changes
         # Listen before listing: a meta written in between is both listed and reported (add is idempotent).
         changes = sup.watcher.changes()
