@@ -217,14 +217,16 @@ class Screen(RenderHook):
     def __init__(self, console: Console) -> None:
         self.console = console
         self._lines: list[str] = []
+        self._width = 0  # the terminal's width when the lines were drawn
 
     def show(self, lines: list[str]) -> None:
         """Make the screen show ``lines`` (cropped to the terminal's height)."""
-        height = self.console.size.height
+        width, height = self.console.size
         if len(lines) >= height:
             lines = lines[: max(height - 2, 0)] + ["..."]
         old, self._lines = self._lines, lines
-        if len(old) != len(lines):
+        resized, self._width = width != self._width, width
+        if len(old) != len(lines) or resized:  # a resized terminal may have moved the old lines: all anew
             out = (f"\r\x1b[{len(old)}A" if old else "") + "\x1b[J" + "".join(line + "\n" for line in lines)
         else:
             # up to the line, erase it, write it, back down: the cursor stays under the table

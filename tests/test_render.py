@@ -431,3 +431,21 @@ def test_the_terminal_table_prints_what_rich_prints(width: int, color_system: st
         console.print(render_table(rows, as_of, limit))
         title, caption, shown = table_parts(rows, as_of, limit)
         assert lines.lines(title, caption, [row_cells(r) for r in shown], width) == text_of(console).splitlines()
+
+
+def test_the_terminal_table_rewrites_only_the_lines_that_changed() -> None:
+    """A redraw writes the changed row and the summary under the table, nothing else of it."""
+    from dataclasses import replace
+
+    from csd.render import live_table
+
+    console = Console(file=StringIO(), width=160, height=40, color_system=None, force_terminal=True)
+    rows = [WorkerRow(f"w{i}", "idle", 5, "stop", 1, 0, "/a") for i in range(10)]
+    with live_table(console, rows) as draw:
+        draw(rows)
+        mark = len(text_of(console))
+        changed = [*rows[:3], replace(rows[3], state="working", last_event="prompt: go"), *rows[4:]]
+        draw(changed)
+        written = text_of(console)[mark:]
+    assert "prompt: go" in written and " w3 " in written and "9 idle, 1 working" in written
+    assert not any(f" w{i} " in written for i in (0, 1, 2, 4, 9)) and "NAME" not in written
