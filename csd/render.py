@@ -285,7 +285,7 @@ class LiveRows:
         self._dirty.set()  # the first table is drawn even when there is no worker yet
         self._drawn: list[WorkerRow] = []  # the rows of the last full redraw
         sup.add_listener(self._on_event)
-        #: rows from elsewhere (remote hosts' streams, csd.remote.watch_rows), drawn beside the local ones
+        #: rows from elsewhere (remote hosts' streams, csd.commands.remote.watch_rows), drawn beside the local ones
         self.extra_rows: list[Callable[[], list[WorkerRow]]] = []
 
     def changed(self) -> None:
