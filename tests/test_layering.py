@@ -239,3 +239,15 @@ def test_only_tmux_py_runs_tmux() -> None:
             if any(isinstance(f, ast.Constant) and f.value == "tmux" for f in firsts):
                 found.append(f"{name}:{node.lineno}")
     assert found == []
+
+
+def test_no_function_is_over_60_lines() -> None:
+    """A function a newcomer can read at once: under 60 lines, the simulated worker's ``main`` excepted (its
+    options and wiring, in the order the program runs)."""
+    long = []
+    for name, path in csd_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 >= 60:
+                if (name, node.name) != ("sim.main", "main"):
+                    long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert long == []
