@@ -13,7 +13,7 @@ from typing import Any
 
 from csd import config
 from csd.commands import out, read_prompt, report_ended, resolve
-from csd.console import err, submitted
+from csd.console import err, submitted, warn_long_line
 from csd.errors import OK, CsdError, EmptyReply, UsageError
 from csd.events import Event
 from csd.supervisor import Supervisor
@@ -26,7 +26,7 @@ def send(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
 
 async def _send(wdir: WorkersDir, meta: Meta, prompt: str, shell: bool) -> int:
-    async with Supervisor(wdir) as sup:
+    async with Supervisor(wdir, machine=False) as sup:  # one command: the table's fold (states.py), not the machine
         ev = await sup.send(meta.tmux_name, prompt, shell=shell)
         err(submitted(meta.tmux_name, ev.line_no))
     return OK
@@ -139,7 +139,7 @@ async def _fan_wait_in(sup: Supervisor, args: argparse.Namespace) -> int:
 
 
 async def _converse(wdir: WorkersDir, meta: Meta, prompt: str, args: argparse.Namespace) -> int:
-    async with Supervisor(wdir) as sup:
+    async with Supervisor(wdir, machine=False) as sup:  # one command: the table's fold (states.py), not the machine
         return await _converse_in(sup, wdir, meta, prompt, args)
 
 
@@ -179,12 +179,11 @@ async def follow_events(
     wdir: WorkersDir, meta: Meta, last: int | None, type_: str | None, emit: Callable[[Event], None]
 ) -> int:
     """read-events --follow: what is there (or the last N), then new lines until the worker is stopped."""
-    from csd.events import BadLine, parse_line, too_long
-    from csd.lines import MAX_LINE
+    from csd.events import BadLine, parse_line
 
     path = wdir.events_path(meta.session_id)
-    async with Supervisor(wdir) as sup:
-        follower = sup.watcher.follow(path.name, on_long=lambda n: err(f"csd: warning: {path}: skipping {too_long(n, MAX_LINE)}"))
+    async with Supervisor(wdir, machine=False) as sup:
+        follower = sup.watcher.follow(path.name, on_long=warn_long_line(path))
         present = _count_lines(path)  # the backlog; --last applies to it only
         backlog: list[Event] = []
         flushed = present == 0

@@ -66,7 +66,7 @@ async def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], 
 
     progress = Progress(name)
     try:
-        async with Supervisor() as sup:
+        async with Supervisor(machine=False) as sup:  # one command: the table's fold (states.py), not the machine
             launched = await start_worker(sup, name, cwd, extra, invocation, resume, progress)
     finally:
         progress.done()
@@ -112,7 +112,7 @@ async def _stop(wdir: WorkersDir, handle: str, own_dir: bool) -> int:
         err(f"csd: no worker {handle!r} in {wdir.path}: already stopped, nothing to do")
         return OK
     sid = wdir.current_session_id(meta)  # read before stop removes the events file
-    async with Supervisor(wdir) as sup:
+    async with Supervisor(wdir, machine=False) as sup:
         await stop_worker(sup, meta)
     print(f"Worker {meta.tmux_name} ({sid}) stopped. Shim removed.", flush=True)
     return OK

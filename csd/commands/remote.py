@@ -192,7 +192,7 @@ async def serve_stream(names: list[str], settled: bool, replay: dict[str, int]) 
     when the controller closes the channel (stdin reaches EOF)."""
     from csd.supervisor import Supervisor
 
-    async with Supervisor() as sup:
+    async with Supervisor(machine=False) as sup:  # it only reads states
         trs = {}
         for n in names:
             tr = await sup.track(n)
