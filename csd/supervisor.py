@@ -278,10 +278,16 @@ class Supervisor:
                 await watcher.__aexit__(None, None, None)
 
     async def _api_follower(self, tr: Tracked) -> None:
-        from csd.transcriptfile import read_api_state
+        from csd.transcriptfile import ApiFollower
+
+        # kept across turns: each read folds only the lines appended since the last (a new file after /clear)
+        follower: ApiFollower | None = None
 
         def update(path: Path) -> None:
-            api = read_api_state(path)
+            nonlocal follower
+            if follower is None or follower.path != path:
+                follower = ApiFollower(path)
+            api = follower.read()
             if api != tr.api:
                 tr.api = api
                 self._notify(tr, None)
