@@ -55,6 +55,12 @@ MIN_REDRAW_SECONDS = 0.05
 TABLE_CHROME_LINES = 7
 
 
+def watched_suffixes(costs: bool) -> tuple[str, ...]:
+    """The names of the workers dir whose changes LiveRows.on_change acts on: the rest (the cost files' temp
+    files, locks, env files) are filtered out by the watcher, neither queued nor waking the watch."""
+    return (META_SUFFIX, EVENTS_SUFFIX, COST_SUFFIX) if costs else (META_SUFFIX, EVENTS_SUFFIX)
+
+
 # ---------------------------------------------------------------- pure: rows -> table
 
 
@@ -685,8 +691,10 @@ async def watch(
     # machine=False: watch only reads states (the table looked up, as waiters do), no transitions machine per worker
     async with Supervisor(machine=False) as sup:
         sup.follow_api()  # retrying API calls show in the table, driven by the transcripts' changes
+        # plain rows show no cost: unless a caller takes the rows, cost files are not read at all
+        costs = console.is_terminal or on_redraw is not None
         # Listen before listing: a meta written in between is both listed and reported (add is idempotent).
-        changes = sup.watcher.changes()
+        changes = sup.watcher.changes(suffixes=watched_suffixes(costs))
 
         def stop() -> None:
             nonlocal stopping

@@ -79,6 +79,14 @@ _DIR_MASK = (
 )
 # Any of these on the directory's own watch means the directory as we knew it is gone.
 _DIR_GONE = _In.DELETE_SELF | _In.MOVE_SELF | _In.IGNORED | _In.UNMOUNT
+# The same bits as plain ints for _on_readable, which tests every event's mask: an IntFlag operation costs a
+# microsecond or more (enum construction), a busy workers dir has hundreds of events a second.
+_OVERFLOW_BIT = int(_In.Q_OVERFLOW)
+_GONE_BITS = int(_DIR_GONE)
+_SKIP_BITS = int(_In.ISDIR)
+_CREATED_BITS = int(_In.CREATE | _In.MOVED_TO)
+_DELETED_BITS = int(_In.DELETE | _In.MOVED_FROM)
+_MODIFIED_BIT = int(_In.MODIFY)
 
 
 class ChangeKind(StrEnum):
@@ -309,9 +317,10 @@ class Follower:
 class ChangeStream:
     """Async iterator of Change(kind, name) for the files of a DirWatcher; made by DirWatcher.changes()."""
 
-    def __init__(self, watcher: DirWatcher, name: str | None = None) -> None:
+    def __init__(self, watcher: DirWatcher, name: str | None = None, suffixes: tuple[str, ...] | None = None) -> None:
         self._watcher = watcher
         self.name = name  # only this file's changes (None: every file's)
+        self.suffixes = suffixes  # only the changes of names ending so (None: every name's)
         self._queue: asyncio.Queue[Change | None] = asyncio.Queue()  # None marks the end
         self._done = False
 
@@ -434,11 +443,14 @@ class DirWatcher:
         self._followers.setdefault(name, set()).add(follower)
         return follower
 
-    def changes(self, name: str | None = None) -> ChangeStream:
+    def changes(self, name: str | None = None, suffixes: tuple[str, ...] | None = None) -> ChangeStream:
         """Report every later change to the directory's files (``name``: to that file only; many such streams on
-        one directory cost one comparison each per change, not a wakeup each); see the class docstring."""
+        one directory cost one comparison each per change, not a wakeup each; ``suffixes``: to the files whose
+        names end with one of these, the others neither queued nor waking anyone); see the class docstring."""
         self._check_usable(name)
-        stream = ChangeStream(self, name)
+        if suffixes is not None and (not suffixes or not all(suffixes)):
+            raise ValueError(f"suffixes must be non-empty strings, not {suffixes!r}")
+        stream = ChangeStream(self, name, suffixes)
         if name is None:
             self._streams.add(stream)
         else:
@@ -478,7 +490,8 @@ class DirWatcher:
             for follower in self._followers.get(change.name, ()):
                 follower._poke()
             for stream in self._streams:
-                stream._put(change)
+                if stream.suffixes is None or change.name.endswith(stream.suffixes):
+                    stream._put(change)
             for stream in self._named.get(change.name, ()):
                 stream._put(change)
 
@@ -535,20 +548,20 @@ class DirWatcher:
             return
         gone = False
         for event in events:
-            mask = _In(event.mask)
-            if mask & _In.Q_OVERFLOW:
+            mask = event.mask
+            if mask & _OVERFLOW_BIT:
                 if not self._rescan():
                     gone = True
-            elif mask & _DIR_GONE:
+            elif mask & _GONE_BITS:
                 gone = True  # only the directory's own watch gets these; it is our only watch
-            elif mask & _In.ISDIR or not event.name:
+            elif mask & _SKIP_BITS or not event.name:
                 continue
-            elif mask & (_In.CREATE | _In.MOVED_TO):
-                self._dispatch([Change(ChangeKind.CREATED, event.name)])
-            elif mask & (_In.DELETE | _In.MOVED_FROM):
-                self._dispatch([Change(ChangeKind.DELETED, event.name)])
-            elif mask & _In.MODIFY:
-                self._dispatch([Change(ChangeKind.MODIFIED, event.name)])
+            elif mask & _CREATED_BITS:
+                self._dispatch((Change(ChangeKind.CREATED, event.name),))
+            elif mask & _DELETED_BITS:
+                self._dispatch((Change(ChangeKind.DELETED, event.name),))
+            elif mask & _MODIFIED_BIT:
+                self._dispatch((Change(ChangeKind.MODIFIED, event.name),))
         if gone:
             self._shutdown()
 

@@ -405,6 +405,24 @@ async def test_changes_of_one_file_report_that_file_only(tmp_path: Path, backend
             w.changes("../a.jsonl")
 
 
+async def test_changes_of_some_suffixes_report_those_files_only(tmp_path: Path, backend: str) -> None:
+    """changes(suffixes=...): a cost file's temp file and rename, a lock, never reach the stream; the cost file
+    renamed in and an events file's append do."""
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        changes = w.changes(suffixes=(".cost.json", ".events.jsonl"))
+        tmp = tmp_path / "s.cost.json.123.tmp"
+        tmp.write_text("{}")
+        (tmp_path / "s.lock").write_text("")
+        os.replace(tmp, tmp_path / "s.cost.json")
+        append(tmp_path / "s.events.jsonl", "a\n")
+        async with asyncio.timeout(TIMEOUT):
+            got = [await anext(changes), await anext(changes)]
+        # (a poll's scan may see both at once, in the directory's order)
+        assert sorted(got) == [Change(ChangeKind.CREATED, "s.cost.json"), Change(ChangeKind.CREATED, "s.events.jsonl")]
+        with pytest.raises(ValueError):
+            w.changes(suffixes=())
+
+
 # --- ending ----------------------------------------------------------------------------------------------
 
 
