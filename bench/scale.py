@@ -221,13 +221,15 @@ def watch_terminal(w: World, seconds: float, period: float) -> dict[str, float]:
 #: working) transcript, and the workers dir's changes; nothing drawn. Its CPU is the floor under watch's.
 PIPELINE = """
 import asyncio, signal
+from csd.render import watched_suffixes
 from csd.supervisor import Supervisor
 async def main():
     async with Supervisor(machine=False) as sup:
         sup.follow_api()
-        changes = sup.watcher.changes()
-        for meta in sup.wdir.metas():
-            await sup.track(meta)
+        changes = sup.watcher.changes(suffixes=watched_suffixes(costs=True))
+        async with sup.one_pane_listing():
+            for meta in sup.wdir.metas():
+                await sup.track(meta)
         print("ready", flush=True)
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, changes.close)
         async for _ in changes:

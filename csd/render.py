@@ -702,10 +702,10 @@ async def watch(
             changes.close()  # the loop below ends after the changes already queued
 
         with on_sigint(stop):
-            # plain rows show no cost: unless a caller takes the rows, cost files are not read at all
-            rows = LiveRows(sup, pattern, costs=console.is_terminal or on_redraw is not None)
-            for meta in sup.wdir.metas(_warn):
-                await rows.add(meta)
+            rows = LiveRows(sup, pattern, costs=costs)
+            async with sup.one_pane_listing():  # one tmux call for all the workers, not one each
+                for meta in sup.wdir.metas(_warn):
+                    await rows.add(meta)
             notifier = Notifier(notify) if notify else None
             sink: contextlib.AbstractContextManager[Callable[[list[WorkerRow]], None]]
             if console.is_terminal:

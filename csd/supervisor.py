@@ -186,6 +186,8 @@ class Supervisor:
         self._transcript_dirs: dict[Path, tuple[DirWatcher, int]] = {}
         self._unwritable: str | None = None  # why the events files cannot be written, once seen
         self._space_task: asyncio.Task[None] | None = None
+        # within one_pane_listing(): each tmux server's panes, listed once (None: one tmux call per worker)
+        self._panes: dict[str | None, dict[str, tmux.Pane]] | None = None
 
     # ------------------------------------------------------------ lifecycle of the supervisor
 
@@ -414,8 +416,32 @@ class Supervisor:
 
     # ------------------------------------------------------------ liveness
 
+    @contextlib.asynccontextmanager
+    async def one_pane_listing(self) -> AsyncIterator[None]:
+        """While in it, track() finds each worker's pane in one ``list-panes -a`` per tmux server (made when
+        first needed) rather than with a tmux call per worker: for tracking many workers at once (a watch's
+        start). The listing is dropped on leaving: later tracks ask tmux as it is then."""
+        self._panes = {}
+        try:
+            yield
+        finally:
+            self._panes = None
+
+    async def _pane(self, tr: Tracked) -> tmux.Pane | None:
+        socket = tr.meta.tmux_socket
+        if self._panes is None:
+            return await tmux.pane_of(tr.name, socket)
+        panes = self._panes.get(socket)
+        if panes is None:
+            try:
+                panes = await asyncio.to_thread(tmux.list_panes_sync, socket)
+            except CsdError:
+                return await tmux.pane_of(tr.name, socket)  # as without the listing
+            self._panes[socket] = panes
+        return panes.get(tr.name)
+
     async def _watch_liveness(self, tr: Tracked) -> None:
-        pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket)
+        pane = await self._pane(tr)
         if pane is None and self._starting(tr):
             # launch writes the meta and events file just before it creates the tmux session
             assert self._tg is not None

@@ -178,6 +178,7 @@ class WorkersDir:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path if path is not None else config.get("CSD_WORKERS_DIR")).absolute()
         self.bin = self.path / "bin"
+        self._cost_paths: dict[str, str] = {}  # by session id: a watch reads a cost file per statusLine run
 
     # -- security
     def ensure(self) -> WorkersDir:
@@ -219,13 +220,20 @@ class WorkersDir:
 
     def cost_path(self, sid: str) -> Path:
         """The worker's cost file, kept by csd's statusLine command (hook.py ``--statusline``)."""
-        path = hook.cost_path(str(self.events_path(sid)))
-        assert path is not None
-        return Path(path)
+        return Path(self._cost_file(sid))
+
+    def _cost_file(self, sid: str) -> str:
+        # hook.cost_path is the naming rule; worked out once per worker, not per statusLine run
+        path = self._cost_paths.get(sid)
+        if path is None:
+            path = hook.cost_path(str(self.events_path(sid)))
+            assert path is not None
+            self._cost_paths[sid] = path
+        return path
 
     def read_cost(self, sid: str) -> Cost:
         """The worker's cost and tokens from its cost file (no file yet: cost unknown, no tokens)."""
-        return Cost.of_sessions(hook.load_costs(str(self.cost_path(sid))))
+        return Cost.of_sessions(hook.load_costs(self._cost_file(sid)))
 
     def env_path(self, sid: str) -> Path:
         """The worker's environment between launch and the pane's first process (csd/envfile.py)."""
