@@ -252,8 +252,9 @@ class Supervisor:
 
     def follow_api(self) -> None:
         """From now on keep ``Tracked.api`` of every tracked worker current: while a worker is working, its
-        transcript's changes (inotify on its directory, no polling) re-read the end of the file, so a
-        retrying API call is seen with its attempts; listeners hear of each change (event None)."""
+        transcript's changes (inotify on its directory, no polling) read the lines appended since the last
+        read (transcriptfile.ApiFollower), so a retrying API call is seen with its attempts; listeners hear of
+        each change (event None)."""
         if self._follow_api:
             return
         self._follow_api = True

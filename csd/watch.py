@@ -370,7 +370,8 @@ class DirWatcher:
     under the name raises OSError: files are never opened through symlinks.
 
     `w.changes()` -> ChangeStream, an async iterator of Change(kind, name), kind "created" | "modified" |
-    "deleted", for every non-directory entry, from the moment it is called until the watcher closes.
+    "deleted", for every non-directory entry, from the moment it is called until the watcher closes;
+    `w.changes(name)` for one file's, `w.changes(suffixes=(...))` for the files whose names end so.
 
     On inotify queue overflow the directory is rescanned (see diff_snapshots) and every follower re-syncs;
     `w.rescans` counts these. If the directory itself is deleted or moved, every iterator ends.
