@@ -230,8 +230,8 @@ async def main():
         async with sup.one_pane_listing():
             for meta in sup.wdir.metas():
                 await sup.track(meta)
-        print("ready", flush=True)
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, changes.close)
+        print("ready", flush=True)
         async for _ in changes:
             pass
 asyncio.run(main())
