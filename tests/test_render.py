@@ -279,6 +279,33 @@ async def test_worker_killed_shows_gone(env: Env, watching: tuple[asyncio.Task[i
     await redraws.until(in_state("delta", "gone"))
 
 
+async def test_workers_found_at_the_start_share_one_pane_listing_and_are_followed_for_real(env: Env) -> None:
+    """The workers there when watch starts are looked up in one ``list-panes -a`` (Supervisor.one_pane_listing):
+    a live one is idle and its death is noticed later, a dead one is gone, one whose launch is under way is
+    launching and followed once its session is up."""
+    from csd.workers import Meta, now_iso
+
+    env.add_worker("live", [{"event": "session_start"}])
+    env.add_worker("dead", [{"event": "session_start"}], live=False)
+    sid = str(uuid.uuid4())
+    env.wdir.write_meta(Meta("late", sid, str(env.root), now_iso()))
+    env.wdir.events_path(sid).touch()
+    redraws = Redraws()
+    task = asyncio.create_task(watch("", capture_console(), on_redraw=redraws))
+    try:
+        await redraws.until(lambda rows: bool(in_state("live", "idle")(rows) and in_state("dead", "gone")(rows)
+                                              and in_state("late", "launching")(rows)))
+        env.session("late")
+        append_event(env, sid, event="session_start", source="startup")
+        await redraws.until(in_state("late", "idle"))
+        env.tmux("kill-session", "-t", "=live")
+        await redraws.until(in_state("live", "gone"))
+        assert await stop_watch(task) == 0
+    finally:
+        if not task.done():
+            task.cancel()
+
+
 async def test_meta_before_tmux_session_shows_launching(
     env: Env, watching: tuple[asyncio.Task[int], Redraws, Console]
 ) -> None:
