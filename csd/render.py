@@ -652,15 +652,14 @@ def on_sigint(handler: Callable[[], None]) -> Iterator[None]:
 # ---------------------------------------------------------------- csd watch
 
 
-def _remote_rows(rows: LiveRows, pattern: str) -> list[Any]:
-    """The streams of the remote workers this controller knows, their rows added to ``rows``."""
-    if not rows.sup.wdir.remote_dir.is_dir():
-        return []
+async def _remote_rows(rows: LiveRows, pattern: str) -> None:
+    """The rows of the remote workers this controller knows, added to ``rows`` and kept current as workers
+    are launched on other hosts or stopped there while watch runs. Ends when cancelled."""
     from csd.commands import remote
 
-    streams = remote.watch_streams(rows.sup.wdir, pattern, rows.changed)
+    streams: list[Any] = []
     rows.extra_rows.append(lambda: remote.watch_rows(streams, rows._clock, WorkerRow))
-    return streams
+    await remote.follow_remote(rows.sup.wdir, pattern, rows.changed, streams)
 
 
 async def watch(
@@ -749,7 +748,7 @@ async def _follow(rows: LiveRows, changes: ChangeStream, redraw: Draw, tick: Dra
     """Keep ``rows`` current from the workers dir's ``changes`` and draw them, until the changes end."""
     async with asyncio.TaskGroup() as tg:
         drawer = tg.create_task(rows.draw_on_change(redraw, tick, MIN_REDRAW_SECONDS))
-        far = [tg.create_task(s.run()) for s in _remote_rows(rows, pattern)]
+        far = [tg.create_task(_remote_rows(rows, pattern))]
         try:
             async for change in changes:
                 await rows.on_change(change)

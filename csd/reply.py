@@ -48,7 +48,7 @@ async def transcript_caught_up(path: Path | None, complete: Callable[[], bool], 
         async with asyncio.timeout(TRANSCRIPT_LAG_LIMIT):
             if not path.parent.is_dir():
                 # nothing written yet in this project dir (a release that creates it late): wait for it
-                await _wait_dir(path.parent, backend)
+                await wait_dir(path.parent, backend)
             async with DirWatcher(path.parent, backend=backend) as watcher:
                 changes = watcher.changes()  # before the first read: a line written after it is not missed
                 if complete():
@@ -58,12 +58,12 @@ async def transcript_caught_up(path: Path | None, complete: Callable[[], bool], 
                         return
 
 
-async def _wait_dir(directory: Path, backend: str | None) -> None:
+async def wait_dir(directory: Path, backend: str | None) -> None:
     """Until ``directory`` exists, watching the nearest existing ancestor (one level at a time)."""
     parent = directory.parent
     if not parent.is_dir():
-        await _wait_dir(parent, backend)
-    async with DirWatcher(parent, backend=backend) as watcher:
+        await wait_dir(parent, backend)
+    async with DirWatcher(parent, backend=backend, dirs=True) as watcher:  # a file watch skips directories
         changes = watcher.changes()
         if directory.is_dir():
             return

@@ -109,8 +109,9 @@ class Line(NamedTuple):
 FileStat = tuple[int, int, int, int]
 
 
-def scan_directory(directory: str | os.PathLike[str]) -> dict[str, FileStat]:
-    """Stat every non-directory entry of `directory` without following symlinks."""
+def scan_directory(directory: str | os.PathLike[str], dirs: bool = False) -> dict[str, FileStat]:
+    """Stat every non-directory entry of `directory` (with `dirs`, its subdirectories too) without following
+    symlinks."""
     snapshot: dict[str, FileStat] = {}
     with os.scandir(directory) as entries:
         for entry in entries:
@@ -118,7 +119,7 @@ def scan_directory(directory: str | os.PathLike[str]) -> dict[str, FileStat]:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # removed between readdir and stat: it is simply not there
                 continue
-            if stat.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(st.st_mode) and not dirs:
                 continue
             snapshot[entry.name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     return snapshot
@@ -377,8 +378,10 @@ class DirWatcher:
     `w.rescans` counts these. If the directory itself is deleted or moved, every iterator ends.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], backend: str | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike[str], backend: str | None = None, dirs: bool = False) -> None:
         self.directory = Path(directory)
+        self.dirs = dirs  # report subdirectories made and removed too (a wait for a directory to appear)
+        self._skip_bits = 0 if dirs else _SKIP_BITS
         self.backend, self._insisted = _choose_backend(backend)
         self.closed = False
         self.rescans = 0
@@ -411,7 +414,7 @@ class DirWatcher:
                 log.warning("inotify unavailable (%s); polling %s every %.0f ms", exc, self.directory, POLL_INTERVAL * 1000)
                 self.backend = "poll"
         if self.backend == "poll":
-            snapshot = scan_directory(self.directory)
+            snapshot = scan_directory(self.directory, self.dirs)
             self._poll_task = asyncio.create_task(self._poll(snapshot), name=f"csd-watch-poll:{self.directory}")
         self._entered = True
         return self
@@ -529,7 +532,7 @@ class DirWatcher:
             # Watch first, list second: a file created in between is then both listed and reported,
             # never neither.
             self._wd = ino.add_watch(self.directory, _DIR_MASK)
-            self._names = set(scan_directory(self.directory))
+            self._names = set(scan_directory(self.directory, self.dirs))
             assert self._loop is not None
             self._loop.add_reader(ino.fileno(), self._on_readable)
         except BaseException:
@@ -555,7 +558,7 @@ class DirWatcher:
                     gone = True
             elif mask & _GONE_BITS:
                 gone = True  # only the directory's own watch gets these; it is our only watch
-            elif mask & _SKIP_BITS or not event.name:
+            elif mask & self._skip_bits or not event.name:
                 continue
             elif mask & _CREATED_BITS:
                 self._dispatch((Change(ChangeKind.CREATED, event.name),))
@@ -574,7 +577,7 @@ class DirWatcher:
         self.rescans += 1
         log.warning("inotify queue overflowed for %s; rescanning", self.directory)
         try:
-            current = scan_directory(self.directory)
+            current = scan_directory(self.directory, self.dirs)
         except (FileNotFoundError, NotADirectoryError):
             self._dispatch(diff_snapshots(dict.fromkeys(self._names), {}))
             return False
@@ -592,7 +595,7 @@ class DirWatcher:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             try:
-                current = scan_directory(self.directory)
+                current = scan_directory(self.directory, self.dirs)
             except (FileNotFoundError, NotADirectoryError):
                 self._dispatch(diff_snapshots(snapshot, {}))
                 self._shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -398,6 +399,39 @@ def test_watch_shows_a_remote_worker_beside_a_local_one(env: Env, far: Remote) -
         watcher.terminate()
         watcher.communicate(timeout=20)
     for shim in (env.wdir.shim_path("here"), there):
+        assert sh(shim, "stop").returncode == 0
+
+
+def test_watch_shows_a_remote_worker_launched_after_it_started(env: Env, far: Remote) -> None:
+    """The records' dir is followed (and waited for: this controller had no remote worker when watch began)."""
+    launch(env, "here")
+    watcher = popen("watch")
+    seen: list[list[str]] = []
+    try:
+        assert watcher.stdout is not None
+
+        def until(pred) -> None:  # type: ignore[no-untyped-def]
+            deadline = time.monotonic() + 30
+            while not any(pred(row) for row in seen):
+                if not select.select([watcher.stdout], [], [], max(0, deadline - time.monotonic()))[0]:  # never a hang
+                    watcher.terminate()
+                    raise AssertionError(f"watch never showed it; rows: {seen[-6:]}; stderr: {watcher.communicate(timeout=20)[1].decode()[-2000:]}")
+                line = watcher.stdout.readline().decode()
+                assert line, watcher.stderr.read().decode() if watcher.stderr else ""
+                seen.append(line.rstrip("\n").split("\t"))
+
+        until(lambda r: r[1:3] == ["here", "idle"])
+        assert not env.wdir.remote_dir.exists()
+        late = launch_far("late", env.root)
+        until(lambda r: r[1:3] == ["late@box", "idle"])
+        other = launch_far("later", env.root)  # a second worker on the same host: its group's stream is replaced
+        until(lambda r: r[1:3] == ["later@box", "idle"])
+        assert sh(late, "send", "SLEEP:0.3").returncode == 0
+        until(lambda r: r[1:3] == ["late@box", "working"])
+    finally:
+        watcher.terminate()
+        watcher.communicate(timeout=20)
+    for shim in (env.wdir.shim_path("here"), late, other):
         assert sh(shim, "stop").returncode == 0
 
 

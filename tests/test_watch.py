@@ -505,3 +505,32 @@ async def test_queue_overflow_is_recovered_by_a_rescan(tmp_path: Path) -> None:
         assert await take(late, 1) == [(1, "hello")]
         await wait_for_change(changes, Change(ChangeKind.CREATED, "late.meta"))
         assert w.rescans == 1
+
+
+async def test_a_watch_for_directories_sees_one_made_and_a_file_watch_does_not(tmp_path: Path, backend: str) -> None:
+    """DirWatcher(dirs=True) reports a subdirectory made (what reply.wait_dir waits on: Claude Code's project dir,
+    the remote records' dir); a watch of files never does."""
+    async with DirWatcher(tmp_path, backend=backend, dirs=True) as dirs, DirWatcher(tmp_path, backend=backend) as files:
+        made, seen = dirs.changes(), files.changes()
+        (tmp_path / "sub").mkdir()
+        append(tmp_path / "f.jsonl", "x\n")
+        await wait_for_change(made, Change(ChangeKind.CREATED, "sub"))
+        got: list[str] = []
+        async with asyncio.timeout(TIMEOUT):
+            while "f.jsonl" not in got:  # the file comes after the directory: the directory would be first
+                got.append((await anext(seen)).name)
+        assert "sub" not in got
+
+
+async def test_wait_dir_returns_once_the_directory_is_made(tmp_path: Path, backend: str) -> None:
+    from csd.reply import wait_dir
+
+    target = tmp_path / "a" / "b"
+    waiting = asyncio.ensure_future(wait_dir(target, backend))
+    for _ in range(10):  # let it set up its watch (no event says so); made before or after, it must not miss them
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    (tmp_path / "a").mkdir()
+    target.mkdir()
+    async with asyncio.timeout(TIMEOUT):
+        await waiting

@@ -305,10 +305,42 @@ async def remote_wait(rec: Record, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- csd watch's remote rows
 
 
-def watch_streams(wdir: WorkersDir, pattern: str, changed: Callable[[], None]) -> list[HostStream]:
-    """``csd watch``'s remote rows: one following stream per host (and remote workers dir)."""
-    groups = by_host(r for r in records(wdir) if pattern in r.name)
-    return [HostStream(get_host(h), rwd, recs, False, changed, follow=True) for (h, rwd), recs in groups.items()]
+async def follow_remote(wdir: WorkersDir, pattern: str, changed: Callable[[], None], streams: list[HostStream]) -> None:
+    """``csd watch``'s remote workers, as their records come and go (inotify on the records' dir, which is
+    waited for when there is none yet): ``streams`` holds following streams, one per host (and remote workers
+    dir) for the workers known at the start and one more for each batch launched there while watch runs; a
+    stream whose workers were all stopped ends. Ends when cancelled."""
+    import asyncio
+
+    from csd.reply import wait_dir
+    from csd.watch import DirWatcher
+
+    running: dict[HostStream, asyncio.Task[None]] = {}
+
+    def sync() -> None:
+        known = {r.name: r for r in records(wdir) if pattern in r.name}
+        for stream in [s for s in running if not any(r.name in known for r in s.recs)]:
+            running.pop(stream).cancel()
+            streams.remove(stream)
+        followed = {r.name for s in running for r in s.recs}
+        for (host, rwd), recs in by_host(r for r in known.values() if r.name not in followed).items():
+            stream = HostStream(get_host(host), rwd, recs, False, changed, follow=True)
+            streams.append(stream)
+            running[stream] = asyncio.ensure_future(stream.run())
+        changed()
+
+    try:
+        if not wdir.remote_dir.is_dir():
+            await wait_dir(wdir.remote_dir, None)
+        async with DirWatcher(wdir.remote_dir) as watcher:
+            records_changed = watcher.changes(suffixes=(".json",))
+            sync()
+            async for _ in records_changed:
+                sync()
+    finally:
+        for task in running.values():
+            task.cancel()
+        await asyncio.gather(*running.values(), return_exceptions=True)
 
 
 def watch_rows(streams: list[HostStream], clock: Callable[[], float], row: Callable[..., Any]) -> list[Any]:
