@@ -124,11 +124,17 @@ class Fleet(Supervisor):
         return ev
 
     async def wait_any(self, handles: Iterable[str], settled: bool = False) -> tuple[str, Event]:
-        ((name, ev),) = await remoteworkers.TurnWait(self, handles, settled).run(any_=True)
+        names = list(handles)
+        if not any(self.remote(n) for n in names):
+            return await super().wait_any(names, settled)
+        ((name, ev),) = await remoteworkers.TurnWait(self, names, settled).run(any_=True)
         return name, ev
 
     async def wait_all(self, handles: Iterable[str], settled: bool = False) -> list[tuple[str, Event]]:
-        return await remoteworkers.TurnWait(self, handles, settled).run(any_=False)
+        names = list(handles)
+        if not any(self.remote(n) for n in names):
+            return await super().wait_all(names, settled)
+        return await remoteworkers.TurnWait(self, names, settled).run(any_=False)
 
     async def converse(self, handle: str, prompt: str) -> Reply | RemoteReply:  # type: ignore[override]
         rec = self.remote(handle)

@@ -200,7 +200,7 @@ class TurnWait:
             await self.sup.track(name)
         tasks = [asyncio.ensure_future(s.run()) for s in self.streams]
         try:
-            return await self.sup.wait_until(lambda: self._ended(any_))
+            return await self.sup.wait_events(lambda: self._ended(any_))  # fails, not hangs, on a full disk
         finally:
             for s, t in zip(self.streams, tasks):
                 if not all(r.name in s.done for r in s.recs):
