@@ -18,7 +18,7 @@ from csd.console import err, submitted_line
 from csd.errors import NOT_RUNNING, OK, TURN_FAILED, USAGE, CsdError, NotRunning, TurnFailed, UsageError
 from csd.events import Event, failure_line, parse_line
 from csd.remote import Host, HostStream, Record, by_host, check_version, get_host, host_for, remote_state, run, worker_argv
-from csd.workers import WorkersDir, _atomic_write, _check_private_dir, check_name
+from csd.workers import WorkersDir, check_name
 
 TYPE_CHECKING = False  # typing's, without importing typing: a remote worker's read-side command comes through here
 if TYPE_CHECKING:
@@ -49,13 +49,7 @@ def records(wdir: WorkersDir) -> list[Record]:
 
 
 def write_record(wdir: WorkersDir, rec: Record) -> None:
-    d = wdir.ensure().remote_path(rec.name).parent
-    try:
-        os.mkdir(d, 0o700)
-    except FileExistsError:
-        pass
-    _check_private_dir(d)
-    _atomic_write(wdir.remote_path(rec.name), json.dumps(rec.to_json(), indent=2) + "\n", 0o600)
+    wdir.write_remote(rec.name, json.dumps(rec.to_json(), indent=2) + "\n")
 
 
 def forget(wdir: WorkersDir, rec: Record) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from csd.errors import CsdError
 from csd.events import BadLine, Event, parse_line
-from csd.watch import DirWatcher
+from csd.watch import DirWatcher, wait_dir
 from csd.workers import Meta, WorkersDir
 
 TYPE_CHECKING = False
@@ -56,20 +56,6 @@ async def transcript_caught_up(path: Path | None, complete: Callable[[], bool], 
                 async for change in changes:
                     if change.name == path.name and complete():
                         return
-
-
-async def wait_dir(directory: Path, backend: str | None) -> None:
-    """Until ``directory`` exists, watching the nearest existing ancestor (one level at a time)."""
-    parent = directory.parent
-    if not parent.is_dir():
-        await wait_dir(parent, backend)
-    async with DirWatcher(parent, backend=backend, dirs=True) as watcher:  # a file watch skips directories
-        changes = watcher.changes()
-        if directory.is_dir():
-            return
-        async for _ in changes:
-            if directory.is_dir():
-                return
 
 
 @dataclass(frozen=True)

@@ -602,3 +602,17 @@ class DirWatcher:
                 return
             self._dispatch(diff_snapshots(snapshot, current))
             snapshot = current
+
+
+async def wait_dir(directory: Path, backend: str | None) -> None:
+    """Until ``directory`` exists, watching the nearest existing ancestor (one level at a time)."""
+    parent = directory.parent
+    if not parent.is_dir():
+        await wait_dir(parent, backend)
+    async with DirWatcher(parent, backend=backend, dirs=True) as watcher:  # a watch of files skips directories
+        changes = watcher.changes()
+        if directory.is_dir():
+            return
+        async for _ in changes:
+            if directory.is_dir():
+                return

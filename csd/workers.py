@@ -256,6 +256,16 @@ class WorkersDir:
         return self.remote_dir / f"{name}.json"
 
     # -- metas
+    def write_remote(self, name: str, text: str) -> Path:
+        """Write the record of remote worker ``name`` (csd.remoteworkers): atomically, 0600, in a private dir."""
+        d = self.ensure().remote_dir
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+        _check_private_dir(d)
+        return _atomic_write(self.remote_path(name), text, 0o600)
+
     def write_meta(self, meta: Meta) -> Path:
         return _atomic_write(self.meta_path(meta.session_id), json.dumps(meta.to_json(), indent=2) + "\n", 0o600)
 

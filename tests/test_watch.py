@@ -508,7 +508,7 @@ async def test_queue_overflow_is_recovered_by_a_rescan(tmp_path: Path) -> None:
 
 
 async def test_a_watch_for_directories_sees_one_made_and_a_file_watch_does_not(tmp_path: Path, backend: str) -> None:
-    """DirWatcher(dirs=True) reports a subdirectory made (what reply.wait_dir waits on: Claude Code's project dir,
+    """DirWatcher(dirs=True) reports a subdirectory made (what watch.wait_dir waits on: Claude Code's project dir,
     the remote records' dir); a watch of files never does."""
     async with DirWatcher(tmp_path, backend=backend, dirs=True) as dirs, DirWatcher(tmp_path, backend=backend) as files:
         made, seen = dirs.changes(), files.changes()
@@ -523,7 +523,7 @@ async def test_a_watch_for_directories_sees_one_made_and_a_file_watch_does_not(t
 
 
 async def test_wait_dir_returns_once_the_directory_is_made(tmp_path: Path, backend: str) -> None:
-    from csd.reply import wait_dir
+    from csd.watch import wait_dir
 
     target = tmp_path / "a" / "b"
     waiting = asyncio.ensure_future(wait_dir(target, backend))

@@ -312,8 +312,7 @@ async def follow_remote(wdir: WorkersDir, pattern: str, changed: Callable[[], No
     stream whose workers were all stopped ends. Ends when cancelled."""
     import asyncio
 
-    from csd.reply import wait_dir
-    from csd.watch import DirWatcher
+    from csd.watch import DirWatcher, wait_dir
 
     running: dict[HostStream, asyncio.Task[None]] = {}
 
