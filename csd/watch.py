@@ -605,14 +605,19 @@ class DirWatcher:
 
 
 async def wait_dir(directory: Path, backend: str | None) -> None:
-    """Until ``directory`` exists, watching the nearest existing ancestor (one level at a time)."""
-    parent = directory.parent
-    if not parent.is_dir():
-        await wait_dir(parent, backend)
-    async with DirWatcher(parent, backend=backend, dirs=True) as watcher:  # a watch of files skips directories
-        changes = watcher.changes()
-        if directory.is_dir():
-            return
-        async for _ in changes:
-            if directory.is_dir():
-                return
+    """Until ``directory`` exists, watching the nearest existing ancestor (one level at a time). An ancestor
+    removed meanwhile is waited for again: this returns only once ``directory`` is there."""
+    while not directory.is_dir():
+        parent = directory.parent
+        if not parent.is_dir():
+            await wait_dir(parent, backend)
+        try:
+            async with DirWatcher(parent, backend=backend, dirs=True) as watcher:  # a watch of files skips directories
+                changes = watcher.changes()
+                if directory.is_dir():
+                    return
+                async for _ in changes:
+                    if directory.is_dir():
+                        return
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # the parent went between the look and the watch: look again

@@ -534,3 +534,29 @@ async def test_wait_dir_returns_once_the_directory_is_made(tmp_path: Path, backe
     target.mkdir()
     async with asyncio.timeout(TIMEOUT):
         await waiting
+
+
+async def test_wait_dir_waits_on_when_the_watched_parent_is_removed(tmp_path: Path, backend: str) -> None:
+    """The parent removed while it is watched (the workers dir removed under ``csd watch`` waiting for the remote
+    records' dir): wait_dir goes on waiting for the parent, and returns only once the directory is there."""
+    from csd.watch import wait_dir
+
+    parent = tmp_path / "a"
+    parent.mkdir()
+    target = parent / "b"
+    waiting = asyncio.ensure_future(wait_dir(target, backend))
+    for _ in range(10):  # let it set up its watch on ``a`` (no event says so)
+        await asyncio.sleep(0)
+    parent.rmdir()
+    # the removal seen (a rescan of tmp_path proves the watcher had its turn), it is still waiting
+    async with DirWatcher(tmp_path, backend=backend, dirs=True) as w:
+        changes = w.changes()
+        (tmp_path / "marker").mkdir()
+        await wait_for_change(changes, Change(ChangeKind.CREATED, "marker"))
+    await asyncio.sleep(0)
+    assert not waiting.done() and not target.exists()
+    parent.mkdir()
+    target.mkdir()
+    async with asyncio.timeout(TIMEOUT):
+        await waiting
+    assert target.is_dir()

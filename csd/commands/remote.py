@@ -8,6 +8,7 @@ commands print and return."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -329,13 +330,15 @@ async def follow_remote(wdir: WorkersDir, pattern: str, changed: Callable[[], No
         changed()
 
     try:
-        if not wdir.remote_dir.is_dir():
+        while True:  # the records' dir removed (with the workers dir, say) is waited for again
             await wait_dir(wdir.remote_dir, None)
-        async with DirWatcher(wdir.remote_dir) as watcher:
-            records_changed = watcher.changes(suffixes=(".json",))
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # gone between the look and the watch
+                async with DirWatcher(wdir.remote_dir) as watcher:
+                    records_changed = watcher.changes(suffixes=(".json",))
+                    sync()
+                    async for _ in records_changed:
+                        sync()
             sync()
-            async for _ in records_changed:
-                sync()
     finally:
         for task in running.values():
             task.cancel()
