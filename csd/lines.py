@@ -4,6 +4,7 @@ reported, never held whole, and a tail is read from the file's end, never from i
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator
 
 #: The longest line csd reads from an events file. The hook writes lines of at most 64 KiB (hook.LINE_LIMIT);
@@ -11,6 +12,8 @@ from collections.abc import Callable, Iterator
 MAX_LINE = 1 << 20
 #: How much is read per system call.
 CHUNK = 1 << 16
+#: Bytes just before a follower's offset that it re-reads to tell an append from a truncate-and-regrow.
+MARK = 4096  # one page: it reaches back past a line's fixed-shape end into what makes it unique
 
 
 class Splitter:
@@ -142,3 +145,135 @@ def count_newlines(fd: int, end: int) -> int:
         count += chunk.count(b"\n")
         pos += len(chunk)
     return count
+
+
+def open_to_follow(path: os.PathLike[str] | str) -> tuple[int, tuple[int, int]] | None:
+    """(fd, (st_dev, st_ino)) of the regular file ``path`` opened for following, or None when it is not
+    there; OSError for anything but a regular file (a FIFO must not hang us, a link not redirect us)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OSError(f"cannot follow {path}: not a regular file")
+    return fd, (st.st_dev, st.st_ino)
+
+
+class FileLines:
+    """The complete lines appended to the file named ``path``, read as they come (the caller says when: on
+    a change the watcher saw), in bounded memory, numbered from 1 and skipping the first ``start_line``.
+
+    It follows the name: a truncation (log rotation), even one regrown past what was read, and another
+    file put under the name (a rename over it) each start the numbering again at 1 (``resets`` counts them,
+    ``on_reset`` hears why); the name removed ends it (``ended``). A file not there yet is waited for; once
+    one was opened, a missing name means removed. The synchronous core of csd.watch.Follower, and what
+    csd.waiter follows with no event loop at all.
+    """
+
+    def __init__(self, path: os.PathLike[str] | str, start_line: int = 0, on_long: Callable[[int], None] | None = None,
+                 on_reset: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self.resets = 0
+        self.ended = False
+        self._skip = start_line
+        self._on_long = on_long
+        self._on_reset = on_reset
+        self._fd: int | None = None
+        self._ident: tuple[int, int] | None = None
+        self._opened = False
+        self._offset = 0
+        self._mark = b""  # the bytes just before _offset, as read
+        self._splitter = Splitter(MAX_LINE, on_long)
+        # Open now: a file removed before the first read must still give what it held, and end.
+        self._open()
+
+    @property
+    def pending(self) -> int:
+        return self._splitter.pending
+
+    def read(self, budget: int | None = None) -> tuple[list[tuple[int, str]], bool]:
+        """The lines appended since the last read (a reset or the end included), and whether more than
+        ``budget`` bytes were there (then call again: what is left waits for it, whatever the watcher says)."""
+        out: list[tuple[int, str]] = []
+        while not self.ended:
+            if self._fd is None and not self._open():
+                if self._opened:
+                    self.end()
+                break
+            if self._rewritten():
+                # Truncated under us, even if already written past our offset again: what we read is no
+                # longer the file.
+                self._restart("truncated")
+            if self._read(out, budget):
+                return out, True
+            try:
+                now = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                self.end()
+                break
+            if (now.st_dev, now.st_ino) == self._ident:
+                break
+            # Another file under the name (rename over it, or delete + recreate between two looks): the old
+            # one has been drained above, so start over on the new one.
+            self._close_fd()
+            self._restart("replaced")
+        return out, False
+
+    def drain(self) -> list[tuple[int, str]]:
+        """What the open file still holds, whatever its name points to now (its directory is gone)."""
+        out: list[tuple[int, str]] = []
+        if self._fd is not None:
+            while self._read(out, None):
+                pass
+        return out
+
+    def end(self) -> None:
+        self.ended = True
+        self._close_fd()
+
+    def _open(self) -> bool:
+        opened = open_to_follow(self.path)
+        if opened is None:
+            return False
+        self._fd, self._ident = opened
+        self._opened = True
+        return True
+
+    def _rewritten(self) -> bool:
+        """Shorter than what we read, or no longer holding the bytes we read last."""
+        assert self._fd is not None
+        if os.fstat(self._fd).st_size < self._offset:
+            return True
+        return bool(self._mark) and os.pread(self._fd, len(self._mark), self._offset - len(self._mark)) != self._mark
+
+    def _read(self, out: list[tuple[int, str]], budget: int | None) -> bool:
+        """Read and split up to ``budget`` bytes (None: to the end) into ``out``; True when more is left."""
+        assert self._fd is not None
+        left = budget if budget is not None else -1
+        while data := os.pread(self._fd, CHUNK if left < 0 else min(CHUNK, left), self._offset):
+            self._offset += len(data)
+            self._mark = (self._mark + data[-MARK:])[-MARK:]
+            for number, raw in self._splitter.feed(data):
+                if number > self._skip:
+                    out.append((number, raw.decode("utf-8", errors="replace")))
+            if left >= 0:
+                left -= len(data)
+                if left <= 0:
+                    return True
+        return False
+
+    def _restart(self, why: str) -> None:
+        if self._on_reset is not None:
+            self._on_reset(f"{self.path} was {why}; following it again from line 1")
+        self.resets += 1
+        # start_line referred to the file the caller had read; the new content is all unseen.
+        self._offset, self._mark, self._skip = 0, b"", 0
+        self._splitter = Splitter(MAX_LINE, self._on_long)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)

@@ -7,16 +7,14 @@ ended; the transcript says what it said when the stop event's copy is not whole.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from csd.errors import CsdError
-from csd.events import BadLine, Event, parse_line
-from csd.watch import DirWatcher, wait_dir
+from csd.events import BadLine, Event, failure_line, failure_text, parse_line
+from csd.value import Value
 from csd.workers import Meta, WorkersDir
 
 TYPE_CHECKING = False
@@ -24,7 +22,8 @@ if TYPE_CHECKING:
     from csd.transcript import Transcript, Turn
 
 # csd.transcript and csd.transcriptfile are imported where a transcript is read: a send, a wait or a converse
-# whose stop event holds the whole reply reads none (~7 ms of imports spared).
+# whose stop event holds the whole reply reads none (~7 ms of imports spared). asyncio and csd.watch where a
+# transcript is waited for: csd.waiter's wait-for-turn runs with no event loop (a waiting process stays small).
 
 #: Claude Code runs the Stop hook before the turn's last lines reach its transcript (2.1.330 and older
 #: releases: the tool result and final text land 30-70 ms after the stop event); converse waits this long at most.
@@ -42,6 +41,10 @@ def file_size(path: Path | None) -> int:
 
 async def transcript_caught_up(path: Path | None, complete: Callable[[], bool], backend: str | None) -> None:
     """Until ``complete()`` says the transcript holds what is awaited: woken by the file's changes, bounded."""
+    import asyncio
+
+    from csd.watch import DirWatcher, wait_dir
+
     if path is None:
         return
     with contextlib.suppress(TimeoutError, OSError):
@@ -58,20 +61,26 @@ async def transcript_caught_up(path: Path | None, complete: Callable[[], bool], 
                         return
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(Value):
     """One finished turn: its prompt event, the stop that ended it, and where its transcript is.
 
     ``offset`` is the transcript's size before the prompt was sent: the turn is the first one after it
     (by ``prompt_id`` where the release has one), so an earlier turn is never taken for this one.
+    (A csd.value.Value, not a dataclass: this module is imported after a wait-for-turn's wait, where
+    ``dataclasses`` would cost ~10 ms.)
     """
 
+    _fields = ("meta", "prompt", "stop", "transcript", "backend", "offset")
     meta: Meta
     prompt: Event
     stop: Event
     transcript: Path | None
-    backend: str | None = None
-    offset: int = 0
+    backend: str | None
+    offset: int
+
+    def __init__(self, meta: Meta, prompt: Event, stop: Event, transcript: Path | None, backend: str | None = None,
+                 offset: int = 0) -> None:
+        self._set(meta=meta, prompt=prompt, stop=stop, transcript=transcript, backend=backend, offset=offset)
 
     @property
     def needs_transcript(self) -> bool:
@@ -170,6 +179,24 @@ def transcript_file(wdir: WorkersDir, meta: Meta, hint: Event | None = None) -> 
         if os.path.isfile(c):
             return Path(c)
     return Path(candidates[0]) if candidates else None
+
+
+def turn_failure(wdir: WorkersDir, meta: Meta, ev: Event) -> str | None:
+    """The one-line failure of the turn that ``ev`` ended, or None when it did not end in an API error:
+    a stop_failure, or a ``stop`` of a release without StopFailure (before 2.1.78) whose transcript ends
+    with Claude Code's synthetic API error line (read once, backwards from the end of the file)."""
+    name = meta.tmux_name
+    if ev.error is not None:
+        return failure_line(name, ev)
+    if not ev.may_hide_api_error:
+        return None
+    from csd.transcriptfile import read_api_state
+
+    path = transcript_file(wdir, meta, ev)
+    api = read_api_state(path) if path is not None else None
+    if api is None or api.error is None:
+        return None
+    return failure_text(name, api.error, api.message)
 
 
 def last_turn_markdown(wdir: WorkersDir, meta: Meta, full: bool = False) -> str:

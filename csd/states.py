@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
+from csd.clock import epoch, now_iso
+from csd.errors import NotRunning
 from csd.events import SYNTHETIC_PROMPT_PREFIX, TURN_ENDS, Event
 from csd.value import Value
 
@@ -266,3 +268,56 @@ def fold(events: Iterable[Event], alive: bool = True, initial: State = State.LAU
     if not alive:
         worker.lose()
     return worker
+
+
+# ---------------------------------------------------------------- what ends a wait for a turn
+
+
+def turn_over(name: str, worker: Worker, removed: bool, after_line: int | None, settled: bool) -> Event | None:
+    """What a wait for ``name``'s turn answers now: the event that ended the turn (stop, stop_failure or
+    session_end), a stand-in for a state no line announces, or None while the turn goes on. With
+    ``after_line``, only a line after it (Event.pos); with ``settled``, an idle worker's background tasks too.
+    One rule for every waiter (csd.supervisor's and csd.waiter's).
+
+    Raises NotRunning when the worker is gone (died without session_end) or was stopped (``removed``: its
+    events file was deleted)."""
+    if removed:
+        raise NotRunning(f"worker {name!r} was stopped while waiting (its events file was removed)")
+    state = State(worker.state)
+    if state == State.GONE:
+        last = worker.last_event.summary() if worker.last_event else "none"
+        raise NotRunning(f"worker {name!r} is gone: its process ended without session_end (last event: {last})")
+    if state in BUSY:
+        return None
+    if settled and state == State.IDLE and not worker.settled:
+        return None
+    ev = worker.turn_end or worker.state_event
+    if after_line is not None:
+        # a line after a truncation is later than any line number of the file before it
+        candidates = [e for e in (worker.turn_end, worker.state_event) if e is not None and e.pos > (0, after_line)]
+        ev = candidates[0] if candidates else None
+    if ev is None and after_line is None:
+        return state_event(state)  # idle with an empty tail window: nothing to print but the state itself
+    return ev
+
+
+def state_event(state: State, ts: str | None = None) -> Event:
+    """A stand-in event line for a state that no line of the log announces (gone; idle with no turn yet)."""
+    import json
+
+    data = {"ts": ts or now_iso(), "event": str(state)}
+    return Event(0, data["event"], data["ts"], data, json.dumps(data))
+
+
+def describe(worker: Worker, now: float) -> str:
+    """What the worker was doing, for a wait's timeout message (``now``: seconds since the epoch)."""
+    ev = worker.last_event
+    if ev is None:
+        return f"{worker.state}, no events yet"
+    then = epoch(ev.ts)
+    if then is None:
+        ago = "at an unknown time"
+    else:
+        secs = max(0.0, now - then)
+        ago = f"{secs:.1f}s ago" if secs < 120 else f"{secs / 60:.0f} min ago"
+    return f"{worker.state}; last event {ev.summary()} ({ago})"

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import time
 from collections import deque
@@ -32,10 +31,10 @@ from csd.errors import CsdError, EmptyReply, NotRunning, TurnFailed, UsageError
 from csd.clock import epoch, now_iso
 from csd.console import err, warn_bad_line, warn_long_line
 from csd.events import BadLine, Event, failure_line, failure_text, parse_line
-from csd.states import BUSY, ENDED, State, Worker, fold
+from csd.states import ENDED, State, Worker, describe, fold, state_event, turn_over
 from csd.watch import DirWatcher, Follower
-from csd.reply import TRANSCRIPT_LAG_LIMIT, Reply, file_size, last_turn_markdown, transcript_file
-from csd.workers import Meta, WorkersDir, events_unwritable, open_regular
+from csd.reply import TRANSCRIPT_LAG_LIMIT, Reply, file_size, last_turn_markdown, transcript_file, turn_failure
+from csd.workers import SPACE_CHECK_INTERVAL, Meta, WorkersDir, events_unwritable, open_regular
 
 if TYPE_CHECKING:
     from csd.prompt import InputLine
@@ -56,9 +55,6 @@ LOCK_HOLDER_WAIT, LOCK_HOLDER_RETRY = 1.0, 0.005
 UNKNOWN_COMMAND_CHECK = 0.1
 #: How long send waits for the screen to show an emptied input line (the TUI redraws within ~50 ms).
 CLEAR_INPUT_TIMEOUT = 2.0
-#: While a wait needs the hook's next lines, how often it checks that they can be written (a full disk
-#: has no event; one statvfs per period).
-SPACE_CHECK_INTERVAL = 5.0
 
 
 @dataclass
@@ -96,18 +92,7 @@ class Tracked:
 
     def describe(self) -> str:
         """What the worker was doing, for timeout messages."""
-        ev = self.worker.last_event
-        if ev is None:
-            return f"{self.state}, no events yet"
-        return f"{self.state}; last event {ev.summary()} ({_ago(ev.ts)})"
-
-
-def _ago(ts: str) -> str:
-    then = epoch(ts)
-    if then is None:
-        return "at an unknown time"
-    secs = max(0.0, time.time() - then)
-    return f"{secs:.1f}s ago" if secs < 120 else f"{secs / 60:.0f} min ago"
+        return describe(self.worker, time.time())
 
 
 def _flock_holder(fd: int) -> str:
@@ -544,40 +529,11 @@ class Supervisor:
         return await self.wait_events(lambda: self._turn_over(tr, after_line, settled))
 
     def _turn_over(self, tr: Tracked, after_line: int | None, settled: bool) -> Event | None:
-        w = tr.worker
-        if tr.removed:
-            raise NotRunning(f"worker {tr.name!r} was stopped while waiting (its events file was removed)")
-        if w.state == State.GONE:
-            last = w.last_event.summary() if w.last_event else "none"
-            raise NotRunning(f"worker {tr.name!r} is gone: its process ended without session_end (last event: {last})")
-        if w.state in BUSY:
-            return None
-        if settled and w.state == State.IDLE and not w.settled:
-            return None
-        ev = w.turn_end or w.state_event
-        if after_line is not None:
-            # a line after a truncation is later than any line number of the file before it
-            candidates = [e for e in (w.turn_end, w.state_event) if e is not None and e.pos > (0, after_line)]
-            ev = candidates[0] if candidates else None
-        if ev is None and after_line is None:
-            return _state_event(tr)  # idle with an empty tail window: nothing to print but the state itself
-        return ev
+        return turn_over(tr.name, tr.worker, tr.removed, after_line, settled)
 
     def turn_failure(self, name: str, ev: Event) -> str | None:
-        """The one-line failure of the turn that ``ev`` ended, or None when it did not end in an API error:
-        a stop_failure, or a ``stop`` of a release without StopFailure (before 2.1.78) whose transcript ends
-        with Claude Code's synthetic API error line (read once, backwards from the end of the file)."""
-        from csd.transcriptfile import read_api_state
-
-        if ev.error is not None:
-            return failure_line(name, ev)
-        if not ev.may_hide_api_error:
-            return None
-        path = transcript_file(self.wdir, self.resolve(name), ev)
-        api = read_api_state(path) if path is not None else None
-        if api is None or api.error is None:
-            return None
-        return failure_text(name, api.error, api.message)
+        """The one-line failure of the turn that ``ev`` ended, or None (csd.reply.turn_failure)."""
+        return turn_failure(self.wdir, self.resolve(name), ev)
 
     def turn_result(self, name: str, settled: bool = False) -> Event | None:
         """What a fan-out wait says of a tracked worker now: the line that ended its turn, a ``gone``
@@ -881,7 +837,4 @@ def _arrived_as_sent(sent: str, recorded: str) -> bool:
 
 def _state_event(tr: Tracked) -> Event:
     """A stand-in event line for a state that no line of the log announces (gone; idle with no turn yet)."""
-    data = {"ts": now_iso(), "event": str(tr.state)}
-    return Event(0, data["event"], data["ts"], data, json.dumps(data))
-
-
+    return state_event(tr.state)

@@ -139,9 +139,15 @@ def unanswered() -> TmuxNotAnswering | None:
     return TmuxNotAnswering(_unanswered) if _unanswered else None
 
 
-def run_sync(args: Sequence[str], socket: str | None = None, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """For the read-side commands, which should not pay for an event loop. Bounded by CSD_TMUX_TIMEOUT."""
+def run_sync(args: Sequence[str], socket: str | None = None, input: bytes | None = None,
+             within: float | None = None) -> subprocess.CompletedProcess[bytes]:
+    """For the commands that should not pay for an event loop. Bounded by CSD_TMUX_TIMEOUT, and by ``within``
+    seconds when the caller's own time is shorter (a wait's timeout: the line then names tmux all the same)."""
     seconds = config.seconds("CSD_TMUX_TIMEOUT")
+    if within is not None and within < seconds:
+        seconds, bound = max(within, 0.0), ""
+    else:
+        bound = " (CSD_TMUX_TIMEOUT)"
     try:
         # run() kills the client on timeout and waits only for its exit, not for its pipes (which a
         # stopped server keeps open)
@@ -149,12 +155,12 @@ def run_sync(args: Sequence[str], socket: str | None = None, input: bytes | None
     except FileNotFoundError:
         raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None
     except subprocess.TimeoutExpired:
-        raise TmuxNotAnswering(_not_answering(args, socket, seconds)) from None
+        raise TmuxNotAnswering(_not_answering(args, socket, seconds, bound)) from None
 
 
-def list_panes_sync(socket: str | None = None) -> dict[str, Pane]:
-    """Every session's pane with one tmux call (no server running: no sessions)."""
-    proc = run_sync(["list-panes", "-a", "-F", PANE_FORMAT], socket)
+def list_panes_sync(socket: str | None = None, within: float | None = None) -> dict[str, Pane]:
+    """Every session's pane with one tmux call (no server running: no sessions); ``within``: as run_sync."""
+    proc = run_sync(["list-panes", "-a", "-F", PANE_FORMAT], socket, within=within)
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace")
         if _no_server(err):

@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from csd.events import SYNTHETIC_PROMPT_PREFIX
+from csd.value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
+
+    Entries: TypeAlias = "Transcript | Iterable[Mapping[str, Any]]"
 
 __all__ = [
     "ApiState",
@@ -114,8 +119,7 @@ def transcript_path(claude_dir: str, cwd: str, session_id: str) -> str:
 # Lines
 
 
-@dataclass(frozen=True)
-class Transcript:
+class Transcript(Value):
     """Parsed transcript lines.
 
     `entries` are the lines that are JSON objects, in file order. `bad_lines` are the 1-based numbers of
@@ -123,9 +127,13 @@ class Transcript:
     still being written, so it is reported as `partial_tail` instead of as damage.
     """
 
-    entries: tuple[dict[str, Any], ...] = ()
-    bad_lines: tuple[int, ...] = ()
-    partial_tail: bool = False
+    _fields = ("entries", "bad_lines", "partial_tail")
+    entries: tuple[dict[str, Any], ...]
+    bad_lines: tuple[int, ...]
+    partial_tail: bool
+
+    def __init__(self, entries: tuple[dict[str, Any], ...] = (), bad_lines: tuple[int, ...] = (), partial_tail: bool = False) -> None:
+        self._set(entries=entries, bad_lines=bad_lines, partial_tail=partial_tail)
 
 
 def parse_lines(lines: Iterable[str]) -> Transcript:
@@ -157,70 +165,88 @@ def parse_lines(lines: Iterable[str]) -> Transcript:
 # Turns
 
 
-@dataclass(frozen=True)
-class Text:
+class Text(Value):
     """An assistant text block; `message_id` groups the blocks of one API message.
 
     `error` is set on the synthetic message Claude Code writes when a turn's API calls failed
     (`isApiErrorMessage`, model `<synthetic>`): the error type (`rate_limit`, `server_error`, ...).
     """
 
+    _fields = ("text", "message_id", "error")
     text: str
-    message_id: str | None = None
-    error: str | None = None
+    message_id: str | None
+    error: str | None
+
+    def __init__(self, text: str, message_id: str | None = None, error: str | None = None) -> None:
+        self._set(text=text, message_id=message_id, error=error)
 
 
-@dataclass(frozen=True)
-class Thinking:
+class Thinking(Value):
     """An assistant thinking block (`redacted` for a redacted_thinking block, whose text is unreadable)."""
 
+    _fields = ("text", "redacted")
     text: str
-    redacted: bool = False
+    redacted: bool
+
+    def __init__(self, text: str, redacted: bool = False) -> None:
+        self._set(text=text, redacted=redacted)
 
 
-@dataclass(frozen=True)
-class ToolUse:
+class ToolUse(Value):
     """A tool call by the assistant."""
 
+    _fields = ("name", "input", "id")
     name: str
     input: Any
-    id: str | None = None
+    id: str | None
+
+    def __init__(self, name: str, input: Any, id: str | None = None) -> None:
+        self._set(name=name, input=input, id=id)
 
 
-@dataclass(frozen=True)
-class ToolResult:
+class ToolResult(Value):
     """A tool's result, its content flattened to text (images as `[image]`)."""
 
+    _fields = ("content", "is_error", "tool_use_id")
     content: str
-    is_error: bool = False
-    tool_use_id: str | None = None
+    is_error: bool
+    tool_use_id: str | None
+
+    def __init__(self, content: str, is_error: bool = False, tool_use_id: str | None = None) -> None:
+        self._set(content=content, is_error=is_error, tool_use_id=tool_use_id)
 
 
-@dataclass(frozen=True)
-class Interrupt:
+class Interrupt(Value):
     """The user interrupted the turn (Esc); `text` is e.g. `[Request interrupted by user]`."""
 
+    _fields = ("text",)
     text: str
+
+    def __init__(self, text: str) -> None:
+        self._set(text=text)
 
 
 Item = Text | Thinking | ToolUse | ToolResult | Interrupt
 
 
-@dataclass(frozen=True)
-class Turn:
+class Turn(Value):
     """One prompt and everything the assistant did for it, in transcript order.
 
     `synthetic` marks prompts nobody typed (a background task's `<task-notification>`). `stop_reason` is
     the one on the turn's last assistant line.
     """
 
+    _fields = ("prompt", "prompt_id", "items", "synthetic", "uuid", "timestamp", "stop_reason")
     prompt: str
     prompt_id: str | None
     items: tuple[Item, ...]
     synthetic: bool
-    uuid: str | None = None
-    timestamp: str | None = None
-    stop_reason: str | None = None
+    uuid: str | None
+    timestamp: str | None
+    stop_reason: str | None
+
+    def __init__(self, prompt: str, prompt_id: str | None, items: tuple[Item, ...], synthetic: bool, uuid: str | None = None, timestamp: str | None = None, stop_reason: str | None = None) -> None:
+        self._set(prompt=prompt, prompt_id=prompt_id, items=items, synthetic=synthetic, uuid=uuid, timestamp=timestamp, stop_reason=stop_reason)
 
     @property
     def complete(self) -> bool:
@@ -245,7 +271,6 @@ class Turn:
         return last.error if isinstance(last, Text) else None
 
 
-Entries = Transcript | Iterable[Mapping[str, Any]]
 
 
 class _Builder:
@@ -554,8 +579,7 @@ def _add_assistant(turn: _Builder, entry: Mapping[str, Any]) -> None:
 
 
 
-@dataclass(frozen=True)
-class ApiState:
+class ApiState(Value):
     """What the end of a transcript says about the turn's API calls.
 
     Claude Code writes one `api-request` line per request it sends, and the response's `assistant` lines
@@ -566,9 +590,13 @@ class ApiState:
     the requests that call made.
     """
 
-    attempts: int = 0
-    error: str | None = None
-    message: str | None = None
+    _fields = ("attempts", "error", "message")
+    attempts: int
+    error: str | None
+    message: str | None
+
+    def __init__(self, attempts: int = 0, error: str | None = None, message: str | None = None) -> None:
+        self._set(attempts=attempts, error=error, message=message)
 
     @property
     def retrying(self) -> bool:

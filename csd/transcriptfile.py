@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
 from csd import config
 from csd.transcript import ApiState, Transcript, api_state, parse_lines, transcript_path
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (read after a wait, on its answer's path)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: How far back from the end a read-side command looks for the last conversation lines (api-request
 #: lines are a few KB each; Claude Code makes at most 16 attempts per call).

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from csd import config
 from csd.errors import CsdError, UsageError
-from csd.lines import CHUNK, MAX_LINE, Splitter
+from csd.lines import MAX_LINE, FileLines
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -36,8 +36,6 @@ POLL_INTERVAL = 0.05
 
 #: Most bytes a follower reads before it lets the loop run again: a huge append never blocks the loop.
 READ_BUDGET = 4 << 20
-#: Bytes just before a follower's offset that it re-reads to tell an append from a truncate-and-regrow.
-_MARK = 4096  # one page: it reaches back past a line's fixed-shape end into what makes it unique
 
 # Errors from inotify_init1/inotify_add_watch meaning "no inotify for us right now", not "bad directory".
 _FALLBACK_ERRNOS = frozenset({errno.EMFILE, errno.ENOSPC, errno.ENOSYS})
@@ -172,27 +170,25 @@ def _choose_backend(requested: str | None) -> tuple[str, bool]:
 
 
 class Follower:
-    """Async iterator of the complete lines of one file of a DirWatcher; made by DirWatcher.follow()."""
+    """Async iterator of the complete lines of one file of a DirWatcher; made by DirWatcher.follow(). The
+    reading (truncation, replacement, removal, long lines) is csd.lines.FileLines'; this wakes it."""
 
     def __init__(self, watcher: DirWatcher, name: str, start_line: int, on_long: Callable[[int], None] | None = None) -> None:
         self.name = name
         self.path = watcher.directory / name
-        self.resets = 0  # truncations + replacements seen; each one restarts line numbers at 1
         self._watcher = watcher
-        self._skip = start_line
-        self._fd: int | None = None
-        self._ident: tuple[int, int] | None = None
-        self._opened = False  # once any file was opened, a missing name means "deleted", not "not yet"
-        self._offset = 0
-        self._mark = b""  # the bytes just before _offset, as read
-        self._on_long = on_long or (lambda n: log.warning("%s: skipping line %d: longer than %d bytes", self.path, n, MAX_LINE))
-        self._splitter = Splitter(MAX_LINE, self._on_long)
+        on_long = on_long or (lambda n: log.warning("%s: skipping line %d: longer than %d bytes", self.path, n, MAX_LINE))
+        # Opened now, not at the first next(): a file deleted before the consumer starts iterating must
+        # still yield what it held and end, rather than leave us waiting for it to be created.
+        self._file = FileLines(self.path, start_line, on_long, on_reset=lambda why: log.warning("%s", why))
         self._lines: deque[Line] = deque()
         self._ended = False
         self._wake = asyncio.Event()
-        # Open now, not at the first next(): a file deleted before the consumer starts iterating must
-        # still yield what it held and end, rather than leave us waiting for it to be created.
-        self._open()
+
+    @property
+    def resets(self) -> int:
+        """Truncations + replacements seen; each one restarts line numbers at 1."""
+        return self._file.resets
 
     def __aiter__(self) -> Follower:
         return self
@@ -206,15 +202,21 @@ class Follower:
             self._wake.clear()
             if self._watcher.closed:
                 # Watcher gone (directory removed): what the open file holds is the last there will be.
-                if self._fd is not None:
-                    self._read_to_eof()
+                self._take(self._file.drain())
                 self._end()
                 continue
-            if self._sync():
+            lines, more = self._file.read(READ_BUDGET)
+            self._take(lines)
+            if self._file.ended:
+                self._end()
+            elif more:
                 await asyncio.sleep(0)  # more to read: let the loop run first
-            elif not self._lines and not self._ended:
+            elif not self._lines:
                 await self._wake.wait()
         return self._lines.popleft()
+
+    def _take(self, lines: list[tuple[int, str]]) -> None:
+        self._lines.extend(Line(number, text) for number, text in lines)
 
     def close(self) -> None:
         """Stop following: close the file and end the iteration; lines not yet taken are dropped."""
@@ -229,90 +231,12 @@ class Follower:
     def _poke(self) -> None:
         self._wake.set()
 
-    def _open(self) -> bool:
-        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang us
-        try:
-            fd = os.open(self.path, flags)
-        except FileNotFoundError:
-            return False
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise OSError(f"cannot follow {self.path}: not a regular file")
-        self._fd, self._ident, self._opened = fd, (st.st_dev, st.st_ino), True
-        return True
-
-    def _sync(self) -> bool:
-        """Bring this follower up to date with the name: read new bytes, restart on a new file, or end.
-
-        Returns True when it stopped early with more to read (READ_BUDGET)."""
-        while True:
-            if self._fd is None and not self._open():
-                if self._opened:
-                    self._end()
-                return False
-            assert self._fd is not None
-            if self._rewritten():
-                # Truncated (log rotation) under us, even if already written past our offset again:
-                # what we read is no longer the file.
-                self._restart("truncated")
-            if self._read(READ_BUDGET):
-                return True
-            try:
-                now = os.stat(self.path, follow_symlinks=False)
-            except FileNotFoundError:
-                self._end()
-                return False
-            if (now.st_dev, now.st_ino) == self._ident:
-                return False
-            # Another file under the name (rename over it, or delete + recreate between two looks): the old
-            # one has been drained above, so start over on the new one.
-            self._close_fd()
-            self._restart("replaced")
-
-    def _rewritten(self) -> bool:
-        """Shorter than what we read, or no longer holding the bytes we read last."""
-        assert self._fd is not None
-        if os.fstat(self._fd).st_size < self._offset:
-            return True
-        return bool(self._mark) and os.pread(self._fd, len(self._mark), self._offset - len(self._mark)) != self._mark
-
-    def _read(self, budget: int) -> bool:
-        """Read and split up to ``budget`` bytes; True when that left more to read."""
-        assert self._fd is not None
-        while data := os.pread(self._fd, min(CHUNK, budget), self._offset):
-            self._offset += len(data)
-            budget -= len(data)
-            self._mark = (self._mark + data[-_MARK:])[-_MARK:]
-            for number, raw in self._splitter.feed(data):
-                if number > self._skip:
-                    self._lines.append(Line(number, raw.decode("utf-8", errors="replace")))
-            if budget <= 0:
-                return True
-        return False
-
-    def _read_to_eof(self) -> None:
-        while self._read(READ_BUDGET):
-            pass
-
-    def _restart(self, why: str) -> None:
-        log.warning("%s was %s; following it again from line 1", self.path, why)
-        self.resets += 1
-        # start_line referred to the file the caller had read; the new content is all unseen.
-        self._offset, self._mark, self._skip = 0, b"", 0
-        self._splitter = Splitter(MAX_LINE, self._on_long)
-
     def _end(self) -> None:
-        if self._splitter.pending and not self._ended:
-            log.debug("%s ended with an unterminated line of %d bytes; dropped", self.path, self._splitter.pending)
+        if self._file.pending and not self._ended:
+            log.debug("%s ended with an unterminated line of %d bytes; dropped", self.path, self._file.pending)
         self._ended = True
-        self._close_fd()
+        self._file.end()
         self._wake.set()
-
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
 
 
 class ChangeStream:

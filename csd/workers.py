@@ -603,6 +603,11 @@ def last_line_with(path: Path, needle: bytes) -> bytes | None:
 MIN_FREE = LINE_LIMIT
 
 
+#: While a wait needs the hook's next lines, how often it checks that they can be written (a full disk
+#: has no event; one statvfs per period).
+SPACE_CHECK_INTERVAL = 5.0
+
+
 def events_unwritable(wdir: WorkersDir) -> str | None:
     """Why the hook cannot append events lines now (the workers dir's file system is full), else None.
 

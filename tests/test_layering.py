@@ -95,10 +95,10 @@ for _layer, _names in {
     # run outside csd (standard library only, no csd import), whose tables the core reads
     PURE: ("csd", "value", "errors", "clock", "events", "states", "prompt", "attention", "transcript", "screen", "hook", "run_hook", "envfile"),
     # what every adapter may use: the environment (config), stderr (console), bounded line reading, /proc
-    BASE: ("config", "console", "lines", "proc"),
+    BASE: ("config", "console", "lines", "proc", "inotify"),
     # each talks to one outside thing
     ADAPTER: ("tmux", "watch", "workers", "transcriptfile", "remote", "bundled"),
-    ENGINE: ("supervisor", "reply", "lifecycle", "fleet", "remoteworkers"),
+    ENGINE: ("supervisor", "waiter", "reply", "lifecycle", "fleet", "remoteworkers"),
     COMMANDS: ("commands", "render", "livetable", "demo", "completion"),
     ENTRY: ("cli", "__main__"),
 }.items():

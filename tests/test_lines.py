@@ -59,3 +59,68 @@ def test_forward_and_backward_agree_with_a_plain_split(tmp_path: Path, seed: int
         assert all(data[off : off + len(line)] == line for _, off, line in back)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- FileLines: the follower's synchronous core
+
+
+def test_file_lines_reads_what_is_appended_and_skips_what_was_counted(tmp_path: Path) -> None:
+    from csd.lines import FileLines
+
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"one\ntwo\n")
+    lines = FileLines(path, start_line=1)
+    assert lines.read() == ([(2, "two")], False)
+    with open(path, "ab") as f:
+        f.write(b"thr")
+    assert lines.read() == ([], False) and lines.pending == 3  # half a line is not a line
+    with open(path, "ab") as f:
+        f.write(b"ee\n")
+    assert lines.read() == ([(3, "three")], False)
+
+
+def test_file_lines_sees_a_truncation_regrown_past_its_offset_and_a_replacement(tmp_path: Path) -> None:
+    from csd.lines import FileLines
+
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"a\nb\n")
+    said: list[str] = []
+    lines = FileLines(path, on_reset=said.append)
+    assert [t for _, t in lines.read()[0]] == ["a", "b"]
+    path.write_bytes(b"rotated, and longer than before\n")  # truncated and regrown before the next look
+    assert lines.read() == ([(1, "rotated, and longer than before")], False) and lines.resets == 1
+    other = tmp_path / "new"
+    other.write_bytes(b"x\n")
+    other.replace(path)
+    assert lines.read() == ([(1, "x")], False) and lines.resets == 2
+    assert [why.rsplit(" was ", 1)[1] for why in said] == ["truncated; following it again from line 1",
+                                                           "replaced; following it again from line 1"]
+
+
+def test_file_lines_ends_when_the_name_is_removed_and_waits_for_one_not_there_yet(tmp_path: Path) -> None:
+    from csd.lines import FileLines
+
+    path = tmp_path / "e.jsonl"
+    lines = FileLines(path)
+    assert lines.read() == ([], False) and not lines.ended  # not there yet: not removed
+    path.write_bytes(b"first\n")
+    assert lines.read() == ([(1, "first")], False)
+    with open(path, "ab") as f:
+        f.write(b"last\n")
+    path.unlink()
+    assert lines.read() == ([(2, "last")], False) and lines.ended  # what the open file held, then the end
+
+
+def test_file_lines_reads_a_big_append_in_budgets_and_skips_a_long_line(tmp_path: Path) -> None:
+    from csd.lines import MAX_LINE, FileLines
+
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b"x" * (MAX_LINE + 10) + b"\n" + b"ok\n" * 1000)
+    longs: list[int] = []
+    lines = FileLines(path, on_long=longs.append)
+    got, more = lines.read(budget=1 << 16)
+    assert more and got == []
+    while more:
+        batch, more = lines.read(budget=1 << 16)
+        got += batch
+    assert longs == [1] and len(got) == 1000 and got[0] == (2, "ok") and got[-1] == (1001, "ok")

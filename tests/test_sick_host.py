@@ -58,7 +58,8 @@ def test_a_stopped_tmux_server_is_named_within_its_bound(env: Env, stopped_tmux:
 def test_a_wait_shorter_than_the_tmux_bound_keeps_its_own_timeout(env: Env, stopped_tmux: int) -> None:
     """wait-for-turn 1 with tmux silent: its own timeout holds (the first tmux call is inside it), and
     the line says it was tmux that did not answer."""
-    proc = csd("--worker", "h", "wait-for-turn", "1.5", timeout=30)  # default CSD_TMUX_TIMEOUT: 10 s
+    # tmux's own bound far beyond the test's: only the wait's timeout can end it in time
+    proc = csd("--worker", "h", "wait-for-turn", "1.5", timeout=30, env={"CSD_TMUX_TIMEOUT": "600"})
     assert proc.returncode == 1
     one_line_naming_tmux(proc.stderr)
 

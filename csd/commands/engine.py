@@ -37,11 +37,6 @@ def converse(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     return _converse(wdir, meta, read_prompt(args.prompt), args)
 
 
-def wait_for_turn(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    wdir, meta = resolve(args.worker, warn=False)
-    return _wait_for_turn(wdir, meta, args)
-
-
 def watch(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     from csd.render import watch
 
@@ -102,7 +97,8 @@ def timed_out(message: str) -> CsdError:
     return tmux.unanswered() or CsdError(message)
 
 
-async def _wait_for_turn(wdir: WorkersDir, meta: Meta, args: argparse.Namespace) -> int:
+async def wait_in_supervisor(wdir: WorkersDir, meta: Meta, args: argparse.Namespace) -> int:
+    """``wait-for-turn`` of one worker that csd.waiter handed back (csd.commands.wait)."""
     async with Supervisor(wdir, machine=False) as sup:  # a waiter only reads states: no transitions import
         return await _wait_in(sup, meta, args)
 
@@ -117,7 +113,9 @@ async def _wait_in(sup: Supervisor, meta: Meta, args: argparse.Namespace) -> int
         tr = sup.tracked()
         doing = f" ({tr[0].describe()})" if tr else ""
         raise timed_out(f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r} to end its turn{doing}") from None
-    return report_ended([(meta.tmux_name, ev)], sup.turn_failure, named=False)
+    from csd.reply import turn_failure  # the meta in hand: unreadable metas were reported when it was found
+
+    return report_ended([(meta.tmux_name, ev)], lambda name, e: turn_failure(sup.wdir, meta, e), named=False)
 
 
 async def _fan_wait(wdir: WorkersDir, args: argparse.Namespace) -> int:

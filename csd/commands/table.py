@@ -242,7 +242,7 @@ TABLE = (
     Command("handoff", PER, "how a human takes over this worker (tmux attach)",
             "csd.commands.read:handoff"),
     Command("wait-for-turn", PER, "block until the worker's turn ends (default 60 s); prints the event",
-            "csd.commands.engine:wait_for_turn",
+            "csd.commands.wait:wait_for_turn",
             Arg("timeout", nargs="?", type=timeout_arg, default=60.0), Arg("--after-line", type=count_arg, metavar="N"),
             _SETTLED),
     Command("send", PER, _SEND,

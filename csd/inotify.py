@@ -1,0 +1,61 @@
+"""inotify(7) for a process that waits on a few files and should stay small: the two calls through ctypes on
+the C library already loaded, and the events parsed with struct.
+
+csd.watch's event loop uses inotify_simple; a single ``wait-for-turn`` (csd.waiter) uses this instead, because
+importing inotify_simple pulls ``ctypes.util`` (shutil, tempfile, bz2, lzma, random: ~2 MB of a waiting
+process's RSS and ~8 ms of its start) and its first instance runs ``ldconfig -p`` to find the C library.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+#: inotify(7) event bits.
+MODIFY, MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x2, 0x40, 0x80, 0x100, 0x200
+DELETE_SELF, MOVE_SELF, Q_OVERFLOW, IGNORED = 0x400, 0x800, 0x4000, 0x8000
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (of the NUL-padded name that follows)
+
+
+class Inotify:
+    """One non-blocking, close-on-exec inotify instance; ``fileno()`` for epoll, ``read()`` what is queued."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._libc = libc = ctypes.CDLL(None, use_errno=True)  # the C library this process already runs on
+        self._errno = ctypes.get_errno
+        self._fd = self._call(libc.inotify_init1, _IN_NONBLOCK | _IN_CLOEXEC)
+
+    def _call(self, function: object, *args: object) -> int:
+        rc: int = function(*args)  # type: ignore[operator]
+        if rc < 0:
+            code = self._errno()
+            raise OSError(code, os.strerror(code))
+        return rc
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def add_watch(self, path: os.PathLike[str] | str, mask: int) -> int:
+        return self._call(self._libc.inotify_add_watch, self._fd, os.fsencode(path), mask)
+
+    def read(self) -> list[tuple[int, int, str]]:
+        """The queued events as (wd, mask, name), ``name`` "" for the watched directory itself; [] if none."""
+        try:
+            data = os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            return []
+        out, pos = [], 0
+        while pos + _HEADER.size <= len(data):
+            wd, mask, _, size = _HEADER.unpack_from(data, pos)
+            pos += _HEADER.size
+            out.append((wd, mask, os.fsdecode(data[pos : pos + size].rstrip(b"\0"))))
+            pos += size
+        return out
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,86 @@
+"""``wait-for-turn`` of one worker waits with no event loop (csd/waiter.py): the process maps no asyncio and no
+OpenSSL, and answers as the supervisor's wait does; the supervisor's wait takes over where the waiter hands a
+worker back (the poll backend here). Gone, stopped, truncated and timed-out waits: tests/test_faults.py and
+tests/test_engine.py, which run through the same command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from csd.supervisor import Supervisor
+from support import Env, launch, popen, wait_blocked
+
+
+def event_loop_mapped(pid: int) -> bool:
+    """asyncio's C part or OpenSSL in the process: what made a waiting process 19 MB (bench/)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return any(lib in maps for lib in ("_asyncio", "libssl", "_ssl"))
+
+
+@pytest.mark.parametrize("backend", ["inotify", "poll"])
+def test_a_blocked_wait_holds_no_event_loop_and_answers_as_the_supervisor(env: Env, backend: str) -> None:
+    shim = launch(env, "w")
+    assert subprocess.run([str(shim), "send", "SLEEP:1 REPLY:done"], capture_output=True).returncode == 0
+    waiter = popen("--worker", "w", "wait-for-turn", "60", env={"CSD_WATCH_BACKEND": backend})
+    wait_blocked(waiter)
+    # the poll backend is the supervisor's: the waiter hands such a worker back, and the answer is the same
+    assert event_loop_mapped(waiter.pid) == (backend == "poll")
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, err
+    assert json.loads(out)["last_assistant_message"] == "done"
+
+    async def supervisors() -> str:
+        async with Supervisor(machine=False) as sup:
+            return (await sup.wait_for_turn("w")).raw
+
+    assert asyncio.run(supervisors()) == out.decode().strip()
+
+
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGINT, 130, b"csd: interrupted"),
+                                                   (signal.SIGTERM, 143, b"terminated (SIGTERM)")])
+def test_a_signal_ends_the_wait_with_its_code_and_one_line(env: Env, sig: int, code: int, said: bytes) -> None:
+    shim = launch(env, "s")
+    assert subprocess.run([str(shim), "send", "HANG"], capture_output=True).returncode == 0
+    waiter = popen("--worker", "s", "wait-for-turn", "60")
+    wait_blocked(waiter)
+    assert not event_loop_mapped(waiter.pid)
+    waiter.send_signal(sig)
+    out, err = waiter.communicate(timeout=10)
+    assert waiter.returncode == code and out == b""
+    assert err.count(b"\n") == 1 and said in err and b"Traceback" not in err, err
+
+
+def test_the_waiters_inotify_reports_a_dirs_files_and_its_end(tmp_path: Path) -> None:
+    import select
+
+    from csd import inotify
+
+    d = tmp_path / "d"
+    d.mkdir()
+    ino = inotify.Inotify()
+    try:
+        ino.add_watch(d, inotify.MODIFY | inotify.CREATE | inotify.DELETE | inotify.DELETE_SELF)
+        assert ino.read() == []  # nothing queued: no blocking
+        (d / "f").write_bytes(b"x\n")
+        (d / "f").unlink()
+        d.rmdir()
+        seen: list[tuple[int, str]] = []
+        while not any(mask & inotify.IGNORED for mask, _ in seen):
+            assert select.select([ino.fileno()], [], [], 10)[0], seen
+            seen += [(mask, name) for _, mask, name in ino.read()]
+        assert [name for mask, name in seen if mask & inotify.CREATE] == ["f"]
+        assert [name for mask, name in seen if mask & inotify.MODIFY] == ["f"]
+        assert [name for mask, name in seen if mask & inotify.DELETE] == ["f"]
+        assert any(mask & inotify.DELETE_SELF and name == "" for mask, name in seen)
+    finally:
+        ino.close()
+    other = inotify.Inotify()
+    with pytest.raises(FileNotFoundError):
+        other.add_watch(tmp_path / "missing", inotify.MODIFY)
+    other.close()
