@@ -1071,12 +1071,17 @@ def table(rows: list[Row], flags: str, elapsed: float, leftovers: list[str]) -> 
     return "\n".join(out)
 
 
+class _Only(Exception):
+    """--only: the chosen section ran; the others are skipped."""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="Measure csd against the SPEC §4 budgets (see bench/README.md).")
     ap.add_argument("--quick", action="store_true", help="10 s idle wait instead of 60 s, fewer launch/converse runs (~1 min)")
     ap.add_argument("--out", default=str(BENCH / "results.md"), help="markdown file to write (default: bench/results.md)")
     ap.add_argument("--diagnose", action="store_true",
                     help="add rows that run csd with the suggested exit-path fixes simulated (see README)")
+    ap.add_argument("--only", choices=["sim"], help="only the simulated worker's rows (launch, send, converse, stop)")
     args = ap.parse_args()
     if sys.platform != "linux":
         print("bench.py needs Linux (pidfd, inotify, /proc)", file=sys.stderr)
@@ -1103,6 +1108,10 @@ def main() -> int:
 
     try:
         log(f"world in {w.root}, tmux socket {w.socket}; idle waits: {idle_procs} × {idle_s:g} s in the background")
+        if args.only == "sim":
+            section("simulated worker: launch, send, converse, stop",
+                    lambda: bench_sim(w, send_runs, converse_runs, lifecycle_runs, 0.5, args.diagnose))
+            raise _Only
         probes, baseline, idle_err = start_idle(w, idle_s, idle_procs)
         section("hook", lambda: bench_hook(w, hook_runs))
         section("status", lambda: bench_status(w, status_runs, args.diagnose))
@@ -1117,6 +1126,8 @@ def main() -> int:
         section("simulated worker: launch, send, converse, stop",
                 lambda: bench_sim(w, send_runs, converse_runs, lifecycle_runs, 0.5, args.diagnose))
         section("idle CPU and memory (waiting for the background waits)", lambda: finish_idle(probes, baseline, idle_err, idle_s))
+    except _Only:
+        pass
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         leftovers = w.close()

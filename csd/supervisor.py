@@ -631,9 +631,10 @@ class Supervisor:
         try:
             await self._empty_input(tr, socket)
             before = await tmux.capture(tr.name, socket, lines=200) if slash else ""
-            await tmux.type_raw(tr.name, input_stream(text, shell, exact), f"csd-{tr.meta.session_id}", socket)
+            stream = input_stream(text, shell, exact)
             await until_enter_is_safe(tr)
-            await tmux.send_keys(tr.name, "Enter", socket=socket)
+            # the text and its Enter in one tmux call (checked on the real binary: tests/e2e/test_prompt_delivery.py)
+            await tmux.type_raw(tr.name, stream, f"csd-{tr.meta.session_id}", socket, then=("Enter",))
         except tmux.TmuxError:
             if await tmux.pane_of(tr.name, socket) is None:
                 raise NotRunning(f"worker {tr.name!r} is gone: its tmux session ended while the prompt was being sent") from None

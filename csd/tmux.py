@@ -279,12 +279,17 @@ async def send_keys(name: str, *keys: str, literal: bool = False, socket: str | 
     await run(["send-keys", "-t", pane_target(name), *(["-l"] if literal else []), *keys], socket)
 
 
-async def type_raw(name: str, data: bytes, buffer: str, socket: str | None = None) -> None:
+async def type_raw(name: str, data: bytes, buffer: str, socket: str | None = None, then: Sequence[str] = ()) -> None:
     """Write ``data`` to exactly that pane's input as it is (``paste-buffer -r``: no LF -> CR, no markers of tmux's
-    own), through a private buffer that is deleted afterwards. One load and one paste whatever the size."""
-    await run(["load-buffer", "-b", buffer, "-"], socket, input=data)
+    own), through a private buffer that is deleted afterwards. One load and one paste whatever the size; ``then``:
+    keys pressed right after the paste (send's Enter), in the same tmux client: one round trip for all of it.
+    tmux runs the commands of one client in order and skips the rest after one fails, so no key is pressed
+    when the paste failed."""
+    target = pane_target(name)
+    keys = [";", "send-keys", "-t", target, *then] if then else []
     try:
-        await run(["paste-buffer", "-r", "-d", "-b", buffer, "-t", pane_target(name)], socket)
+        await run(["load-buffer", "-b", buffer, "-", ";", "paste-buffer", "-r", "-d", "-b", buffer, "-t", target, *keys],
+                  socket, input=data)
     except BaseException:
         await run(["delete-buffer", "-b", buffer], socket, check=False)
         raise
