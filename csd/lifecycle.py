@@ -6,130 +6,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shlex
 import shutil
 import signal
-import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from csd import __version__, config, tmux
+from csd import config, tmux
 from csd.clock import now_iso
 from csd.console import err
-from csd.errors import CsdError, TmuxNotAnswering, UsageError
-from csd.hook import HOOK_TO_EVENT
+from csd.errors import CsdError, TmuxNotAnswering
 from csd.proc import proc_start, proc_stat
 from csd.screen import Dialog, detect_dialog, exit_words, last_lines, marker_on, startup_hint
+from csd.startpane import RUN_HOOK, Prepared, check_claude_args, hook_command, prepare, session_taken
 from csd.states import State
 from csd.supervisor import Supervisor, Tracked, until_enter_is_safe
-from csd.workers import (
-    LaunchClaim,
-    Meta,
-    WorkersDir,
-    check_name,
-    consent_path,
-    has_consent,
-    open_regular,
-)
+from csd.workers import LaunchClaim, Meta, WorkersDir, open_regular
 
-#: Environment variables that select a provider or auth path: each is pinned to the controller's own
-#: value, or to empty when the controller has none (the worker's environment is exactly the one
-#: launch hands over, csd/envfile.py, never the tmux server's, which may hold a stale value).
-PINNED_PROVIDER_VARS = (
-    "CLAUDE_CODE_PROVIDER_MANAGED_BY_HOST",
-    "CLAUDE_CODE_USE_BEDROCK",
-    "CLAUDE_CODE_USE_VERTEX",
-    "CLAUDE_CODE_USE_FOUNDRY",
-    "CLAUDE_CODE_USE_ANTHROPIC_AWS",
-    "CLAUDE_CODE_USE_MANTLE",
-)
-#: Never passed to a worker: tmux's own variables (a worker is not inside the controller's tmux) and
-#: the IDE port (a worker must not attach to the controller's IDE).
-#: TERM and TERM_PROGRAM are the pane's (tmux sets them); the controller's (e.g. an IDE's) are not the worker's.
-DROPPED_VARS = frozenset({"TMUX", "TMUX_PANE", "CLAUDE_CODE_SSE_PORT", "COLUMNS", "LINES", "TERM_PROGRAM", "TERM_PROGRAM_VERSION"})
-HOOK_EVENTS = tuple(HOOK_TO_EVENT)
-#: What Claude Code runs for each event (and as the statusLine command): the stub that runs csd/hook.py.
-RUN_HOOK = "run_hook.py"
+__all__ = ["Launched", "check_claude_args", "hook_command", "start_worker", "stop_worker", "write_diagnostic"]
+
 #: Start-up dialogs appear before session_start and fire no hook, so launch reads the screen at this
 #: period until session_start arrives (the only screen polling csd does).
 DIALOG_CHECK_INTERVAL = 0.2
 #: How long a dialog must have been on screen before csd presses a key (the real one resets its
 #: selection during its first ~0.25 s; 0.5 s passed every time).
 DIALOG_SETTLE = 0.5
-PANE_WIDTH, PANE_HEIGHT = 200, 50
 #: A worker that recorded session_end during start-up exits within ~0.4 s (FACTS §4): this long for its exit status.
 EXIT_STATUS_WAIT = 3.0
-
-
-def hook_command() -> str:
-    """The hook as launch configures it: this interpreter, isolated (-I -S: no site, fast start)."""
-    hook = Path(__file__).resolve().parent / RUN_HOOK
-    return f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(hook))}"
-
-
-def settings_json() -> str:
-    """Launch's ``--settings``: the hooks, and the statusLine command that keeps the worker's cost file
-    (hook.py ``--statusline``; it prints nothing, so it replaces a status line of the user's own)."""
-    entry = [{"matcher": "*", "hooks": [{"type": "command", "command": hook_command(), "timeout": 30}]}]
-    return json.dumps({
-        "skipDangerousModePermissionPrompt": True,
-        "hooks": {e: entry for e in HOOK_EVENTS},
-        "statusLine": {"type": "command", "command": hook_command() + " --statusline"},
-    })
-
-
-def claude_argv(claude_bin: str, session_flag: list[str], extra: list[str]) -> list[str]:
-    return [
-        claude_bin,
-        *session_flag,
-        "--settings",
-        settings_json(),
-        "--dangerously-skip-permissions",
-        "--disallowed-tools",
-        "AskUserQuestion",
-        *extra,
-    ]
-
-
-def worker_env(wdir: WorkersDir, meta: Meta, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment: the controller's own, with the pins and csd's variables."""
-    environ = dict(os.environ if environ is None else environ)
-    env = {k: v for k, v in environ.items() if k.isidentifier() and k not in DROPPED_VARS}
-    env["CLAUDE_CODE_SSE_PORT"] = ""
-    for var in PINNED_PROVIDER_VARS:
-        env[var] = environ.get(var, "")
-    env["CSD_WORKER"] = meta.tmux_name
-    env["CSD_WORKERS_DIR"] = str(wdir.path)
-    env["CSD_EVENTS_FILE"] = str(wdir.events_path(meta.session_id))
-    return env
-
-
-def pane_command(wdir: WorkersDir, meta: Meta, argv: list[str], env: dict[str, str]) -> list[str]:
-    """What the pane runs: csd/envfile.py, which takes the environment from a 0600 file (written here)
-    and execs ``argv`` in ``meta.cwd``. Nothing of the environment is in any process's arguments."""
-    from csd import envfile
-
-    path = wdir.env_path(meta.session_id)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)  # left by a launch killed before its pane started (adopt reuses the session id)
-    envfile.write(str(path), env)
-    return [sys.executable, "-I", "-S", os.path.abspath(envfile.__file__), str(path), meta.cwd, "--", *argv]
-
-
-def resolve_claude_bin() -> str:
-    name = config.get("CSD_CLAUDE_BIN")
-    found = shutil.which(name)
-    if found is None:
-        raise CsdError(
-            f"worker program {name!r} not found (CSD_CLAUDE_BIN); install Claude Code "
-            "(npm install -g @anthropic-ai/claude-code) or set CSD_CLAUDE_BIN, e.g. to csd-simworker"
-        )
-    return os.path.abspath(found)
 
 
 def reproduce_line(invocation: list[str], cwd: str) -> str:
@@ -154,16 +60,6 @@ class Launched:
     shim: Path
     how: str  # "opened new pane" / "respawned existing pane"
     reproduce: str
-
-
-def _check_cwd(cwd: str) -> str:
-    path = os.path.realpath(os.path.expanduser(cwd))
-    if not os.path.isdir(path):
-        raise UsageError(f"working directory {cwd!r} does not exist or is not a directory")
-    # tmux starts a pane it cannot chdir into in another dir without a word: refuse up front
-    if not os.access(path, os.R_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
-        raise UsageError(f"working directory {cwd!r} is not readable and searchable by you (uid {os.geteuid()}); fix its permissions or pick another")
-    return path
 
 
 def _check_real_cwd(name: str, pid: int, cwd: str) -> None:
@@ -198,11 +94,6 @@ async def _clear_interrupted(wdir: WorkersDir, name: str, claim: LaunchClaim) ->
     wdir.remove_files(meta)
 
 
-def _check_consent() -> None:
-    if not has_consent():
-        raise CsdError(f"no consent recorded at {consent_path()}; run once: csd grant-consent")
-
-
 async def _check_free(wdir: WorkersDir, name: str, socket: str | None, resume: str | None) -> bool:
     """No live worker may have the name, and no live worker may use the session id adopt resumes (one
     session id, one worker: two would share a conversation, and their files); a gone one's files are
@@ -228,79 +119,58 @@ async def _check_free(wdir: WorkersDir, name: str, socket: str | None, resume: s
         wdir.remove_files(m)
     exists = await tmux.has_session(name, socket)
     if exists and resume is None:
-        raise CsdError(f"a tmux session named {name!r} already exists (not a csd worker); pick another name")
+        raise session_taken(name)
     return exists
 
 
 async def start_worker(
     sup: Supervisor, name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, prepared: Prepared | None = None,
 ) -> Launched:
     """launch (resume None) or adopt, with the caller's supervisor: validate everything, claim the name,
-    start, pass dialogs, wait for session_start. ``progress`` hears what it is doing.
+    start, pass dialogs, wait for session_start. ``progress`` hears what it is doing. ``prepared``: the first
+    half, done already by the caller (startpane.prepare, which ``csd launch`` runs before it imports the engine);
+    else it runs here (synchronously: a few ms of tmux and files).
 
     On any failure, interruption included, nothing is left behind: no tmux session, meta, events or shim.
     A launch of a name that another launch holds fails at once and touches nothing.
     """
-    check_name(name)
-    check_claude_args(extra)
-    real_cwd = _check_cwd(cwd)
-    _check_consent()
-    claude_bin = resolve_claude_bin()
-    wdir = sup.wdir.ensure()
-    claim = LaunchClaim(wdir, name)
-    start = _Start(sup, wdir, name, real_cwd, config.tmux_socket() or None, progress or (lambda _: None))
+    prep = prepared or prepare(sup.wdir, name, cwd, extra, invocation, resume)
+    prep.owned = True  # from here on, a failure is undone by _Start.run (and the claim released below)
+    start = _Start(sup, prep, progress or (lambda _: None))
     try:
-        await _clear_interrupted(wdir, name, claim)
-        start.respawn = await _check_free(wdir, name, start.socket, resume)
-        if start.respawn and resume:
-            _check_conversation(real_cwd, resume, name)
-        meta = await start.run(claim, _new_meta(name, real_cwd, claude_bin, start.socket, invocation, resume), extra, resume)
+        if not prep.created_session:
+            await _clear_interrupted(prep.wdir, name, prep.claim)
+            start.respawn = await _check_free(prep.wdir, name, prep.socket, resume)
+            if start.respawn and resume:
+                _check_conversation(prep.meta.cwd, resume, name)
+        meta = await start.run()
     finally:
-        claim.release()
+        prep.claim.release()
     how = "respawned existing pane" if start.respawn else "opened new pane"
-    return Launched(meta, wdir.shim_path(name), how, reproduce_line(list(invocation), real_cwd))
-
-
-def _new_meta(name: str, cwd: str, claude_bin: str, socket: str | None, invocation: list[str], resume: str | None) -> Meta:
-    return Meta(
-        tmux_name=name,
-        session_id=resume or str(uuid.uuid4()),
-        cwd=cwd,
-        started_at=now_iso(),
-        invocation=tuple(invocation),
-        tmux_socket=socket or "",
-        claude_bin=claude_bin,
-        csd_version=__version__,
-    )
+    return Launched(meta, prep.wdir.shim_path(name), how, reproduce_line(list(invocation), prep.meta.cwd))
 
 
 class _Start:
     """One start of a worker in its tmux pane, under a claimed name; undone whole when it fails."""
 
-    def __init__(self, sup: Supervisor, wdir: WorkersDir, name: str, cwd: str, socket: str | None,
-                 progress: Callable[[str], None]) -> None:
-        self.sup, self.wdir, self.name, self.cwd, self.socket, self.progress = sup, wdir, name, cwd, socket, progress
+    def __init__(self, sup: Supervisor, prep: Prepared, progress: Callable[[str], None]) -> None:
+        self.sup, self.prep, self.wdir, self.progress = sup, prep, prep.wdir, progress
+        self.name, self.cwd, self.socket = prep.meta.tmux_name, prep.meta.cwd, prep.socket
         self.respawn = False  # adopt onto a tmux session that is there: its pane is respawned in place
-        self.created_session = False
 
-    async def run(self, claim: LaunchClaim, meta: Meta, extra: list[str], resume: str | None) -> Meta:
-        argv = claude_argv(meta.claude_bin, ["--resume", meta.session_id] if resume else ["--session-id", meta.session_id], extra)
+    async def run(self) -> Meta:
         ok = False
         try:
-            claim.record(meta.session_id, self.respawn)
-            if self.respawn:
-                await self._end_what_runs()
-            self.wdir.write_meta(meta)
-            _fresh_events_file(self.wdir.events_path(meta.session_id))
-            meta = await self._start_pane(meta, pane_command(self.wdir, meta, argv, worker_env(self.wdir, meta)))
-            await self._until_ready(meta)
+            if not self.prep.created_session:
+                await self._start_pane()
+            await self._until_ready(self.prep.meta)
             self.wdir.write_shim(self.name, self.socket or "")
             ok = True
-            return meta
+            return self.prep.meta
         finally:
             if not ok:
-                await self._undo(meta)
+                await self._undo(self.prep.meta)
 
     async def _end_what_runs(self) -> None:
         # keep the pane dead-but-visible if claude exits at once, so its last lines can be shown
@@ -310,14 +180,16 @@ class _Start:
         self.progress("ending the pane's process")
         await end_pane_process(self.name, self.socket)
 
-    async def _start_pane(self, meta: Meta, argv: list[str]) -> Meta:
-        if self.respawn:
-            await tmux.respawn_pane(self.name, self.cwd, argv, self.socket)
-        else:
-            # set first: an interrupt may land after tmux made the session but before it returned
-            self.created_session = True
-            await tmux.new_session(self.name, self.cwd, argv, PANE_WIDTH, PANE_HEIGHT, self.socket)
-        return await _record_process(self.wdir, meta)
+    async def _start_pane(self) -> None:
+        """What prepare left to the event loop: a new session after clearing, or adopt's pane respawned in place."""
+        if not self.respawn:
+            self.prep.start_pane()
+            return
+        self.prep.claim.record(self.prep.meta.session_id, True)
+        await self._end_what_runs()
+        argv = self.prep.write_files(respawn=True)
+        await tmux.respawn_pane(self.name, self.cwd, argv, self.socket)
+        self.prep.meta = await _record_process(self.wdir, self.prep.meta)
 
     async def _until_ready(self, meta: Meta) -> None:
         """session_start (dialogs answered on the way), in the right directory, still running."""
@@ -342,7 +214,7 @@ class _Start:
 
     async def _undo(self, meta: Meta) -> None:
         self.sup.untrack(self.name)
-        if self.created_session:
+        if self.prep.created_session:
             await tmux.kill_session(self.name, self.socket)
         elif self.respawn:
             # The session was there before adopt: it stays (with the dead pane showing why), and so does
@@ -366,14 +238,6 @@ def _check_conversation(cwd: str, sid: str, name: str) -> None:
             f"no conversation {sid} for cwd {cwd} (no {path}): claude --resume would exit at once, so the pane of "
             f"tmux session {name!r} is left as it is; check the session id and cwd (csd list --all shows both)"
         )
-
-
-def _fresh_events_file(path: Path) -> None:
-    """An empty events file for a new incarnation: lines left by an earlier process of the same session id
-    (a workers dir only partly cleaned) would otherwise be folded into this worker's state."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
 
 async def _record_process(wdir: WorkersDir, meta: Meta) -> Meta:
@@ -472,20 +336,6 @@ async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None,
     screen = await tmux.capture(tr.name, socket, lines=None)
     status = exit_words(tmux.exit_status(pane) if pane is not None else "")
     raise CsdError(f"worker {tr.name!r} exited right after starting{status}, before its first prompt.{startup_hint(screen)}{last_lines(screen)}")
-
-
-#: Options that make Claude Code answer one prompt and exit: a worker is an interactive session.
-PRINT_FLAGS = ("-p", "--print")
-
-
-def check_claude_args(extra: list[str]) -> None:
-    """Refuse claude options that cannot give a worker, before anything is started."""
-    for arg in extra:
-        if arg in PRINT_FLAGS or arg.startswith("--print="):
-            raise UsageError(
-                f"claude option {arg!r} runs one prompt and exits, so it cannot give a worker; launch without it and "
-                "use the shim's converse (or run claude -p yourself)"
-            )
 
 
 async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progress: Callable[[str], None]) -> None:

@@ -295,11 +295,24 @@ async def type_raw(name: str, data: bytes, buffer: str, socket: str | None = Non
         raise
 
 
-async def new_session(name: str, cwd: str, argv: Sequence[str], width: int, height: int, socket: str | None = None) -> None:
-    """A detached session ``name`` of ``width`` x ``height`` running ``argv`` in ``cwd``; its pane stays when
-    ``argv`` exits (remain-on-exit, set in the same tmux call), so that its last lines can be read."""
-    await run(["new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), "-c", cwd, "--", *argv,
-               ";", "set-option", "-p", "-t", pane_target(name), "remain-on-exit", "on"], socket)
+def new_session_sync(name: str, cwd: str, argv: Sequence[str], width: int, height: int, socket: str | None = None) -> Pane | None:
+    """A detached session ``name`` of ``width`` x ``height`` running ``argv`` in ``cwd``, and its pane as tmux made
+    it (``-P``: no second call to ask for it). The pane stays when ``argv`` exits (remain-on-exit, set in the same
+    tmux call), so that its last lines can be read. Synchronous: launch starts the pane before it imports the
+    engine (csd/startpane.py)."""
+    proc = run_sync(["new-session", "-d", "-P", "-F", PANE_FORMAT, "-s", name, "-x", str(width), "-y", str(height),
+                     "-c", cwd, "--", *argv, ";", "set-option", "-p", "-t", pane_target(name), "remain-on-exit", "on"], socket)
+    if proc.returncode != 0:
+        raise _error(["new-session"], proc.stderr.decode(errors="replace"))
+    return parse_panes(proc.stdout.decode(errors="replace")).get(name)
+
+
+def has_session_sync(name: str, socket: str | None = None) -> bool:
+    return run_sync(["has-session", "-t", session_target(name)], socket).returncode == 0
+
+
+def kill_session_sync(name: str, socket: str | None = None) -> bool:
+    return run_sync(["kill-session", "-t", session_target(name)], socket).returncode == 0
 
 
 async def respawn_pane(name: str, cwd: str, argv: Sequence[str], socket: str | None = None) -> None:

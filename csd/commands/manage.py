@@ -60,14 +60,25 @@ class Progress:
 
 
 async def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None) -> int:
-    """``csd launch`` (``resume`` None) and ``csd adopt``: start it (csd.lifecycle), print its shim."""
-    from csd.lifecycle import start_worker
-    from csd.supervisor import Supervisor
+    """``csd launch`` (``resume`` None) and ``csd adopt``: start it (csd.lifecycle), print its shim.
+
+    The first half (csd.startpane: checks, the claim, the files, the pane) runs before the engine is imported, so
+    the worker starts up while csd imports the rest; until start_worker owns it, a failure here undoes it."""
+    from csd.startpane import prepare
 
     progress = Progress(name)
     try:
-        async with Supervisor(machine=False) as sup:  # one command: the table's fold (states.py), not the machine
-            launched = await start_worker(sup, name, cwd, extra, invocation, resume, progress)
+        prepared = prepare(WorkersDir(), name, cwd, extra, invocation, resume)
+        try:
+            from csd.lifecycle import start_worker
+            from csd.supervisor import Supervisor
+
+            async with Supervisor(prepared.wdir, machine=False) as sup:  # the table's fold (states.py), not the machine
+                launched = await start_worker(sup, name, cwd, extra, invocation, resume, progress, prepared)
+        except BaseException:
+            if not prepared.owned:
+                prepared.undo()
+            raise
     finally:
         progress.done()
     _print_launched(launched)
