@@ -19,7 +19,7 @@ from csd import config, tmux
 from csd.clock import now_iso
 from csd.console import err
 from csd.errors import CsdError, TmuxNotAnswering
-from csd.proc import proc_start, proc_stat
+from csd.proc import is_zombie, proc_start, proc_stat
 from csd.screen import Dialog, detect_dialog, exit_words, last_lines, marker_on, startup_hint
 from csd.startpane import RUN_HOOK, Prepared, check_claude_args, hook_command, prepare, session_taken
 from csd.states import State
@@ -205,11 +205,11 @@ class _Start:
                 f"worker {self.name!r} did not start within {timeout:g}s (no session_start; CSD_LAUNCH_TIMEOUT)."
                 + last_lines(screen)
             ) from None
-        pane = await tmux.pane_of(self.name, self.socket)
-        if pane is not None:
-            _check_real_cwd(self.name, pane.pid, self.cwd)
+        running = await _runs(meta)
+        if running:
+            _check_real_cwd(self.name, meta.pid, self.cwd)
         self.progress("ready")
-        await _check_still_running(self.sup, tr, self.socket, pane)
+        await _check_still_running(self.sup, tr, self.socket, running)
         await tmux.remain_on_exit(self.name, False, self.socket, check=False)
 
     async def _undo(self, meta: Meta) -> None:
@@ -321,12 +321,20 @@ async def _signal_and_wait(pids: list[int], sig: int | None, timeout: float) -> 
             os.close(fd)
 
 
-async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None, pane: tmux.Pane | None) -> None:
+async def _runs(meta: Meta) -> bool:
+    """Whether the worker's process still runs: read from /proc when launch recorded it (pid and start time; no
+    tmux call), else asked of tmux (no /proc, or the pane's process had exited before launch could record it)."""
+    if meta.pid and meta.proc_start:
+        return not is_zombie(meta.pid) and proc_start(meta.pid) == meta.proc_start
+    return tmux.worker_alive(await tmux.pane_of(meta.tmux_name, meta.tmux_socket), meta.pid, meta.proc_start)
+
+
+async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None, running: bool) -> None:
     """One look after session_start, with no wait (the TUI's own readiness is paid by the first send, see
     prompt.ENTER_READY_AFTER_START): a worker already exiting (its pane kept dead by remain-on-exit) fails the
     launch with its exit status and last lines, never a shim for nothing. One that exits later is a worker
-    that ended: status says terminated or gone, send refuses. ``pane``: as launch read it after session_start."""
-    if pane is not None and pane.alive and tr.state not in (State.GONE, State.TERMINATED):
+    that ended: status says terminated or gone, send refuses. ``running``: as launch saw it after session_start."""
+    if running and tr.state not in (State.GONE, State.TERMINATED):
         return
     # session_end comes just before the exit: wait for the process to end, for its exit status
     with contextlib.suppress(TimeoutError):
@@ -350,8 +358,7 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
             return
         # the visible screen only: a dialog redrawn by clearing leaves stale copies of itself in the history
         screen = await tmux.visible(name, socket)
-        pane = await tmux.pane_of(name, socket)
-        if pane is None or not pane.alive:
+        if not await _runs(tr.meta):
             break
         dialog = detect_dialog(screen)
         if dialog is not None:
