@@ -585,9 +585,13 @@ class Supervisor:
         input line is emptied first: what was left there (an unconfirmed send, a human's typing) is cleared
         and named on stderr. An unknown slash command fails at once with the screen's own words.
         """
+        tr, screen = await self._track_and_look(handle)
+        return await self._send(tr, screen, prompt, shell)
+
+    async def _send(self, tr: Tracked, screen: str, prompt: str, shell: bool = False) -> Event:
+        """send, once the worker is tracked and ``screen`` is what send first saw of its pane."""
         from csd.prompt import clean_prompt
 
-        tr = await self.track(handle)
         text = clean_prompt(prompt)
         if shell and text.startswith("!"):
             text = text[1:]
@@ -598,13 +602,28 @@ class Supervisor:
         slash = not shell and text.lstrip().startswith("/")
         with WorkerLock(self.wdir, tr.meta, "csd send"):
             mark = tr.pos
-            before = await self._type_prompt(tr, text, shell, exact, slash)
+            before = await self._type_prompt(tr, text, shell, exact, slash, screen)
             ev = await self._until_submitted(tr, mark, submit_timeout, slash, shell, before, text)
         got = ev.data.get("prompt")
         if ev.name == "user_prompt_submit" and exact and not (slash or shell) and isinstance(got, str) and not _arrived_as_sent(text, got):
             err(f"csd: warning: {tr.name!r} received the prompt altered (sent {len(text)} characters, "
                 f"it recorded {got[:60]!r}...); see it with: {self.wdir.shim_path(tr.name)} read-turn")
         return ev
+
+    async def _track_and_look(self, handle: str) -> tuple[Tracked, str]:
+        """track() and send's first look at the screen (the input line) at once: the two tmux round trips
+        (liveness, capture-pane) overlap. The look needs no state; send reads it only once it knows the worker is
+        idle and holds its lock, and the paste that follows could always meet a key typed after any look."""
+        meta = self.resolve(handle) if handle not in self._tracked else self._tracked[handle].meta
+        look = asyncio.ensure_future(tmux.visible(meta.tmux_name, meta.tmux_socket))
+        try:
+            tr = await self.track(meta)
+        except BaseException:
+            look.cancel()
+            with contextlib.suppress(BaseException):
+                await look
+            raise
+        return tr, await look
 
     def _check_sendable(self, tr: Tracked) -> None:
         """Only an idle worker takes a prompt, and only while its events can be written."""
@@ -623,13 +642,14 @@ class Supervisor:
             # the prompt would run, but its events (and the turn's end) would be lost
             raise CsdError(f"not sending to {tr.name!r}: {why}")
 
-    async def _type_prompt(self, tr: Tracked, text: str, shell: bool, exact: bool, slash: bool) -> str:
-        """Empty the input line, type ``text`` and press Enter; returns the screen before (for a slash command)."""
+    async def _type_prompt(self, tr: Tracked, text: str, shell: bool, exact: bool, slash: bool, screen: str) -> str:
+        """Empty the input line (``screen``: the pane as send first saw it), type ``text`` and press Enter; returns the
+        screen before (for a slash command)."""
         from csd.prompt import input_stream
 
         socket = tr.meta.tmux_socket
         try:
-            await self._empty_input(tr, socket)
+            await self._empty_input(tr, socket, screen)
             before = await tmux.capture(tr.name, socket, lines=200) if slash else ""
             stream = input_stream(text, shell, exact)
             await until_enter_is_safe(tr)
@@ -675,7 +695,7 @@ class Supervisor:
             f"Enter presses; {tr.describe()}); see the screen with: {self.wdir.shim_path(tr.name)} handoff"
         )
 
-    async def _empty_input(self, tr: Tracked, socket: str | None) -> None:
+    async def _empty_input(self, tr: Tracked, socket: str | None, screen: str) -> None:
         """Start from an empty prompt-mode input line: Esc, Esc clears it wherever the cursor is, Backspace leaves an
         empty bash-mode line. What was cleared is named on stderr (it may be a human's typing after a handoff).
 
@@ -687,7 +707,7 @@ class Supervisor:
         async def read() -> InputLine | None:
             return input_line(await tmux.visible(tr.name, socket))
 
-        line = await read()
+        line = input_line(screen)
         if line is None or line.clean:
             return  # an empty line, or none on the screen to read (csd cannot check it)
         left = line
@@ -745,10 +765,10 @@ class Supervisor:
         worker exited or died during the turn. A truncated reply the transcript cannot complete is
         returned as it is, with a warning on stderr.
         """
-        tr = await self.track(handle)
+        tr, screen = await self._track_and_look(handle)
         before = transcript_file(self.wdir, tr.meta, _path_hint(tr))
         offset = file_size(before)
-        submitted = await self.send(handle, prompt)
+        submitted = await self._send(tr, screen, prompt)
 
         def ended() -> Event | None:
             w = tr.worker
