@@ -118,11 +118,11 @@ class Reply(Value):
     def text(self) -> str:
         """The turn's final reply: the stop event's ``last_assistant_message`` (Claude Code's own answer to
         that question) when it is whole, else the transcript's, else what the stop event has."""
-        from csd.transcript import final_text
-
         last = self._last()
         if not self.needs_transcript:
-            return last or ""
+            return last or ""  # the common case: converse needs no transcript module (bench/: its overhead)
+        from csd.transcript import final_text
+
         text = final_text(self.turn())
         cut = last.rfind(TRUNCATED_MARK) if last is not None else -1
         if text and (last is None or cut < 0 or text.startswith(last[:cut])):

@@ -211,3 +211,21 @@ def test_adopt_refuses_a_live_worker_of_that_name_and_clears_a_gone_one(env: Env
     assert proc.returncode == 0, proc.stderr
     assert "clearing the files of gone worker 'ad2'" in proc.stderr
     assert [m.session_id for m in env.wdir.metas()] == [sid]
+
+
+def test_launch_starts_the_pane_before_it_imports_the_engine(env: Env) -> None:
+    """The worker starts up while csd imports the engine (csd/startpane.py): when launch runs tmux new-session,
+    none of the engine's modules is loaded yet (bench/: launch overhead beyond the worker's own start-up)."""
+    engine = ("csd.supervisor", "csd.lifecycle", "csd.watch", "inotify_simple", "csd.reply")
+    code = ("import sys\n"
+            "def seen(event, args):\n"
+            "    if event == 'subprocess.Popen' and 'new-session' in list(args[1]):\n"
+            f"        print('LOADED', sorted(m for m in {engine!r} if m in sys.modules), flush=True)\n"
+            "sys.addaudithook(seen)\n"
+            "from csd.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", code, "launch", "early", str(env.root)], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [ln for ln in proc.stdout.splitlines() if ln.startswith("LOADED")] == ["LOADED []"]
+    assert proc.stdout.splitlines()[-1] == str(env.wdir.shim_path("early"))

@@ -210,3 +210,31 @@ def test_a_bad_exact_limit_is_a_usage_error(env: Env) -> None:
     proc = shim_run(shim, "send", "hi", env={"CSD_EXACT_PROMPT_LIMIT": "lots"})
     assert proc.returncode == 2 and b"CSD_EXACT_PROMPT_LIMIT='lots' is not a whole number" in proc.stderr
     assert ups_prompts(shim) == []
+
+
+# ---------------------------------------------------------------- what send and converse load (issue 13)
+
+#: What send and converse do not use, so must not import: each costs their start-up (bench/: send → exit, converse
+#: overhead). The machine (transitions: one command folds by the table), launch's modules, the table's, the remote
+#: ones, rich, and the transcript modules (a reply the stop event holds whole needs no transcript).
+NOT_ON_THE_SEND_PATH = ("transitions", "rich", "csd.lifecycle", "csd.startpane", "csd.fleet", "csd.render", "csd.livetable",
+                        "csd.demo", "csd.completion", "csd.remote", "csd.remoteworkers", "csd.commands.manage",
+                        "csd.commands.remote", "csd.transcript", "csd.transcriptfile")
+
+
+@pytest.mark.parametrize("argv", [["send", "hi"], ["converse", "REPLY:hi"]], ids=lambda a: a[0])
+def test_send_and_converse_import_only_what_they_use(env: Env, argv: list[str]) -> None:
+    """send and converse, each run in a fresh interpreter on a real worker that has had a turn, load none of
+    NOT_ON_THE_SEND_PATH. (Before a worker's first turn Claude Code has written no transcript, and converse works
+    out where it will be with csd.transcriptfile.)"""
+    import os
+    import sys
+
+    shim = launch(env, "imp")
+    assert shim_run(shim, "converse", "REPLY:first").returncode == 0
+    code = ("import sys; from csd.cli import main; code = main(sys.argv[1:]); "
+            f"print('LOADED', sorted(m for m in {NOT_ON_THE_SEND_PATH!r} if m in sys.modules)); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-I", "-c", code, "--worker", "imp", *argv], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "LOADED []"
