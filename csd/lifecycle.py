@@ -1,5 +1,5 @@
 """Starting and ending workers with the caller's supervisor: launch and adopt (start_worker: the claim, the pane,
-the start-up dialogs, session_start), stop (stop_worker), and the converse diagnostic. Returns values and raises
+the start-up dialogs, session_start; its synchronous first half is csd/startpane.py's), stop (stop_worker), and the converse diagnostic. Returns values and raises
 csd.errors; the commands (csd/commands/manage.py) and csd.fleet.Fleet print and choose exit codes."""
 
 from __future__ import annotations
