@@ -20,15 +20,15 @@ def wait_for_turn(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     wdir, meta = resolve(args.worker)  # unreadable metas are reported, as status reports them
     from csd.waiter import wait_turn
 
-    ev = wait_turn(wdir, meta, args.after_line, args.settled, args.timeout)
-    if ev is None:
-        from csd.commands.engine import wait_in_supervisor
-
-        return wait_in_supervisor(wdir, meta, args)
-
     def failure(name: str, ended: Event) -> str | None:
         from csd.reply import turn_failure  # after the answer is out: not held while waiting, nor paid before it
 
         return turn_failure(wdir, meta, ended)
 
-    return report_ended([(meta.tmux_name, ev)], failure, named=False)
+    code = wait_turn(wdir, meta, args.after_line, args.settled, args.timeout,
+                     lambda ev: report_ended([(meta.tmux_name, ev)], failure, named=False))
+    if code is None:
+        from csd.commands.engine import wait_in_supervisor
+
+        return wait_in_supervisor(wdir, meta, args)
+    return code
