@@ -156,10 +156,13 @@ class WorkerLock:
 class Supervisor:
     """Tracks workers of one workers dir; every waiting method is event-driven."""
 
-    def __init__(self, wdir: WorkersDir | None = None, backend: str | None = None, machine: bool = True) -> None:
+    def __init__(self, wdir: WorkersDir | None = None, backend: str | None = None, machine: bool = True,
+                 gather: float = 0.0) -> None:
         self.wdir = wdir or WorkersDir()
         self._machine = machine  # each worker on the transitions machine (False: a waiter, see states.py)
         self._backend = backend
+        # DirWatcher.gather of the watchers (a watch over many workers; never a waiter, whose wake it would delay)
+        self._gather = gather
         self._watcher: DirWatcher | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._tracked: dict[str, Tracked] = {}
@@ -178,7 +181,7 @@ class Supervisor:
 
     async def __aenter__(self) -> Supervisor:
         self.wdir.ensure()
-        self._watcher = DirWatcher(self.wdir.path, backend=self._backend)
+        self._watcher = DirWatcher(self.wdir.path, backend=self._backend, gather=self._gather)
         await self._watcher.__aenter__()
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
@@ -252,7 +255,7 @@ class Supervisor:
         """The shared watcher of a transcript directory, for as long as someone uses it."""
         watcher, users = self._transcript_dirs.get(directory, (None, 0))
         if watcher is None:
-            watcher = DirWatcher(directory, backend=self._backend)
+            watcher = DirWatcher(directory, backend=self._backend, gather=self._gather)
             await watcher.__aenter__()
         self._transcript_dirs[directory] = (watcher, users + 1)
         try:
@@ -270,47 +273,56 @@ class Supervisor:
 
         # kept across turns: each read folds only the lines appended since the last (a new file after /clear)
         follower: ApiFollower | None = None
+        path: Path | None = None  # the transcript of the current (or last) turn
+        hint: object = None  # the transcript_path the hook gave when ``path`` was looked up
+        subscribed: Path | None = None  # the file whose changes update() is called on
 
-        def update(path: Path) -> None:
+        def update() -> None:
             nonlocal follower
+            if path is None:
+                return
             if follower is None or follower.path != path:
                 follower = ApiFollower(path)
-            api = follower.read()
+            try:
+                api = follower.read()
+            except OSError as exc:  # not a reason to end the watch (this runs in the watcher's dispatch)
+                err(f"csd: warning: cannot read {path}: {exc}")
+                return
             if api != tr.api:
                 tr.api = api
                 self._notify(tr, None)
 
-        while True:
-            await self.wait_worker(tr, lambda: tr.state == State.WORKING)
-            path = transcript_file(self.wdir, tr.meta, _path_hint(tr))
-            if path is not None and path.parent.is_dir():
-                async with self._transcript_dir(path.parent) as watcher:
-                    # before the first read: nothing written in between is missed; this file's changes only (a
-                    # directory shared by many workers' transcripts would wake every follower per line)
-                    changes = watcher.changes(path.name)
+        def on_change(change: object) -> None:
+            if tr.state == State.WORKING:  # between turns the transcript's lines say nothing of an API call
+                update()
 
-                    async def turn_over() -> None:
-                        await self.wait_worker(tr, lambda: tr.state != State.WORKING)
-                        changes.close()
-
-                    assert self._tg is not None
-                    ending = self._tg.create_task(turn_over())
-                    try:
-                        update(path)
-                        async for change in changes:
-                            if change.name == path.name:
-                                update(path)
-                    finally:
-                        ending.cancel()
-            else:
+        # One subscription per worker for its life (renewed when the transcript changes, after /clear), read
+        # synchronously as the watcher dispatches: no change stream nor task per turn, no task woken per line.
+        async with contextlib.AsyncExitStack() as stack:
+            while True:
+                await self.wait_worker(tr, lambda: tr.state == State.WORKING)
+                ev = _path_hint(tr)
+                given = ev.data.get("transcript_path") if ev is not None else None
+                if path is None or given is None or given != hint or str(path) != given:
+                    path, hint = transcript_file(self.wdir, tr.meta, ev), given
+                if path != subscribed:
+                    await stack.aclose()
+                    subscribed = None
+                    if path is not None and path.parent.is_dir():
+                        watcher = await stack.enter_async_context(self._transcript_dir(path.parent))
+                        # before the first read: nothing written in between is missed; this file's changes only
+                        # (a directory shared by many workers' transcripts would call every follower per line)
+                        stack.callback(watcher.on_change(path.name, on_change).close)
+                        subscribed = path
+                update()
                 await self.wait_worker(tr, lambda: tr.state != State.WORKING)
-            end = tr.worker.turn_end
-            # after the turn: keep what the transcript says of a failed one (its attempts), drop the rest
-            if path is not None and end is not None and (end.error is not None or end.may_hide_api_error):
-                update(path)
-            elif tr.api is not None:
-                tr.api = None
-                self._notify(tr, None)
+                end = tr.worker.turn_end
+                # after the turn: keep what the transcript says of a failed one (its attempts), drop the rest
+                if path is not None and end is not None and (end.error is not None or end.may_hide_api_error):
+                    update()
+                elif tr.api is not None:
+                    tr.api = None
+                    self._notify(tr, None)
 
     def _untrack(self, tr: Tracked) -> None:
         self._tracked.pop(tr.name, None)

@@ -242,12 +242,14 @@ class Follower:
 class ChangeStream:
     """Async iterator of Change(kind, name) for the files of a DirWatcher; made by DirWatcher.changes()."""
 
-    def __init__(self, watcher: DirWatcher, name: str | None = None, suffixes: tuple[str, ...] | None = None) -> None:
+    def __init__(self, watcher: DirWatcher, name: str | None = None, suffixes: tuple[str, ...] | None = None,
+                 call: Callable[[Change], None] | None = None) -> None:
         self._watcher = watcher
         self.name = name  # only this file's changes (None: every file's)
         self.suffixes = suffixes  # only the changes of names ending so (None: every name's)
         self._queue: asyncio.Queue[Change | None] = asyncio.Queue()  # None marks the end
         self._done = False
+        self._call = call  # DirWatcher.on_change: called with each change instead of queueing it
 
     def __aiter__(self) -> ChangeStream:
         return self
@@ -269,7 +271,10 @@ class ChangeStream:
         self.close()
 
     def _put(self, change: Change) -> None:
-        self._queue.put_nowait(change)
+        if self._call is not None:
+            self._call(change)
+        else:
+            self._queue.put_nowait(change)
 
     def _finish(self) -> None:
         self._queue.put_nowait(None)
@@ -302,9 +307,13 @@ class DirWatcher:
     `w.rescans` counts these. If the directory itself is deleted or moved, every iterator ends.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], backend: str | None = None, dirs: bool = False) -> None:
+    def __init__(self, directory: str | os.PathLike[str], backend: str | None = None, dirs: bool = False,
+                 gather: float = 0.0) -> None:
         self.directory = Path(directory)
         self.dirs = dirs  # report subdirectories made and removed too (a wait for a directory to appear)
+        # inotify only: after a wake, how long to let changes gather before reading them (see _on_readable)
+        self.gather = gather
+        self._gathering: asyncio.TimerHandle | None = None
         self._skip_bits = 0 if dirs else _SKIP_BITS
         self.backend, self._insisted = _choose_backend(backend)
         self.closed = False
@@ -387,6 +396,16 @@ class DirWatcher:
             stream._finish()
         return stream
 
+    def on_change(self, name: str, call: Callable[[Change], None]) -> ChangeStream:
+        """Call ``call(change)`` for each later change of file ``name`` as the watcher reads it, until the
+        returned stream is closed (it is not iterated): no queue and no task woken per change, for a follower
+        that only reads a little of the file each time (Supervisor.follow_api, one per worker). ``call`` runs
+        in the loop's reader callback: it must neither block nor raise."""
+        self._check_usable(name)
+        stream = ChangeStream(self, name, None, call)
+        self._named.setdefault(name, set()).add(stream)
+        return stream
+
     def _check_usable(self, name: str | None) -> None:
         if not self._entered:
             raise RuntimeError("use the DirWatcher as `async with DirWatcher(...) as w:` first")
@@ -429,6 +448,8 @@ class DirWatcher:
             return
         self.closed = True
         ino, self._inotify = self._inotify, None
+        if self._gathering is not None:
+            self._gathering.cancel()
         if ino is not None:
             try:
                 assert self._loop is not None
@@ -467,6 +488,26 @@ class DirWatcher:
     def _on_readable(self) -> None:
         if self._inotify is None:
             return
+        if self.gather > 0:
+            # Stop listening and read everything that came in ``gather`` seconds, in one pass: under a steady
+            # stream of changes (a watch over hundreds of busy workers) each wake then handles many, and a file
+            # changed several times in the window is read once. The changes wait in the kernel's queue.
+            assert self._loop is not None
+            self._loop.remove_reader(self._inotify.fileno())
+            self._gathering = self._loop.call_later(self.gather, self._read_gathered)
+            return
+        self._read_events()
+
+    def _read_gathered(self) -> None:
+        self._gathering = None
+        if self._inotify is None:
+            return
+        assert self._loop is not None
+        self._loop.add_reader(self._inotify.fileno(), self._on_readable)
+        self._read_events()
+
+    def _read_events(self) -> None:
+        assert self._inotify is not None
         try:
             events = self._inotify.read(timeout=0)
         except OSError:
@@ -475,21 +516,37 @@ class DirWatcher:
             self._shutdown()
             return
         gone = False
+        changes: list[Change] = []
+        last: dict[str, ChangeKind] = {}  # each name's latest change in this pass
         for event in events:
             mask = event.mask
+            name = event.name
             if mask & _OVERFLOW_BIT:
+                self._dispatch(changes)
+                changes, last = [], {}
                 if not self._rescan():
                     gone = True
-            elif mask & _GONE_BITS:
-                gone = True  # only the directory's own watch gets these; it is our only watch
-            elif mask & self._skip_bits or not event.name:
                 continue
-            elif mask & _CREATED_BITS:
-                self._dispatch((Change(ChangeKind.CREATED, event.name),))
+            if mask & _GONE_BITS:
+                gone = True  # only the directory's own watch gets these; it is our only watch
+                continue
+            if mask & self._skip_bits or not name:
+                continue
+            if mask & _CREATED_BITS:
+                kind = ChangeKind.CREATED
             elif mask & _DELETED_BITS:
-                self._dispatch((Change(ChangeKind.DELETED, event.name),))
+                kind = ChangeKind.DELETED
             elif mask & _MODIFIED_BIT:
-                self._dispatch((Change(ChangeKind.MODIFIED, event.name),))
+                # a write after a write or a creation in the same pass tells nobody anything new: whoever
+                # reads the file reads it after the pass
+                if last.get(name) in (ChangeKind.MODIFIED, ChangeKind.CREATED):
+                    continue
+                kind = ChangeKind.MODIFIED
+            else:
+                continue
+            last[name] = kind
+            changes.append(Change(kind, name))
+        self._dispatch(changes)
         if gone:
             self._shutdown()
 

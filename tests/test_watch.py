@@ -423,6 +423,45 @@ async def test_changes_of_some_suffixes_report_those_files_only(tmp_path: Path, 
             w.changes(suffixes=())
 
 
+async def test_a_gathering_watcher_reports_a_pass_of_changes_once_per_name(tmp_path: Path) -> None:
+    """gather: the changes of the window are read in one pass; a file written many times in it is reported
+    once (created, then nothing more), another file's write and a deletion each once, in their order."""
+    a, b = tmp_path / "a.events.jsonl", tmp_path / "b.events.jsonl"
+    append(b, "0\n")
+    async with DirWatcher(tmp_path, backend="inotify", gather=0.5) as w:
+        changes = w.changes()
+        lines = w.follow(a.name)
+        for i in range(20):
+            append(a, f"{i}\n")
+            for _ in range(3):
+                await asyncio.sleep(0)  # the loop runs (and would read the queue, were the watcher not gathering)
+        append(b, "1\n")
+        b.unlink()
+        (tmp_path / "end").write_text("")
+        got = await take(changes, 4)
+        assert got == [Change(ChangeKind.CREATED, a.name), Change(ChangeKind.MODIFIED, b.name),
+                       Change(ChangeKind.DELETED, b.name), Change(ChangeKind.CREATED, "end")]
+        assert [line.text for line in await take(lines, 20)] == [str(i) for i in range(20)]
+
+
+async def test_on_change_calls_back_for_one_file_until_closed(tmp_path: Path, backend: str) -> None:
+    """on_change(name, call): each change of that file calls ``call`` as it is read, another file's never;
+    after close() nothing more is called."""
+    mine, other = tmp_path / "t.jsonl", tmp_path / "u.jsonl"
+    async with DirWatcher(tmp_path, backend=backend) as w:
+        calls: list[Change] = []
+        stream = w.on_change(mine.name, calls.append)
+        every = w.changes()
+        append(other, "x\n")
+        append(mine, "y\n")
+        await wait_for_change(every, Change(ChangeKind.CREATED, mine.name))
+        assert calls == [Change(ChangeKind.CREATED, mine.name)]
+        stream.close()
+        append(mine, "z\n")
+        await wait_for_change(every, Change(ChangeKind.MODIFIED, mine.name))
+        assert calls == [Change(ChangeKind.CREATED, mine.name)]
+
+
 # --- ending ----------------------------------------------------------------------------------------------
 
 
