@@ -15,7 +15,8 @@ terminal (a tmux pane, the live table redrawn per burst and by its clock) — CP
 --json`` at that many workers (median of 5); and the CPU of what watch runs beneath its rows (PIPELINE: the
 supervisor following every worker, nothing drawn), the floor under both watch figures.
 
-Run: ``python bench/scale.py [--workers 200] [--seconds 30] [--period 3]``.
+Run: ``python bench/scale.py [--workers 200] [--seconds 30] [--period 3] [--runs 3] [--against REV]``
+(``--against``: the same measurements of csd as of git REV, alternating with this code's run by run).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class World:
         self.projects = self.root / "projects"
         self.projects.mkdir()
         self.transcripts = transcripts
+        self.in_flight: list[str] = []  # workers whose turn drive() left running
         for name in self.names:
             subprocess.run(["tmux", "-S", self.socket, "new-session", "-d", "-s", name, "--", "sleep", "100000"],
                            check=True)
@@ -104,6 +106,14 @@ class World:
         tmp.write_text(json.dumps({"sessions": {sid: {"cost_usd": self.cost[name], "tokens": {"input": 3000, "output": 12}}}}))
         os.chmod(tmp, 0o600)
         os.rename(tmp, self.wdir / f"{sid}.cost.json")
+
+    def settle(self) -> None:
+        """End the turns in flight, once the measured process is gone: the next measurement starts from idle
+        workers, so that its first turns change every row (a turn started on a row that shows one already
+        would print no new row)."""
+        for name in self.in_flight:
+            self.append(name, "stop", last_assistant_message="done")
+        self.in_flight = []
 
     def close(self) -> None:
         for fd in self.fds.values():
@@ -144,12 +154,18 @@ def drive(w: World, seconds: float, period: float, sent: dict[tuple[str, str], l
         count += 1
         plan.append(nxt)
         plan.sort()
+    w.in_flight = [w.names[i] for _, i, event in plan if event == "stop"]
     return count
 
 
-def watch_plain(w: World, seconds: float, period: float) -> dict[str, float]:
+def code_env(w: World, tree: Path) -> dict[str, str]:
+    """The environment that runs the csd package under ``tree`` (with the process started in ``tree``)."""
+    return {**w.env, "PYTHONPATH": str(tree)}
+
+
+def watch_plain(w: World, seconds: float, period: float, tree: Path = BENCH.parent) -> dict[str, float]:
     proc = subprocess.Popen([sys.executable, "-m", "csd", "watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=w.env, text=True)
+                            env=code_env(w, tree), cwd=tree, text=True)
     assert proc.stdout is not None
     arrivals: dict[tuple[str, str], list[float]] = {}
     ready = threading.Event()
@@ -177,6 +193,7 @@ def watch_plain(w: World, seconds: float, period: float) -> dict[str, float]:
     rss = peak_rss_mb(proc.pid)
     proc.send_signal(2)
     proc.wait(30)
+    w.settle()
     latencies = []
     missed = 0
     for key, times in sent.items():
@@ -193,12 +210,13 @@ def watch_plain(w: World, seconds: float, period: float) -> dict[str, float]:
             "missed": missed, "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0), "rss_mb": rss}
 
 
-def watch_terminal(w: World, seconds: float, period: float) -> dict[str, float]:
+def watch_terminal(w: World, seconds: float, period: float, tree: Path = BENCH.parent) -> dict[str, float]:
     """csd watch in a real terminal (a pane of its own tmux server, 200x60)."""
     sock = w.socket + "-term"
-    env_args = [f"{k}={v}" for k, v in (("CSD_WORKERS_DIR", str(w.wdir)), ("CSD_TMUX_SOCKET", w.socket))]
-    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-s", "watch", "-x", "200", "-y", "60", "--", "env",
-                    *env_args, sys.executable, "-m", "csd", "watch"], check=True)
+    env_args = [f"{k}={v}" for k, v in (("CSD_WORKERS_DIR", str(w.wdir)), ("CSD_TMUX_SOCKET", w.socket),
+                                        ("PYTHONPATH", str(tree)))]
+    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-s", "watch", "-x", "200", "-y", "60", "-c", str(tree),
+                    "--", "env", *env_args, sys.executable, "-m", "csd", "watch"], check=True)
     try:
         pid = int(subprocess.run(["tmux", "-S", sock, "list-panes", "-t", "=watch:", "-F", "#{pane_pid}"],
                                  capture_output=True, text=True).stdout.split()[0])
@@ -214,6 +232,7 @@ def watch_terminal(w: World, seconds: float, period: float) -> dict[str, float]:
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
         Path(sock).unlink(missing_ok=True)
+        w.settle()
     return {"events": events, "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0), "rss_mb": rss}
 
 
@@ -221,10 +240,13 @@ def watch_terminal(w: World, seconds: float, period: float) -> dict[str, float]:
 #: working) transcript, and the workers dir's changes; nothing drawn. Its CPU is the floor under watch's.
 PIPELINE = """
 import asyncio, signal
+from csd import render
 from csd.render import watched_suffixes
 from csd.supervisor import Supervisor
+# as watch opens it (WATCH_GATHER: from 2026-11-30; a commit before it has none)
+GATHER = {"gather": render.WATCH_GATHER} if hasattr(render, "WATCH_GATHER") else {}
 async def main():
-    async with Supervisor(machine=False) as sup:
+    async with Supervisor(machine=False, **GATHER) as sup:
         sup.follow_api()
         changes = sup.watcher.changes(suffixes=watched_suffixes(costs=True))
         async with sup.one_pane_listing():
@@ -238,15 +260,17 @@ asyncio.run(main())
 """
 
 
-def pipeline(w: World, seconds: float, period: float) -> dict[str, float]:
+def pipeline(w: World, seconds: float, period: float, tree: Path = BENCH.parent) -> dict[str, float]:
     """The CPU of watch's event pipeline alone (PIPELINE), under the same load."""
-    proc = subprocess.Popen([sys.executable, "-c", PIPELINE], stdout=subprocess.PIPE, env=w.env, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", PIPELINE], stdout=subprocess.PIPE, env=code_env(w, tree), cwd=tree,
+                            text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
     drive(w, seconds, period, {})
     cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
     proc.send_signal(2)
     proc.wait(30)
+    w.settle()
     return {"cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0)}
 
 
@@ -260,51 +284,101 @@ def list_json(w: World, runs: int = 5) -> list[float]:
     return times
 
 
+def code_at(rev: str, into: Path) -> Path:
+    """The csd package as of git ``rev``, unpacked under ``into`` (for --against)."""
+    tree = into / f"csd-{rev}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(BENCH.parent), "archive", rev, "csd"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def measure(w: World, args: argparse.Namespace, trees: dict[str, Path]) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Each watch measurement ``args.runs`` times per code tree, the trees alternating run by run (the machine is
+    shared: its load moves between runs minutes apart, so old and new are taken side by side)."""
+    got: dict[str, dict[str, list[dict[str, float]]]] = {label: {"plain": [], "term": [], "base": []} for label in trees}
+    for _ in range(args.runs):
+        for what, run in (("plain", watch_plain), ("term", watch_terminal), ("base", pipeline)):
+            for label, tree in trees.items():
+                got[label][what].append(run(w, args.seconds, args.period, tree))
+                print(f"{label} {what}: {got[label][what][-1]['cpu_pct']:.1f} % CPU, load {os.getloadavg()[0]:.2f}",
+                      file=sys.stderr)
+    return got
+
+
+def _runs(results: list[dict[str, float]], key: str) -> str:
+    return " / ".join(f"{r[key]:.1f}" for r in results)
+
+
+def table(res: dict[str, list[dict[str, float]]], lst: list[float]) -> str:
+    """The figures of one code tree: medians over its runs (latency: the median run's median and p90, the
+    highest max; events never shown: summed; RSS: the highest)."""
+    plain, term, base = res["plain"], res["term"], res["base"]
+    med = statistics.median
+
+    def cpu(results: list[dict[str, float]]) -> str:
+        return f"{med(r['cpu_pct'] for r in results):.1f} % ({_runs(results, 'cpu_pct')})"
+
+    return f"""| measurement | figure | budget |
+|---|---:|---|
+| watch (plain rows): append → row on the pipe, median | {med(r['lat_median_ms'] for r in plain):.1f} ms | |
+| watch (plain rows): append → row, p90 | {med(r['lat_p90_ms'] for r in plain):.1f} ms | |
+| watch (plain rows): append → row, max (the highest of the runs) | {max(r['lat_max_ms'] for r in plain):.1f} ms | ≤ 100 ms |
+| watch (plain rows): events never shown | {sum(int(r['missed']) for r in plain)} of {sum(int(r['events']) for r in plain)} | 0 |
+| watch (plain rows): CPU, share of one core, median (runs) | {cpu(plain)} | < 5 % |
+| watch (plain rows): peak RSS | {max(r['rss_mb'] for r in plain):.1f} MB | < 60 MB |
+| watch (live table in a terminal): CPU, share of one core, median (runs) | {cpu(term)} | < 5 % |
+| watch (live table in a terminal): peak RSS | {max(r['rss_mb'] for r in term):.1f} MB | < 60 MB |
+| list --json, median of {len(lst)} | {statistics.median(lst):.0f} ms | ≤ 200 ms |
+| watch's event pipeline alone (supervisor, transcripts, dir changes; no rows): CPU, median (runs) | {cpu(base)} | |
+"""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--period", type=float, default=3.0, help="seconds between a worker's turns")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each watch measurement (medians are reported)")
+    ap.add_argument("--against", metavar="REV", help="also measure csd as of git REV, alternating with this code run by run")
     ap.add_argument("--no-transcripts", dest="transcripts", action="store_false",
                     help="append no transcript lines (the driver's events still name the transcript files)")
     ap.add_argument("--out", default=str(BENCH / "scale.md"))
     args = ap.parse_args()
     started = time.time()
     load_start = os.getloadavg()[0]
+    git = subprocess.run(["git", "-C", str(BENCH), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     w = World(args.workers, args.transcripts)
+    trees = {git: BENCH.parent}
     try:
+        if args.against:
+            trees = {args.against: code_at(args.against, w.root), **trees}
         lst = list_json(w)
-        plain = watch_plain(w, args.seconds, args.period)
-        term = watch_terminal(w, args.seconds, args.period)
-        base = pipeline(w, args.seconds, args.period)
+        got = measure(w, args, trees)
     finally:
         w.close()
     load = os.getloadavg()[0]
-    git = subprocess.run(["git", "-C", str(BENCH), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rate = statistics.median(r["events_per_s"] for r in got[git]["plain"])
+    against = ""
+    if args.against:
+        against = f"""
+The same load and runs on git {args.against}, each run taken just before this code's (alternating):
+
+{table(got[args.against], lst).replace(f"| list --json, median of {len(lst)} | {statistics.median(lst):.0f} ms | ≤ 200 ms |{chr(10)}", "")}"""
     md = f"""# csd at scale
 
-`python bench/scale.py --workers {args.workers} --seconds {args.seconds:g} --period {args.period:g}` —
+`python bench/scale.py --workers {args.workers} --seconds {args.seconds:g} --period {args.period:g} --runs {args.runs}\
+{f" --against {args.against}" if args.against else ""}` —
 {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, git {git}, {platform.processor() or platform.machine()},
 {os.cpu_count()} cores, Python {platform.python_version()}, load average {load_start:.2f} at the start and {load:.2f} at the end (the machine is shared).
 
 {args.workers} workers (real tmux sessions, metas, events files, transcripts; the driver plays Claude Code, their
 hooks and statusLine command, see the script's docstring), each starting a turn every {args.period:g} s and ending
-it 1 s later: {plain['events_per_s']:.0f} events/s, {plain['events_per_s'] / 2:.0f} cost-file replacements/s and \
-{plain['events_per_s'] if args.transcripts else 0:.0f} transcript lines/s (one directory).
+it 1 s later: {rate:.0f} events/s, {rate / 2:.0f} cost-file replacements/s and \
+{rate if args.transcripts else 0:.0f} transcript lines/s (one directory). Each watch figure is the median of
+{args.runs} runs of {args.seconds:g} s (the runs in brackets).
 
-| measurement | figure | budget |
-|---|---:|---|
-| watch (plain rows): append → row on the pipe, median | {plain['lat_median_ms']:.1f} ms | |
-| watch (plain rows): append → row, p90 | {plain['lat_p90_ms']:.1f} ms | |
-| watch (plain rows): append → row, max | {plain['lat_max_ms']:.1f} ms | ≤ 100 ms |
-| watch (plain rows): events never shown | {plain['missed']} of {plain['events']} | 0 |
-| watch (plain rows): CPU, share of one core | {plain['cpu_pct']:.1f} % | < 5 % |
-| watch (plain rows): peak RSS | {plain['rss_mb']:.1f} MB | < 60 MB |
-| watch (live table in a terminal): CPU, share of one core | {term['cpu_pct']:.1f} % | < 5 % |
-| watch (live table in a terminal): peak RSS | {term['rss_mb']:.1f} MB | < 60 MB |
-| list --json, median of {len(lst)} | {statistics.median(lst):.0f} ms | ≤ 200 ms |
-| watch's event pipeline alone (supervisor, transcripts, dir changes; no rows): CPU | {base['cpu_pct']:.1f} % | |
-"""
+{table(got[git], lst)}{against}"""
     Path(args.out).write_text(md)
     print(md)
     return 0

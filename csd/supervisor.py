@@ -72,7 +72,7 @@ class Tracked:
     pidfd: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # what the transcript says of the turn's API calls (Supervisor.follow_api): while working, and after a
-    # turn that failed (its attempts); None otherwise or when not followed
+    # turn that failed (its attempts); None otherwise, when it says nothing (ApiState()), or when not followed
     api: ApiState | None = None
     # set by each event or liveness change of this worker (Supervisor.wait_worker)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -269,6 +269,7 @@ class Supervisor:
                 await watcher.__aexit__(None, None, None)
 
     async def _api_follower(self, tr: Tracked) -> None:
+        from csd.transcript import ApiState
         from csd.transcriptfile import ApiFollower
 
         # kept across turns: each read folds only the lines appended since the last (a new file after /clear)
@@ -288,6 +289,8 @@ class Supervisor:
             except OSError as exc:  # not a reason to end the watch (this runs in the watcher's dispatch)
                 err(f"csd: warning: cannot read {path}: {exc}")
                 return
+            if api == ApiState():
+                api = None  # says nothing (no request pending, no failed call): as between turns, no redraw
             if api != tr.api:
                 tr.api = api
                 self._notify(tr, None)
@@ -466,7 +469,11 @@ class Supervisor:
 
             def exited() -> None:
                 self._close_pidfd(tr)
-                self._died(tr)
+                if self._gather:
+                    # the lines it wrote before it died (its session_end) may still be gathering: read them first
+                    loop.call_later(self._gather, self._died, tr)
+                else:
+                    self._died(tr)
 
             loop.add_reader(pidfd, exited)
             return

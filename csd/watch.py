@@ -308,9 +308,12 @@ class DirWatcher:
     """
 
     def __init__(self, directory: str | os.PathLike[str], backend: str | None = None, dirs: bool = False,
-                 gather: float = 0.0) -> None:
+                 gather: float = 0.0, writes: bool = True) -> None:
         self.directory = Path(directory)
         self.dirs = dirs  # report subdirectories made and removed too (a wait for a directory to appear)
+        # False: the kernel is not asked for writes (inotify), so files written in the directory (a busy workers
+        # dir) never wake a watch that waits only for names to come and go (wait_dir)
+        self.writes = writes
         # inotify only: after a wake, how long to let changes gather before reading them (see _on_readable)
         self.gather = gather
         self._gathering: asyncio.TimerHandle | None = None
@@ -476,7 +479,7 @@ class DirWatcher:
         try:
             # Watch first, list second: a file created in between is then both listed and reported,
             # never neither.
-            self._wd = ino.add_watch(self.directory, _DIR_MASK)
+            self._wd = ino.add_watch(self.directory, _DIR_MASK if self.writes else _DIR_MASK & ~_In.MODIFY)
             self._names = set(scan_directory(self.directory, self.dirs))
             assert self._loop is not None
             self._loop.add_reader(ino.fileno(), self._on_readable)
@@ -593,8 +596,10 @@ async def wait_dir(directory: Path, backend: str | None) -> None:
         if not parent.is_dir():
             await wait_dir(parent, backend)
         try:
-            async with DirWatcher(parent, backend=backend, dirs=True) as watcher:  # a watch of files skips directories
-                changes = watcher.changes()
+            # dirs: a watch of files skips directories; writes=False and this name's changes only: the parent
+            # may be a busy workers dir (the remote records' dir is in it), whose files' changes are not ours
+            async with DirWatcher(parent, backend=backend, dirs=True, writes=False) as watcher:
+                changes = watcher.changes(directory.name)
                 if directory.is_dir():
                     return
                 async for _ in changes:
