@@ -588,6 +588,13 @@ class DirWatcher:
             snapshot = current
 
 
+#: wait_dir's gather (DirWatcher.gather): the parent it watches may be a busy workers dir (the remote records'
+#: dir is in it, and csd watch waits for it for its whole run), whose files come and go (cost files' renames)
+#: a hundred times a second at 200 workers; a directory appearing is then seen up to this much later, which
+#: neither of its waits (watch's remote rows, a reply's transcript dir made late) notices.
+DIR_WAIT_GATHER = 0.05
+
+
 async def wait_dir(directory: Path, backend: str | None) -> None:
     """Until ``directory`` exists, watching the nearest existing ancestor (one level at a time). An ancestor
     removed meanwhile is waited for again: this returns only once ``directory`` is there."""
@@ -598,7 +605,7 @@ async def wait_dir(directory: Path, backend: str | None) -> None:
         try:
             # dirs: a watch of files skips directories; writes=False and this name's changes only: the parent
             # may be a busy workers dir (the remote records' dir is in it), whose files' changes are not ours
-            async with DirWatcher(parent, backend=backend, dirs=True, writes=False) as watcher:
+            async with DirWatcher(parent, backend=backend, dirs=True, writes=False, gather=DIR_WAIT_GATHER) as watcher:
                 changes = watcher.changes(directory.name)
                 if directory.is_dir():
                     return

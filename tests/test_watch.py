@@ -444,6 +444,20 @@ async def test_a_gathering_watcher_reports_a_pass_of_changes_once_per_name(tmp_p
         assert [line.text for line in await take(lines, 20)] == [str(i) for i in range(20)]
 
 
+async def test_a_watch_without_writes_hears_names_come_and_go_only(tmp_path: Path) -> None:
+    """writes=False: the kernel is not asked for writes, so appends to a file wake nobody; a file made and a
+    file removed are still reported (wait_dir's watch of a busy workers dir)."""
+    a = tmp_path / "a.events.jsonl"
+    append(a, "0\n")
+    async with DirWatcher(tmp_path, backend="inotify", writes=False) as w:
+        changes = w.changes()
+        for i in range(5):
+            append(a, f"{i}\n")
+        (tmp_path / "b").write_text("")
+        a.unlink()
+        assert await take(changes, 2) == [Change(ChangeKind.CREATED, "b"), Change(ChangeKind.DELETED, a.name)]
+
+
 async def test_on_change_calls_back_for_one_file_until_closed(tmp_path: Path, backend: str) -> None:
     """on_change(name, call): each change of that file calls ``call`` as it is read, another file's never;
     after close() nothing more is called."""
