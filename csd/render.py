@@ -55,8 +55,8 @@ MIN_REDRAW_SECONDS = 0.03
 #: How long watch's watchers let changes gather after a wake before reading them all in one pass
 #: (DirWatcher.gather): at 200 busy workers a wake then handles a dozen changes instead of one or two,
 #: which cuts the event pipeline's CPU by more than half (bench/scale.md). Latency: a change waits at most
-#: this long to be read, then at most MIN_REDRAW_SECONDS for its redraw (seldom: see above); measured at
-#: 200 workers, the slowest event showed within ~80 ms of the 100 ms budget, the median ~35 ms.
+#: this long to be read, then at most MIN_REDRAW_SECONDS for its redraw (seldom: see above): at 200 workers
+#: an event shows ~30 ms after its append (median), the slowest 65-80 ms (bench/scale.md; budget 100 ms).
 #: Waiters (wait-for-turn) never gather: their wake stays immediate.
 WATCH_GATHER = 0.05
 #: Lines of the live table that are not worker rows (title, borders, header, caption, a spare).

@@ -303,6 +303,12 @@ class DirWatcher:
     "deleted", for every non-directory entry, from the moment it is called until the watcher closes;
     `w.changes(name)` for one file's, `w.changes(suffixes=(...))` for the files whose names end so.
 
+    `DirWatcher(..., gather=seconds)` (inotify): after a wake, the changes of that long are read in one pass
+    and a file written several times in it is reported once (csd watch over hundreds of busy workers; never a
+    waiter, whose wake it would delay). `writes=False`: writes to files are not reported at all (inotify: not
+    even asked of the kernel), for a watch of names coming and going. `w.on_change(name, call)`: call(change)
+    for each change of one file as it is read, with no queue nor task (close the returned stream to stop).
+
     On inotify queue overflow the directory is rescanned (see diff_snapshots) and every follower re-syncs;
     `w.rescans` counts these. If the directory itself is deleted or moved, every iterator ends.
     """
