@@ -714,6 +714,7 @@ async def watch(
         def stop() -> None:
             nonlocal stopping
             stopping = True
+            sup.watcher.flush()  # what changed just before (gathering: not yet read) is shown too
             changes.close()  # the loop below ends after the changes already queued
 
         with on_sigint(stop):

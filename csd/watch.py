@@ -507,6 +507,15 @@ class DirWatcher:
             return
         self._read_events()
 
+    def flush(self) -> None:
+        """Report now what the kernel has queued (a gather in progress ends early): for a watch that is about to
+        stop, so that the changes made just before its stop (a worker stopped, then Ctrl-C) are not left unread."""
+        if self._gathering is not None:
+            self._gathering.cancel()
+            self._read_gathered()
+        elif self._inotify is not None:
+            self._read_events()  # queued, the loop not yet told
+
     def _read_gathered(self) -> None:
         self._gathering = None
         if self._inotify is None:

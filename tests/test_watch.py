@@ -444,6 +444,18 @@ async def test_a_gathering_watcher_reports_a_pass_of_changes_once_per_name(tmp_p
         assert [line.text for line in await take(lines, 20)] == [str(i) for i in range(20)]
 
 
+async def test_flush_reports_at_once_what_is_gathering(tmp_path: Path) -> None:
+    """flush(): the changes a gathering watcher holds back are reported now (a watch that stops shows them)."""
+    async with DirWatcher(tmp_path, backend="inotify", gather=60.0) as w:
+        changes = w.changes()
+        (tmp_path / "a.meta").write_text("{}")
+        for _ in range(3):
+            await asyncio.sleep(0)  # the loop runs: the watcher is woken and starts gathering
+        w.flush()
+        changes.close()
+        assert [c async for c in changes] == [Change(ChangeKind.CREATED, "a.meta")]
+
+
 async def test_a_watch_without_writes_hears_names_come_and_go_only(tmp_path: Path) -> None:
     """writes=False: the kernel is not asked for writes, so appends to a file wake nobody; a file made and a
     file removed are still reported (wait_dir's watch of a busy workers dir)."""
