@@ -997,7 +997,9 @@ def finish_idle(probes: list[IdleProbe], baseline: list[float], err: str, second
                    budget=50, strict=True, budget_text="< 50 ms", note="direct: no start-up subtraction")
     startup = Row("wait-for-turn start-up CPU (returns at once)", samples=baseline, note="the subtracted baseline")
     rss = Row("memory: VmRSS of a blocked wait-for-turn", unit="MB", budget=15, budget_text="≤ 15 MB", samples=[r.rss_kb / 1024 for r in results if r.rss_kb],
-              note="max RSS at exit (rusage): " + ", ".join(f"{r.maxrss_kb / 1024:.1f}" for r in results) + " MB")
+              note="its peak so far (VmHWM, start-up included): " + ", ".join(f"{r.hwm_kb / 1024:.1f}" for r in results)
+              + " MB; rusage's max RSS at exit (the largest of it and the tmux client it ran): "
+              + ", ".join(f"{r.maxrss_kb / 1024:.1f}" for r in results) + " MB")
     if errors:
         diff.error = "; ".join(errors)
     return [diff, inflight, startup, rss]

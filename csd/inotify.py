@@ -1,21 +1,37 @@
-"""inotify(7) for a process that waits on a few files and should stay small: the two calls through ctypes on
-the C library already loaded, and the events parsed with struct.
+"""inotify(7), the two C calls through ctypes on the C library the process already runs on, and the events
+parsed with struct: what csd.watch's DirWatcher and csd.waiter's wait watch directories with.
 
-csd.watch's event loop uses inotify_simple; a single ``wait-for-turn`` (csd.waiter) uses this instead, because
-importing inotify_simple pulls ``ctypes.util`` (shutil, tempfile, bz2, lzma, random: ~2 MB of a waiting
-process's RSS and ~8 ms of its start) and its first instance runs ``ldconfig -p`` to find the C library.
+Not inotify_simple: importing it pulls ``ctypes.util`` (shutil, tempfile, bz2, lzma, random: ~2 MB of a waiting
+process's RSS and ~8 ms of its start), and its first instance runs ``ldconfig -p`` in a subprocess to find the C
+library, in every csd command that waits (bench/README.md). A csd command lives for one operation, so that
+start-up is most of what it would cost; the calls themselves are these few lines.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import sys
 
 #: inotify(7) event bits.
 MODIFY, MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x2, 0x40, 0x80, 0x100, 0x200
 DELETE_SELF, MOVE_SELF, Q_OVERFLOW, IGNORED = 0x400, 0x800, 0x4000, 0x8000
 _IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+#: Bytes per read: room for hundreds of events (each is 16 bytes and its NUL-padded name).
+_BUFFER = 1 << 16
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (of the NUL-padded name that follows)
+
+
+def available() -> bool:
+    """Whether this system has inotify for us to call (Linux's C library, ctypes importable)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return hasattr(ctypes.CDLL(None), "inotify_init1")
+    except (ImportError, OSError):
+        return False
 
 
 class Inotify:
@@ -41,19 +57,24 @@ class Inotify:
     def add_watch(self, path: os.PathLike[str] | str, mask: int) -> int:
         return self._call(self._libc.inotify_add_watch, self._fd, os.fsencode(path), mask)
 
+    def rm_watch(self, wd: int) -> None:
+        self._call(self._libc.inotify_rm_watch, self._fd, wd)
+
     def read(self) -> list[tuple[int, int, str]]:
-        """The queued events as (wd, mask, name), ``name`` "" for the watched directory itself; [] if none."""
-        try:
-            data = os.read(self._fd, 1 << 16)
-        except BlockingIOError:
-            return []
-        out, pos = [], 0
-        while pos + _HEADER.size <= len(data):
-            wd, mask, _, size = _HEADER.unpack_from(data, pos)
-            pos += _HEADER.size
-            out.append((wd, mask, os.fsdecode(data[pos : pos + size].rstrip(b"\0"))))
-            pos += size
-        return out
+        """Every queued event as (wd, mask, name), ``name`` "" for the watched directory itself; [] if none.
+        Never blocks (the instance is non-blocking: wait for it with epoll or the event loop)."""
+        out: list[tuple[int, int, str]] = []
+        while True:
+            try:
+                data = os.read(self._fd, _BUFFER)  # whole events only: the kernel never splits one
+            except BlockingIOError:
+                return out
+            pos = 0
+            while pos + _HEADER.size <= len(data):
+                wd, mask, _, size = _HEADER.unpack_from(data, pos)
+                pos += _HEADER.size
+                out.append((wd, mask, os.fsdecode(data[pos : pos + size].rstrip(b"\0"))))
+                pos += size
 
     def close(self) -> None:
         if self._fd >= 0:

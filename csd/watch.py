@@ -8,7 +8,6 @@ import errno
 import logging
 import os
 import stat
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from enum import IntFlag, StrEnum
@@ -22,7 +21,7 @@ from csd.lines import MAX_LINE, FileLines
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from inotify_simple import INotify
+    from csd.inotify import Inotify
 
 # Environment variable that picks the backend: "inotify" (insist), "poll" (force the fallback) or
 # unset/"auto" (inotify where available). An explicit `backend=` argument wins over it.
@@ -44,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 class _In(IntFlag):
-    """inotify(7) mask bits, copied from the kernel ABI so this module imports without inotify_simple."""
+    """inotify(7) mask bits (the kernel ABI's, as csd.inotify has them), as flags for this module's tests of masks."""
 
     MODIFY = 0x00000002
     MOVED_FROM = 0x00000040
@@ -145,13 +144,9 @@ def diff_snapshots(old: Mapping[str, FileStat | None], new: Mapping[str, FileSta
 
 
 def _inotify_available() -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import inotify_simple  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from csd import inotify
+
+    return inotify.available()
 
 
 def _choose_backend(requested: str | None) -> tuple[str, bool]:
@@ -329,7 +324,7 @@ class DirWatcher:
         self.rescans = 0
         self._entered = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inotify: INotify | None = None
+        self._inotify: Inotify | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._followers: dict[str, set[Follower]] = {}
         self._streams: set[ChangeStream] = set()
@@ -479,9 +474,9 @@ class DirWatcher:
     # --- inotify backend ---------------------------------------------------------------------------
 
     def _start_inotify(self) -> None:
-        from inotify_simple import INotify
+        from csd.inotify import Inotify
 
-        ino = INotify(nonblocking=True)
+        ino = Inotify()  # non-blocking, close-on-exec
         try:
             # Watch first, list second: a file created in between is then both listed and reported,
             # never neither.
@@ -527,7 +522,7 @@ class DirWatcher:
     def _read_events(self) -> None:
         assert self._inotify is not None
         try:
-            events = self._inotify.read(timeout=0)
+            events = self._inotify.read()
         except OSError:
             # A reader that keeps failing would spin the loop; end cleanly and say why.
             log.exception("reading inotify events for %s failed; stopping the watch", self.directory)
@@ -536,9 +531,7 @@ class DirWatcher:
         gone = False
         changes: list[Change] = []
         last: dict[str, ChangeKind] = {}  # each name's latest change in this pass
-        for event in events:
-            mask = event.mask
-            name = event.name
+        for _, mask, name in events:
             if mask & _OVERFLOW_BIT:
                 self._dispatch(changes)
                 changes, last = [], {}

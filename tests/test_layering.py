@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "csd"
-FORBIDDEN_IN_PURE = {"asyncio", "subprocess", "rich", "inotify_simple", "csd.supervisor", "csd.tmux", "csd.watch", "csd.cli"}
+FORBIDDEN_IN_PURE = {"asyncio", "subprocess", "rich", "ctypes", "csd.inotify", "csd.supervisor", "csd.tmux", "csd.watch", "csd.cli"}
 
 
 def imports(path: Path) -> set[str]:
@@ -26,7 +26,7 @@ def imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("module", ["events", "states", "transcript", "config", "errors", "prompt", "sim/keys"])
 def test_pure_modules_import_no_io_frameworks(module: str) -> None:
-    found = {n for n in imports(PKG / f"{module}.py") if n.split(".")[0] in {"asyncio", "subprocess", "rich", "inotify_simple"} or n in FORBIDDEN_IN_PURE}
+    found = {n for n in imports(PKG / f"{module}.py") if n.split(".")[0] in {"asyncio", "subprocess", "rich", "ctypes"} or n in FORBIDDEN_IN_PURE}
     assert found == set()
 
 
@@ -44,12 +44,12 @@ def test_run_hook_is_a_stub_that_imports_the_hook_only() -> None:
 
 
 #: What a read-side command must not import: each costs a command that only reads a file and asks tmux once
-#: a large part of its start-up (bench/: status against the bare interpreter). asyncio, rich and inotify are
-#: the engine's; transitions the driving supervisor's (states.py folds by the table); dataclasses brings
+#: a large part of its start-up (bench/: status against the bare interpreter). asyncio, rich and inotify
+#: (ctypes) are the engine's; transitions the driving supervisor's (states.py folds by the table); dataclasses brings
 #: inspect, ast, dis and tokenize (csd/value.py instead); typing; shutil (bz2, lzma) is what argparse asks
 #: for the terminal width (cli.Parser asks os). csd.transcript only when --json must read the transcript (a
 #: working worker, a failed turn; the worker here is idle).
-NOT_ON_THE_READ_PATH = ("asyncio", "rich", "inotify_simple", "transitions", "dataclasses", "inspect", "typing", "shutil",
+NOT_ON_THE_READ_PATH = ("asyncio", "rich", "csd.inotify", "ctypes", "transitions", "dataclasses", "inspect", "typing", "shutil",
                         "csd.supervisor", "csd.lifecycle", "csd.watch", "csd.commands.engine", "csd.commands.manage", "csd.render", "csd.transcript")
 READ_COMMANDS = (["status"], ["status", "--json"], ["session-id"], ["events-file"])
 
@@ -67,7 +67,7 @@ def test_read_side_commands_import_only_what_they_use(env, argv: list[str]) -> N
 
 
 def test_status_does_not_pay_for_asyncio_or_rich() -> None:
-    code = "import sys; from csd import cli; print(sorted(m for m in ('asyncio', 'rich', 'inotify_simple') if m in sys.modules))"
+    code = "import sys; from csd import cli; print(sorted(m for m in ('asyncio', 'rich', 'csd.inotify', 'ctypes') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

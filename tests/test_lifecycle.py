@@ -216,7 +216,7 @@ def test_adopt_refuses_a_live_worker_of_that_name_and_clears_a_gone_one(env: Env
 def test_launch_starts_the_pane_before_it_imports_the_engine(env: Env) -> None:
     """The worker starts up while csd imports the engine (csd/startpane.py): when launch runs tmux new-session,
     none of the engine's modules is loaded yet (bench/: launch overhead beyond the worker's own start-up)."""
-    engine = ("csd.supervisor", "csd.lifecycle", "csd.watch", "inotify_simple", "csd.reply")
+    engine = ("csd.supervisor", "csd.lifecycle", "csd.watch", "csd.inotify", "csd.reply")
     code = ("import sys\n"
             "def seen(event, args):\n"
             "    if event == 'subprocess.Popen' and 'new-session' in list(args[1]):\n"

@@ -117,11 +117,12 @@ def test_default_is_inotify_on_linux(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert DirWatcher(tmp_path).backend == "inotify"
 
 
-async def test_without_inotify_simple_auto_falls_back_to_poll(
+async def test_without_inotify_auto_falls_back_to_poll(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As on macOS: the package is absent (None in sys.modules makes its import fail), polling still works."""
-    monkeypatch.setitem(sys.modules, "inotify_simple", None)
+    """As on a system without inotify for us: ctypes absent (None in sys.modules makes its import fail, as on a
+    Python built without it), polling still works."""
+    monkeypatch.setitem(sys.modules, "ctypes", None)
     monkeypatch.delenv(BACKEND_ENV, raising=False)
     async with DirWatcher(tmp_path) as w:
         assert w.backend == "poll"
