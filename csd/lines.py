@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 MAX_LINE = 1 << 20
 #: How much is read per system call.
 CHUNK = 1 << 16
+#: Most bytes a follower reads before it lets what it serves run again: a huge append never blocks it.
+READ_BUDGET = 4 << 20
 #: Bytes just before a follower's offset that it re-reads to tell an append from a truncate-and-regrow.
 MARK = 4096  # one page: it reaches back past a line's fixed-shape end into what makes it unique
 

@@ -24,8 +24,8 @@ from csd import config, inotify, tmux
 from csd.console import err, warn_bad_line, warn_long_line
 from csd.errors import CsdError, Terminated
 from csd.events import BadLine, Event, parse_line
-from csd.lines import FileLines
-from csd.states import State, Worker, describe, fold, turn_over
+from csd.lines import READ_BUDGET, FileLines
+from csd.states import ENDED, State, Worker, describe, fold, turn_over
 from csd.workers import SPACE_CHECK_INTERVAL, Meta, WorkersDir, events_unwritable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms and some RSS of a waiter)
@@ -164,14 +164,23 @@ class _Waiter:
                 self.pump(gone_dir)
         if exited:
             self.pump(False)
-            if self.worker.state != State.GONE:
+            # a session_end read before the end is the answer (terminated); otherwise the worker is gone
+            if self.worker.state not in ENDED:
                 self.worker.lose()
 
     def pump(self, gone_dir: bool) -> None:
-        lines, _ = self.lines.read()
+        """Fold what was appended, a few MB at a time (a huge append is never held whole)."""
+        more = True
+        while more:
+            lines, more = self.lines.read(READ_BUDGET)
+            self.feed(lines)
         if gone_dir:
-            lines += self.lines.drain()  # the dir is gone: what the open file holds is the last there is
+            self.feed(self.lines.drain())  # the dir is gone: what the open file holds is the last there is
             self.lines.end()
+        if self.lines.ended and not self.path.exists():
+            self.removed = True
+
+    def feed(self, lines: list[tuple[int, str]]) -> None:
         for number, text in lines:
             if not text.strip():
                 continue
@@ -181,8 +190,6 @@ class _Waiter:
                 self.on_bad(bad)
                 continue
             self.worker.feed(event)
-        if self.lines.ended and not self.path.exists():
-            self.removed = True
 
     def _close_pidfd(self) -> None:
         if self.pidfd is not None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from csd import config
 from csd.errors import CsdError, UsageError
-from csd.lines import MAX_LINE, FileLines
+from csd.lines import MAX_LINE, READ_BUDGET, FileLines
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -33,8 +33,6 @@ BACKENDS = ("inotify", "poll")
 # where inotify is missing (macOS) or when forced, so its CPU cost is accepted there.
 POLL_INTERVAL = 0.05
 
-#: Most bytes a follower reads before it lets the loop run again: a huge append never blocks the loop.
-READ_BUDGET = 4 << 20
 
 # Errors from inotify_init1/inotify_add_watch meaning "no inotify for us right now", not "bad directory".
 _FALLBACK_ERRNOS = frozenset({errno.EMFILE, errno.ENOSPC, errno.ENOSYS})

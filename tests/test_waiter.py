@@ -84,3 +84,18 @@ def test_the_waiters_inotify_reports_a_dirs_files_and_its_end(tmp_path: Path) ->
     with pytest.raises(FileNotFoundError):
         other.add_watch(tmp_path / "missing", inotify.MODIFY)
     other.close()
+
+
+def test_a_worker_that_exits_cleanly_under_the_wait_answers_its_session_end(env: Env) -> None:
+    """SIGHUP: the worker records session_end on its way out, then its process ends. The waiter reads the
+    lines before it takes the process's end (pidfd) as the answer: the session_end line, exit 0, not "gone"."""
+    import os as _os
+
+    shim = launch(env, "x")
+    assert subprocess.run([str(shim), "send", "HANG"], capture_output=True).returncode == 0
+    waiter = popen("--worker", "x", "wait-for-turn", "60")
+    wait_blocked(waiter)
+    _os.kill(env.wdir.resolve("x").pid, signal.SIGHUP)
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, err
+    assert json.loads(out)["event"] == "session_end"
