@@ -13,9 +13,18 @@ import os
 import struct
 import sys
 
-#: inotify(7) event bits.
+#: inotify(7) bits (the kernel ABI's), as plain ints: every event's mask is tested against them, and an IntFlag
+#: operation costs a microsecond or more where a busy workers dir has hundreds of events a second.
 MODIFY, MOVED_FROM, MOVED_TO, CREATE, DELETE = 0x2, 0x40, 0x80, 0x100, 0x200
-DELETE_SELF, MOVE_SELF, Q_OVERFLOW, IGNORED = 0x400, 0x800, 0x4000, 0x8000
+DELETE_SELF, MOVE_SELF, UNMOUNT, Q_OVERFLOW, IGNORED = 0x400, 0x800, 0x2000, 0x4000, 0x8000
+ONLYDIR, EXCL_UNLINK, ISDIR = 0x01000000, 0x04000000, 0x40000000
+#: A watch of a directory's files (csd.watch's and csd.waiter's): written, made, removed, renamed, and the
+#: directory itself going. IN_CLOSE_WRITE is left out on purpose: every write already raises IN_MODIFY and metas
+#: are published by rename (IN_MOVED_TO), so it would only duplicate events. IN_EXCL_UNLINK: writes to a file
+#: after its name is gone (a straggling hook) are nobody's business any more.
+DIR_MASK = MODIFY | CREATE | MOVED_TO | DELETE | MOVED_FROM | DELETE_SELF | MOVE_SELF | ONLYDIR | EXCL_UNLINK
+#: Any of these on the directory's own watch means the directory as we knew it is gone.
+DIR_GONE = DELETE_SELF | MOVE_SELF | IGNORED | UNMOUNT
 _IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 #: Bytes per read: room for hundreds of events (each is 16 bytes and its NUL-padded name).
 _BUFFER = 1 << 16

@@ -149,21 +149,6 @@ def count_newlines(fd: int, end: int) -> int:
     return count
 
 
-def open_to_follow(path: os.PathLike[str] | str) -> tuple[int, tuple[int, int]] | None:
-    """(fd, (st_dev, st_ino)) of the regular file ``path`` opened for following, or None when it is not
-    there; OSError for anything but a regular file (a FIFO must not hang us, a link not redirect us)."""
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise OSError(f"cannot follow {path}: not a regular file")
-    return fd, (st.st_dev, st.st_ino)
-
-
 class FileLines:
     """The complete lines appended to the file named ``path``, read as they come (the caller says when: on
     a change the watcher saw), in bounded memory, numbered from 1 and skipping the first ``start_line``.
@@ -237,11 +222,16 @@ class FileLines:
         self._close_fd()
 
     def _open(self) -> bool:
-        opened = open_to_follow(self.path)
-        if opened is None:
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang us
+        try:
+            fd = os.open(self.path, flags)
+        except FileNotFoundError:
             return False
-        self._fd, self._ident = opened
-        self._opened = True
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise OSError(f"cannot follow {self.path}: not a regular file")
+        self._fd, self._ident, self._opened = fd, (st.st_dev, st.st_ino), True
         return True
 
     def _rewritten(self) -> bool:

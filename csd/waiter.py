@@ -34,11 +34,6 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-#: The workers dir's watch: a file's lines appended, a file made, removed or renamed; the dir itself gone.
-_MASK = inotify.MODIFY | inotify.MOVED_FROM | inotify.MOVED_TO | inotify.CREATE | inotify.DELETE | inotify.DELETE_SELF | inotify.MOVE_SELF
-#: What says the dir itself is gone.
-_DIR_GONE = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED
-
 
 def wait_turn(wdir: WorkersDir, meta: Meta, after_line: int | None, settled: bool, timeout: float,
               answer: Callable[[Event], T]) -> T | None:
@@ -74,7 +69,7 @@ def _watch(wdir: WorkersDir) -> inotify.Inotify | None:
     except (AttributeError, OSError):  # AttributeError: a C library without inotify
         return None
     try:
-        watch.add_watch(wdir.path, _MASK)
+        watch.add_watch(wdir.path, inotify.DIR_MASK)  # as csd.watch's DirWatcher watches it
     except OSError:
         watch.close()
         return None
@@ -159,7 +154,7 @@ class _Waiter:
             names = set()
             for _, mask, name in self.inotify.read():
                 names.add(name)
-                gone_dir = gone_dir or bool(mask & _DIR_GONE)
+                gone_dir = gone_dir or bool(mask & inotify.DIR_GONE)
             if self.path.name in names or "" in names:  # "": the dir itself (or an overflow: read anyway)
                 self.pump(gone_dir)
         if exited:

@@ -10,11 +10,11 @@ import os
 import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from enum import IntFlag, StrEnum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from csd import config
+from csd import config, inotify
 from csd.errors import CsdError, UsageError
 from csd.lines import MAX_LINE, READ_BUDGET, FileLines
 
@@ -40,48 +40,14 @@ _FALLBACK_ERRNOS = frozenset({errno.EMFILE, errno.ENOSPC, errno.ENOSYS})
 log = logging.getLogger(__name__)
 
 
-class _In(IntFlag):
-    """inotify(7) mask bits (the kernel ABI's, as csd.inotify has them), as flags for this module's tests of masks."""
-
-    MODIFY = 0x00000002
-    MOVED_FROM = 0x00000040
-    MOVED_TO = 0x00000080
-    CREATE = 0x00000100
-    DELETE = 0x00000200
-    DELETE_SELF = 0x00000400
-    MOVE_SELF = 0x00000800
-    UNMOUNT = 0x00002000
-    Q_OVERFLOW = 0x00004000
-    IGNORED = 0x00008000
-    ONLYDIR = 0x01000000
-    EXCL_UNLINK = 0x04000000
-    ISDIR = 0x40000000
-
-
-# IN_CLOSE_WRITE is left out on purpose: every write already raises IN_MODIFY and metas are published
-# by rename (IN_MOVED_TO), so it would only duplicate events. IN_EXCL_UNLINK: writes to a file after
-# its name is gone (a straggling hook) are nobody's business any more.
-_DIR_MASK = (
-    _In.MODIFY
-    | _In.CREATE
-    | _In.MOVED_TO
-    | _In.DELETE
-    | _In.MOVED_FROM
-    | _In.DELETE_SELF
-    | _In.MOVE_SELF
-    | _In.ONLYDIR
-    | _In.EXCL_UNLINK
-)
-# Any of these on the directory's own watch means the directory as we knew it is gone.
-_DIR_GONE = _In.DELETE_SELF | _In.MOVE_SELF | _In.IGNORED | _In.UNMOUNT
-# The same bits as plain ints for _on_readable, which tests every event's mask: an IntFlag operation costs a
-# microsecond or more (enum construction), a busy workers dir has hundreds of events a second.
-_OVERFLOW_BIT = int(_In.Q_OVERFLOW)
-_GONE_BITS = int(_DIR_GONE)
-_SKIP_BITS = int(_In.ISDIR)
-_CREATED_BITS = int(_In.CREATE | _In.MOVED_TO)
-_DELETED_BITS = int(_In.DELETE | _In.MOVED_FROM)
-_MODIFIED_BIT = int(_In.MODIFY)
+# The watch of a directory's files and what says the directory is gone: csd.inotify's, the one home of the bits.
+_DIR_MASK = inotify.DIR_MASK
+_GONE_BITS = inotify.DIR_GONE
+_OVERFLOW_BIT = inotify.Q_OVERFLOW
+_SKIP_BITS = inotify.ISDIR
+_CREATED_BITS = inotify.CREATE | inotify.MOVED_TO
+_DELETED_BITS = inotify.DELETE | inotify.MOVED_FROM
+_MODIFIED_BIT = inotify.MODIFY
 
 
 class ChangeKind(StrEnum):
@@ -142,8 +108,6 @@ def diff_snapshots(old: Mapping[str, FileStat | None], new: Mapping[str, FileSta
 
 
 def _inotify_available() -> bool:
-    from csd import inotify
-
     return inotify.available()
 
 
@@ -478,7 +442,7 @@ class DirWatcher:
         try:
             # Watch first, list second: a file created in between is then both listed and reported,
             # never neither.
-            self._wd = ino.add_watch(self.directory, _DIR_MASK if self.writes else _DIR_MASK & ~_In.MODIFY)
+            self._wd = ino.add_watch(self.directory, _DIR_MASK if self.writes else _DIR_MASK & ~inotify.MODIFY)
             self._names = set(scan_directory(self.directory, self.dirs))
             assert self._loop is not None
             self._loop.add_reader(ino.fileno(), self._on_readable)
