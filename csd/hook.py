@@ -32,6 +32,7 @@ each of its content-block lines), read on from the offset where the previous run
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import stat
@@ -293,6 +294,9 @@ def append(path: str, data: bytes, extra_flags: int) -> None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             # a refusal, not a failed write (ValueError, not OSError): said on stderr, exit 0
             raise ValueError(f"{path}: not a regular file; nothing written")
+        # Held until close: another hook's write of a long line is seen half-done by fstat (the size grows page
+        # by page), and its last byte read then would make this line start with a newline, an empty line.
+        fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data  # an earlier write was cut short: end its partial line first
@@ -403,7 +407,6 @@ def write_atomic(path: str, data: bytes) -> None:
 
 def statusline(environ: dict) -> None:
     """csd's statusLine command: fold the payload on stdin into the worker's cost file."""
-    import fcntl  # the statusLine path only
     import json  # the statusLine path only (the hook's own path avoids importing json)
 
     events_file = environ.get("CSD_EVENTS_FILE") or ""
