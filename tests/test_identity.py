@@ -82,7 +82,10 @@ def test_a_pane_that_runs_something_else_is_gone_and_send_types_nothing(env: Env
     env.tmux("set-option", "-p", "-t", "=sh1:", "remain-on-exit", "on")
     pid = env.wdir.resolve("sh1").pid
     os.kill(pid, 9)  # no hook at all
-    while running(pid):
+    # respawn-pane refuses a pane tmux has yet to see die: wait for tmux to reap it, not only for the kill
+    deadline = time.monotonic() + 10
+    while env.tmux("display-message", "-p", "-t", "=sh1:", "#{pane_dead}").stdout.strip() != "1":
+        assert time.monotonic() < deadline, "tmux never saw the killed worker's pane die"
         time.sleep(0.01)
     env.tmux("respawn-pane", "-t", "=sh1:", "--", "sh")
     assert pane_pid(env, "sh1") != pid
