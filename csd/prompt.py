@@ -23,7 +23,8 @@ API's request bodies):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from csd.value import Value
 
 PASTE_START = "\x1b[200~"
 PASTE_END = "\x1b[201~"
@@ -106,12 +107,15 @@ def input_stream(text: str, shell: bool = False, exact: bool = True) -> bytes:
     return stream.encode("utf-8")
 
 
-@dataclass(frozen=True)
-class InputLine:
-    """Claude Code's input box as the screen shows it."""
+class InputLine(Value):
+    """Claude Code's input box as the screen shows it. (A csd.value.Value: send starts with no ``dataclasses``.)"""
 
+    _fields = ("mode", "text")
     mode: str  # "prompt" (❯) or "shell" (!, bash mode)
     text: str  # the rows' text, prefixes removed, trailing blanks trimmed ("…" when its top is off screen)
+
+    def __init__(self, mode: str, text: str) -> None:
+        self._set(mode=mode, text=text)
 
     @property
     def clean(self) -> bool:

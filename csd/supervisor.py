@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
 import time
 from collections import deque
@@ -26,18 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from csd import config, tmux
-from csd.errors import CsdError, EmptyReply, NotRunning, TurnFailed, UsageError
-from csd.clock import epoch, now_iso
+from csd import tmux
+from csd.errors import CsdError, NotRunning
 from csd.console import err, warn_bad_line, warn_long_line
-from csd.events import BadLine, Event, failure_line, failure_text, parse_line
-from csd.states import ENDED, State, Worker, describe, fold, state_event, turn_over
+from csd.events import BadLine, Event, parse_line
+from csd.states import State, Worker, describe, fold, state_event, turn_over
 from csd.watch import DirWatcher, Follower
-from csd.reply import TRANSCRIPT_LAG_LIMIT, Reply, file_size, last_turn_markdown, transcript_file, turn_failure
-from csd.workers import SPACE_CHECK_INTERVAL, Meta, WorkersDir, events_unwritable, open_regular
+from csd.reply import Reply, file_size, last_turn_markdown, transcript_file, turn_failure
+from csd.sending import (Died, Pause, Submitted, WorkerLock, check_arrival, check_sendable, checked, confirmation,
+                         enter_hold, prepare, reply_of, steps, turn_end)
+from csd.workers import SPACE_CHECK_INTERVAL, Meta, WorkersDir, events_unwritable
 
 if TYPE_CHECKING:
-    from csd.prompt import InputLine
+    from csd.sending import Steps
     from csd.transcript import ApiState
 
 T = TypeVar("T")
@@ -48,15 +48,6 @@ LIVENESS_FALLBACK_INTERVAL = 1.0
 RECENT_EVENTS = 1024
 #: While a worker's launch is under way, how often to look for its tmux session.
 STARTING_CHECK_INTERVAL = 0.1
-#: How long a second controller reads the lock file for its holder's line before giving up on it, and how
-#: often: the holder writes it a few microseconds after it takes the lock.
-LOCK_HOLDER_WAIT, LOCK_HOLDER_RETRY = 1.0, 0.005
-#: While a slash command waits for its confirmation, how often send looks for "Unknown command" on the screen.
-UNKNOWN_COMMAND_CHECK = 0.1
-#: How long send waits for the screen to show an emptied input line (the TUI redraws within ~50 ms).
-CLEAR_INPUT_TIMEOUT = 2.0
-
-
 @dataclass
 class Tracked:
     """A worker the supervisor follows: its meta, its machine, and what arrived since tracking began."""
@@ -93,64 +84,6 @@ class Tracked:
     def describe(self) -> str:
         """What the worker was doing, for timeout messages."""
         return describe(self.worker, time.time())
-
-
-def _flock_holder(fd: int) -> str:
-    """Who holds the flock on ``fd``'s file, from /proc/locks (for a holder that never wrote its line)."""
-    st = os.fstat(fd)
-    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    try:
-        with open("/proc/locks") as f:
-            for line in f:
-                parts = line.split()
-                if "FLOCK" in parts and key in parts:
-                    return f"pid {parts[parts.index(key) - 1]}"
-    except OSError:
-        pass
-    return "another process"
-
-
-class WorkerLock:
-    """The per-worker lock that stops two controllers from interleaving input on one worker."""
-
-    def __init__(self, wdir: WorkersDir, meta: Meta, what: str) -> None:
-        self.path = wdir.lock_path(meta.session_id)
-        self.meta = meta
-        self.what = what
-        self.fd: int | None = None
-
-    def __enter__(self) -> WorkerLock:
-        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)
-        deadline = time.monotonic() + LOCK_HOLDER_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                # The holder writes who it is just after it takes the lock: a loser that reads in between
-                # reads nothing, so it reads again (briefly) rather than tell the user nothing.
-                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-                if not holder and time.monotonic() < deadline:
-                    time.sleep(LOCK_HOLDER_RETRY)
-                    continue
-                holder = holder or _flock_holder(fd)
-                os.close(fd)
-                raise CsdError(f"worker {self.meta.tmux_name!r} is busy: {holder} holds its lock; wait for it to finish, then retry") from None
-            except BaseException:
-                os.close(fd)
-                raise
-        with contextlib.suppress(OSError):  # who holds it is a courtesy: a full disk must not fail the lock
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} ({self.what}, since {now_iso()})".encode(), 0)
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
-            os.close(self.fd)  # closing releases the flock
-            self.fd = None
 
 
 class Supervisor:
@@ -608,26 +541,43 @@ class Supervisor:
         return await self._send(tr, screen, prompt, shell)
 
     async def _send(self, tr: Tracked, screen: str, prompt: str, shell: bool = False) -> Event:
-        """send, once the worker is tracked and ``screen`` is what send first saw of its pane."""
-        from csd.prompt import clean_prompt
-
-        text = clean_prompt(prompt)
-        if shell and text.startswith("!"):
-            text = text[1:]
-        if not text.strip():
-            raise UsageError("refusing to send an empty prompt" + (" (the prompt was only whitespace and control characters)" if prompt else ""))
-        self._check_sendable(tr)
-        exact, submit_timeout = _delivery(text)
-        slash = not shell and text.lstrip().startswith("/")
+        """send, once the worker is tracked and ``screen`` is what send first saw of its pane: csd.sending's
+        steps, driven here with asyncio (csd.waiter drives the same steps for the CLI with no event loop)."""
+        p = prepare(prompt, shell)
+        check_sendable(self.wdir, tr.name, tr.state)
+        shim = str(self.wdir.shim_path(tr.name))
         with WorkerLock(self.wdir, tr.meta, "csd send"):
             mark = tr.pos
-            before = await self._type_prompt(tr, text, shell, exact, slash, screen)
-            ev = await self._until_submitted(tr, mark, submit_timeout, slash, shell, before, text)
-        got = ev.data.get("prompt")
-        if ev.name == "user_prompt_submit" and exact and not (slash or shell) and isinstance(got, str) and not _arrived_as_sent(text, got):
-            err(f"csd: warning: {tr.name!r} received the prompt altered (sent {len(text)} characters, "
-                f"it recorded {got[:60]!r}...); see it with: {self.wdir.shim_path(tr.name)} read-turn")
+            ev = await self._drive(tr, steps(tr.meta, shim, p, screen, enter_hold(tr.worker, time.time()), tr.describe),
+                                   mark, p.slash or p.shell)
+        check_arrival(tr.name, shim, p, ev)
         return ev
+
+    async def _drive(self, tr: Tracked, gen: Steps, mark: tuple[int, int], slash: bool) -> Event:
+        """Run send's steps (csd/sending.py): each one done with asyncio, its answer (or its error) handed back."""
+        answer: object = None
+        error: Exception | None = None
+        while True:
+            try:
+                step = gen.throw(error) if error is not None else gen.send(answer)
+            except StopIteration as done:
+                return done.value
+            answer, error = None, None
+            try:
+                if isinstance(step, tmux.Call):
+                    answer = await tmux.call(step)
+                elif isinstance(step, Pause):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, Died):
+                    self._died(tr)
+                else:
+                    assert isinstance(step, Submitted), step
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(step.seconds):
+                            answer = await self.wait_events(
+                                lambda: confirmation(tr.name, tr.state, tr.removed, tr.events, mark, slash, tr.describe))
+            except Exception as exc:  # into the steps, at the step that failed (a cancellation is not handed in)
+                error = exc
 
     async def _track_and_look(self, handle: str) -> tuple[Tracked, str]:
         """track() and send's first look at the screen (the input line) at once: the two tmux round trips
@@ -643,132 +593,6 @@ class Supervisor:
                 await look
             raise
         return tr, await look
-
-    def _check_sendable(self, tr: Tracked) -> None:
-        """Only an idle worker takes a prompt, and only while its events can be written."""
-        shim = self.wdir.shim_path(tr.name)
-        state = tr.state
-        if state == State.WORKING:
-            raise CsdError(
-                f"cannot send to {tr.name!r} while it is working (Claude Code would queue the prompt); run: {shim} wait-for-turn"
-            )
-        if state == State.LAUNCHING:
-            raise CsdError(f"cannot send to {tr.name!r} while it is launching; run: {shim} wait-for-turn")
-        if state in ENDED:
-            raise NotRunning(f"cannot send to {tr.name!r}: it is {state}; check it with: {shim} status")
-        why = events_unwritable(self.wdir)
-        if why is not None:
-            # the prompt would run, but its events (and the turn's end) would be lost
-            raise CsdError(f"not sending to {tr.name!r}: {why}")
-
-    async def _type_prompt(self, tr: Tracked, text: str, shell: bool, exact: bool, slash: bool, screen: str) -> str:
-        """Empty the input line (``screen``: the pane as send first saw it), type ``text`` and press Enter; returns the
-        screen before (for a slash command)."""
-        from csd.prompt import input_stream
-
-        socket = tr.meta.tmux_socket
-        try:
-            await self._empty_input(tr, socket, screen)
-            before = await tmux.capture(tr.name, socket, lines=200) if slash else ""
-            stream = input_stream(text, shell, exact)
-            await until_enter_is_safe(tr)
-            # the text and its Enter in one tmux call (checked on the real binary: tests/e2e/test_prompt_delivery.py)
-            await tmux.type_raw(tr.name, stream, f"csd-{tr.meta.session_id}", socket, then=("Enter",))
-        except tmux.TmuxError:
-            if await tmux.pane_of(tr.name, socket) is None:
-                raise NotRunning(f"worker {tr.name!r} is gone: its tmux session ended while the prompt was being sent") from None
-            raise
-        return before
-
-    async def _until_submitted(self, tr: Tracked, mark: tuple[int, int], submit_timeout: float, slash: bool, shell: bool,
-                               before: str, text: str) -> Event:
-        """The event that confirms the prompt, pressing Enter again every CSD_SUBMIT_RETRY_INTERVAL (the TUI may
-        have swallowed it) and, for a slash command, reading the screen for "Unknown command"."""
-        from csd.prompt import unknown_command
-
-        socket, retry = tr.meta.tmux_socket, config.seconds("CSD_SUBMIT_RETRY_INTERVAL")
-        command = text.split(None, 1)[0] if slash else ""
-        now = time.monotonic()
-        deadline, next_press, presses = now + submit_timeout, now + retry, 1
-        while (now := time.monotonic()) < deadline:
-            wake = min(deadline, next_press, now + UNKNOWN_COMMAND_CHECK if slash else deadline)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, wake - now)):
-                    return await self.wait_events(lambda: self._submitted(tr, mark, slash or shell))
-            if slash:
-                words = unknown_command(before, await tmux.capture(tr.name, socket, lines=200), command)
-                if words is not None:
-                    raise UsageError(f"{tr.name!r} does not know the command {command!r}; its screen says: {words}")
-            if next_press <= time.monotonic() < deadline:
-                try:
-                    await tmux.send_keys(tr.name, "Enter", socket=socket)
-                except tmux.TmuxError:
-                    if await tmux.pane_of(tr.name, socket) is not None:
-                        raise
-                    self._died(tr)
-                    continue  # _submitted reports it
-                presses += 1
-                next_press += retry
-        raise CsdError(
-            f"{tr.name!r} did not confirm the prompt within {submit_timeout:g}s (no user_prompt_submit after {presses} "
-            f"Enter presses; {tr.describe()}); see the screen with: {self.wdir.shim_path(tr.name)} handoff"
-        )
-
-    async def _empty_input(self, tr: Tracked, socket: str | None, screen: str) -> None:
-        """Start from an empty prompt-mode input line: Esc, Esc clears it wherever the cursor is, Backspace leaves an
-        empty bash-mode line. What was cleared is named on stderr (it may be a human's typing after a handoff).
-
-        Text that Esc, Esc leaves exactly as it was is not input but a hint the TUI draws in an empty line
-        ("Press up to edit queued messages"): send goes on.
-        """
-        from csd.prompt import input_line
-
-        async def read() -> InputLine | None:
-            return input_line(await tmux.visible(tr.name, socket))
-
-        line = input_line(screen)
-        if line is None or line.clean:
-            return  # an empty line, or none on the screen to read (csd cannot check it)
-        left = line
-        deadline = time.monotonic() + CLEAR_INPUT_TIMEOUT
-        while line is None or not line.clean:
-            if time.monotonic() >= deadline:
-                if line == left and left.mode == "prompt":
-                    return  # Esc, Esc never changed it: a hint, not input
-                shows = "no input line" if line is None else repr(line.text[:80]) + (" in bash mode" if line.mode == "shell" else "")
-                raise CsdError(f"could not empty the input line of {tr.name!r} (it shows {shows}); see it with: {self.wdir.shim_path(tr.name)} handoff")
-            if line is None:
-                # Esc, Esc on an input line that was empty already opens Claude Code's rewind menu: close it. The
-                # line was empty, so what it showed was a hint.
-                await tmux.send_keys(tr.name, "Escape", socket=socket)
-                if left.mode == "prompt":
-                    return
-            elif line.text:
-                await tmux.send_keys(tr.name, "Escape", socket=socket)
-                await asyncio.sleep(0.1)  # two Escapes in one read would be one Meta-Escape
-                await tmux.send_keys(tr.name, "Escape", socket=socket)
-            else:
-                await tmux.send_keys(tr.name, "BSpace", socket=socket)
-            before = line
-            # the TUI redraws; no event says when (~50 ms, more on a busy machine): look every 20 ms, 0.5 s at most
-            for _ in range(25):
-                await asyncio.sleep(0.02)
-                line = await read()
-                if line != before:
-                    break
-        what = f"{left.text[:80]!r}" if left.text else "nothing"
-        err(f"csd: note: cleared what was left in {tr.name!r}'s input line" + (" (bash mode)" if left.mode == "shell" else "") + f": {what}")
-
-    def _submitted(self, tr: Tracked, mark: tuple[int, int], slash: bool) -> Event | None:
-        if tr.removed or tr.state in ENDED:
-            raise NotRunning(f"worker {tr.name!r} ended while the prompt was being sent ({tr.describe()})")
-        for ev in tr.events:
-            if ev.pos <= mark:
-                continue
-            # slash commands such as /compact or /clear fire their own events, not user_prompt_submit
-            if ev.name == "user_prompt_submit" or (slash and ev.known):
-                return ev
-        return None
 
     async def converse(self, handle: str, prompt: str) -> Reply:
         """Send, wait for this turn to end, and return its reply (never an earlier turn's).
@@ -788,43 +612,11 @@ class Supervisor:
         before = transcript_file(self.wdir, tr.meta, _path_hint(tr))
         offset = file_size(before)
         submitted = await self._send(tr, screen, prompt)
-
-        def ended() -> Event | None:
-            w = tr.worker
-            if tr.removed or w.state == State.GONE:
-                raise NotRunning(f"worker {tr.name!r} died during the turn ({tr.describe()})")
-            if w.state == State.TERMINATED:
-                raise NotRunning(f"worker {tr.name!r} exited during the turn ({tr.describe()})")
-            end = w.turn_end
-            if w.state == State.IDLE and end is not None and end.pos > submitted.pos:
-                return end
-            return None
-
-        stop = await self.wait_events(ended)
-        if stop.error is not None:
-            raise TurnFailed(failure_line(tr.name, stop), stop)
-        path = transcript_file(self.wdir, tr.meta, submitted)
-        reply = Reply(tr.meta, submitted, stop, path, self._backend, offset if path == before else 0)
+        stop = await self.wait_events(lambda: turn_end(tr.name, tr.worker, tr.removed, submitted, tr.describe))
+        reply = reply_of(self.wdir, tr.meta, submitted, stop, before, offset, self._backend)
         if reply.needs_transcript:
             await reply.wait_transcript()
-            turn = reply.turn()
-            if turn is not None and turn.api_error is not None:
-                from csd.transcript import final_text
-
-                raise TurnFailed(failure_text(tr.name, turn.api_error, final_text(turn)), stop)
-        text = reply.text()
-        if not text.strip():
-            reason = reply.why_empty()
-            raise EmptyReply(
-                f"{tr.name!r} ended its turn with no reply text ({reason}); see it with: {self.wdir.shim_path(tr.name)} read-turn",
-                reason,
-            )
-        if reply.truncated(text):
-            err(
-                f"csd: warning: {tr.name!r}: the reply was cut to {len(text)} characters by the hook and the transcript "
-                f"({reply.transcript}) did not complete it within {TRANSCRIPT_LAG_LIMIT:g}s; printing what there is"
-            )
-        return reply
+        return checked(reply, str(self.wdir.shim_path(tr.name)))
 
 
 def _path_hint(tr: Tracked) -> Event | None:
@@ -840,39 +632,10 @@ def _path_hint(tr: Tracked) -> Event | None:
 
 
 async def until_enter_is_safe(tr: Tracked) -> None:
-    """Hold an Enter (send's, stop's /exit) that comes right after launch: until prompt.ENTER_READY_AFTER_START
-    after the worker's session_start (the TUI swallows an earlier one). A later one does not wait."""
-    from csd.prompt import ENTER_READY_AFTER_START
-
-    started = tr.worker.started
-    at = epoch(started.ts) if started is not None else None
-    if at is None:
-        return
-    hold = at + ENTER_READY_AFTER_START - time.time()
-    if 0 < hold <= ENTER_READY_AFTER_START:  # a clock that moved back must not hold longer than the fact says
+    """Hold an Enter (stop's /exit) that comes right after launch (csd.sending.enter_hold)."""
+    hold = enter_hold(tr.worker, time.time())
+    if hold:
         await asyncio.sleep(hold)
-
-
-
-
-def _delivery(text: str) -> tuple[bool, float]:
-    """(typed exactly, how long to wait for its user_prompt_submit): a prompt over CSD_EXACT_PROMPT_LIMIT goes
-    as one paste (said on stderr); an exact one gets the time the TUI takes to ingest it on top."""
-    from csd.prompt import INGEST_CHARS_PER_S
-
-    submit_timeout = config.seconds("CSD_SUBMIT_TIMEOUT")
-    limit = config.count("CSD_EXACT_PROMPT_LIMIT")
-    if len(text) <= limit:
-        return True, submit_timeout + len(text) // INGEST_CHARS_PER_S  # the TUI takes in many pastes at its own pace
-    err(f"csd: note: the prompt has {len(text)} characters, over CSD_EXACT_PROMPT_LIMIT={limit}: sent as one "
-        "paste, which Claude Code shows as [Pasted text] and hands to the model wrapped in <pasted_content>")
-    return False, submit_timeout
-
-
-def _arrived_as_sent(sent: str, recorded: str) -> bool:
-    """The hook's ``prompt`` is what was sent (it caps long values: then the kept start must match)."""
-    cut = recorded.rfind("…[truncated ")
-    return recorded == sent or (cut >= 0 and sent.startswith(recorded[:cut]))
 
 
 def _state_event(tr: Tracked) -> Event:

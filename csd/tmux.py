@@ -1,4 +1,5 @@
-"""tmux as asyncio subprocesses with argv lists, one socket option, and exact targets."""
+"""tmux as subprocesses (asyncio, or plain for the commands that run no event loop) with argv lists, one socket
+option, and exact targets."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import os
 import shlex
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from csd import config
 from csd.errors import CsdError, TmuxNotAnswering
 from csd.proc import is_zombie, proc_start, proc_stat
 from csd.value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the read path imports this module)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: What csd asks tmux for, one pane per line (workers run a single pane each).
 PANE_FORMAT = "#{session_name}\t#{pane_id}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}"
@@ -242,13 +247,93 @@ async def run(
     return rc, stdout, stderr
 
 
+class Call(Value):
+    """One tmux command as a value, run by ``call`` (asyncio) or ``call_sync`` (no event loop), so that what a
+    command asks of tmux and how its answer is read are written once for both (send runs either way:
+    csd/sending.py). ``read(rc, stdout, stderr)`` makes the answer (None without it); ``check``: a non-zero exit
+    raises TmuxError; ``undo``: a command run (unchecked) when this one failed or was interrupted."""
+
+    _fields = ("args", "socket", "input", "check", "read", "undo")
+    args: list[str]
+    socket: str | None
+    input: bytes | None
+    check: bool
+    read: Callable[[int, str, str], Any] | None
+    undo: list[str] | None
+
+    def __init__(self, args: list[str], socket: str | None = None, input: bytes | None = None, check: bool = True,
+                 read: Callable[[int, str, str], Any] | None = None, undo: list[str] | None = None) -> None:
+        self._set(args=args, socket=socket, input=input, check=check, read=read, undo=undo)
+
+
+async def call(c: Call) -> Any:
+    try:
+        rc, out, err = await run(c.args, c.socket, c.input, c.check)
+    except BaseException:
+        if c.undo is not None:
+            with contextlib.suppress(CsdError):  # the failure is what the caller hears
+                await run(c.undo, c.socket, check=False)
+        raise
+    return c.read(rc, out, err) if c.read is not None else None
+
+
+def call_sync(c: Call) -> Any:
+    try:
+        proc = run_sync(c.args, c.socket, c.input)
+        rc, out, err = proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        if c.check and rc != 0:
+            raise _error(c.args, err)
+    except BaseException:
+        if c.undo is not None:
+            with contextlib.suppress(CsdError):
+                run_sync(c.undo, c.socket)
+        raise
+    return c.read(rc, out, err) if c.read is not None else None
+
+
+def pane_call(name: str, socket: str | None = None) -> Call:
+    """The pane of exactly session ``name``, or None when there is no such session."""
+    def read(rc: int, out: str, err: str) -> Pane | None:
+        return parse_panes(out).get(name) if rc == 0 else None
+
+    return Call(["list-panes", "-t", session_target(name), "-F", PANE_FORMAT], socket, check=False, read=read)
+
+
+def _output(rc: int, out: str, err: str) -> str:
+    return out if rc == 0 else ""
+
+
+def capture_call(name: str, socket: str | None = None, lines: int | None = 50) -> Call:
+    """The pane's text with ``lines`` of history (None: all of it; an error line may have scrolled off)."""
+    start = "-" if lines is None else f"-{lines}"
+    return Call(["capture-pane", "-p", "-J", "-t", pane_target(name), "-S", start], socket, check=False, read=_output)
+
+
+def visible_call(name: str, socket: str | None = None) -> Call:
+    """Only what the pane shows now: a TUI that redraws by clearing the screen pushes its old frames into the
+    history, where a stale copy of a dialog or an input line would be read first."""
+    return Call(["capture-pane", "-p", "-t", pane_target(name)], socket, check=False, read=_output)
+
+
+def keys_call(name: str, *keys: str, literal: bool = False, socket: str | None = None) -> Call:
+    return Call(["send-keys", "-t", pane_target(name), *(["-l"] if literal else []), *keys], socket)
+
+
+def paste_call(name: str, data: bytes, buffer: str, socket: str | None = None, then: Sequence[str] = ()) -> Call:
+    """Write ``data`` to exactly that pane's input as it is (``paste-buffer -r``: no LF -> CR, no markers of tmux's
+    own), through a private buffer that is deleted afterwards. One load and one paste whatever the size; ``then``:
+    keys pressed right after the paste (send's Enter), in the same tmux client: one round trip for all of it.
+    tmux runs the commands of one client in order and skips the rest after one fails, so no key is pressed
+    when the paste failed."""
+    target = pane_target(name)
+    keys = [";", "send-keys", "-t", target, *then] if then else []
+    return Call(["load-buffer", "-b", buffer, "-", ";", "paste-buffer", "-r", "-d", "-b", buffer, "-t", target, *keys],
+                socket, input=data, undo=["delete-buffer", "-b", buffer])
+
+
 async def pane_of(name: str, socket: str | None = None) -> Pane | None:
     """The pane of exactly session ``name``, or None when there is no such session."""
-    rc, out, err = await run(["list-panes", "-t", session_target(name), "-F", PANE_FORMAT], socket, check=False)
-    if rc != 0:
-        return None
-    panes = parse_panes(out)
-    return panes.get(name)
+    return await call(pane_call(name, socket))
 
 
 async def has_session(name: str, socket: str | None = None) -> bool:
@@ -262,37 +347,19 @@ async def kill_session(name: str, socket: str | None = None) -> bool:
 
 
 async def capture(name: str, socket: str | None = None, lines: int | None = 50) -> str:
-    """The pane's text with ``lines`` of history (None: all of it; an error line may have scrolled off)."""
-    start = "-" if lines is None else f"-{lines}"
-    rc, out, _ = await run(["capture-pane", "-p", "-J", "-t", pane_target(name), "-S", start], socket, check=False)
-    return out if rc == 0 else ""
+    return await call(capture_call(name, socket, lines))
 
 
 async def visible(name: str, socket: str | None = None) -> str:
-    """Only what the pane shows now: a TUI that redraws by clearing the screen pushes its old frames into the
-    history, where a stale copy of a dialog or an input line would be read first."""
-    rc, out, _ = await run(["capture-pane", "-p", "-t", pane_target(name)], socket, check=False)
-    return out if rc == 0 else ""
+    return await call(visible_call(name, socket))
 
 
 async def send_keys(name: str, *keys: str, literal: bool = False, socket: str | None = None) -> None:
-    await run(["send-keys", "-t", pane_target(name), *(["-l"] if literal else []), *keys], socket)
+    await call(keys_call(name, *keys, literal=literal, socket=socket))
 
 
 async def type_raw(name: str, data: bytes, buffer: str, socket: str | None = None, then: Sequence[str] = ()) -> None:
-    """Write ``data`` to exactly that pane's input as it is (``paste-buffer -r``: no LF -> CR, no markers of tmux's
-    own), through a private buffer that is deleted afterwards. One load and one paste whatever the size; ``then``:
-    keys pressed right after the paste (send's Enter), in the same tmux client: one round trip for all of it.
-    tmux runs the commands of one client in order and skips the rest after one fails, so no key is pressed
-    when the paste failed."""
-    target = pane_target(name)
-    keys = [";", "send-keys", "-t", target, *then] if then else []
-    try:
-        await run(["load-buffer", "-b", buffer, "-", ";", "paste-buffer", "-r", "-d", "-b", buffer, "-t", target, *keys],
-                  socket, input=data)
-    except BaseException:
-        await run(["delete-buffer", "-b", buffer], socket, check=False)
-        raise
+    await call(paste_call(name, data, buffer, socket, then))
 
 
 def new_session_sync(name: str, cwd: str, argv: Sequence[str], width: int, height: int, socket: str | None = None) -> Pane | None:

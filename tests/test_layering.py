@@ -98,7 +98,7 @@ for _layer, _names in {
     BASE: ("config", "console", "lines", "proc", "inotify"),
     # each talks to one outside thing
     ADAPTER: ("tmux", "watch", "workers", "transcriptfile", "remote", "bundled"),
-    ENGINE: ("supervisor", "waiter", "reply", "startpane", "lifecycle", "fleet", "remoteworkers"),
+    ENGINE: ("supervisor", "waiter", "sending", "reply", "startpane", "lifecycle", "fleet", "remoteworkers"),
     COMMANDS: ("commands", "render", "livetable", "demo", "completion"),
     ENTRY: ("cli", "__main__"),
 }.items():

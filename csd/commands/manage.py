@@ -155,7 +155,7 @@ async def _check_stopped(wdir: WorkersDir, handle: str, unknown: CsdError, own_d
 def prune(args: argparse.Namespace) -> int:
     """Remove the files of every gone worker; never a live one, nor one whose launch may be under way or
     whose lock is held. One line per worker on stdout: what was (or, with --dry-run, would be) removed."""
-    from csd.supervisor import WorkerLock
+    from csd.sending import WorkerLock
 
     wdir = WorkersDir()
     if not wdir.check():
