@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Reversible
 
 from csd import config, tmux
 from csd.clock import epoch, now_iso
@@ -238,6 +238,53 @@ def _empty_input(name: str, socket: str | None, shim: str, screen: str) -> Gener
                 break
     what = f"{left.text[:80]!r}" if left.text else "nothing"
     err(f"csd: note: cleared what was left in {name!r}'s input line" + (" (bash mode)" if left.mode == "shell" else "") + f": {what}")
+
+
+class Driven:
+    """Steps being run, for a driver's loop: iterating gives each step; the driver sets ``answer`` (what the step
+    gives back) or ``error`` (thrown into the steps at that step) before the next; ``value`` is the result."""
+
+    def __init__(self, gen: Steps) -> None:
+        self.gen = gen
+        self.answer: object = None
+        self.error: Exception | None = None
+        self.value: Event | None = None
+
+    def __iter__(self) -> Driven:
+        return self
+
+    def __next__(self) -> object:
+        answer, error, self.answer, self.error = self.answer, self.error, None, None
+        try:
+            return self.gen.throw(error) if error is not None else self.gen.send(answer)
+        except StopIteration as done:
+            self.value = done.value
+            raise StopIteration from None
+
+
+def drive(gen: Steps, do: Callable[[object], object]) -> Event:
+    """Run ``steps`` with no event loop: ``do(step)`` answers each step (csd.supervisor's driver is the same
+    loop with ``await``)."""
+    run = Driven(gen)
+    for step in run:
+        try:
+            run.answer = do(step)
+        except Exception as exc:  # into the steps, at the step that failed (a KeyboardInterrupt is not handed in)
+            run.error = exc
+    assert run.value is not None
+    return run.value
+
+
+def path_hint(recent: Reversible[Event], worker: Worker) -> Event | None:
+    """The newest event that names the transcript (it changes with /clear): among ``recent`` (newest last),
+    else the worker's last event, turn end or turn start."""
+    for ev in reversed(recent):
+        if isinstance(ev.data.get("transcript_path"), str):
+            return ev
+    for known in (worker.last_event, worker.turn_end, worker.turn_start):
+        if known is not None and isinstance(known.data.get("transcript_path"), str):
+            return known
+    return None
 
 
 def check_arrival(name: str, shim: str, p: Prepared, ev: Event) -> None:

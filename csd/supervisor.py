@@ -32,8 +32,8 @@ from csd.events import BadLine, Event, parse_line
 from csd.states import State, Worker, describe, fold, state_event, turn_over
 from csd.watch import DirWatcher, Follower
 from csd.reply import Reply, file_size, last_turn_markdown, transcript_file, turn_failure
-from csd.sending import (Died, Pause, Submitted, WorkerLock, check_arrival, check_sendable, checked, confirmation,
-                         enter_hold, prepare, reply_of, steps, turn_end)
+from csd.sending import (Died, Driven, Pause, Submitted, WorkerLock, check_arrival, check_sendable, checked, confirmation,
+                         enter_hold, path_hint, prepare, reply_of, steps, turn_end)
 from csd.workers import SPACE_CHECK_INTERVAL, Meta, WorkersDir, events_unwritable
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ class Supervisor:
         async with contextlib.AsyncExitStack() as stack:
             while True:
                 await self.wait_worker(tr, lambda: tr.state == State.WORKING)
-                ev = _path_hint(tr)
+                ev = path_hint(tr.events, tr.worker)
                 given = ev.data.get("transcript_path") if ev is not None else None
                 if path is None or given is None or given != hint or str(path) != given:
                     path, hint = transcript_file(self.wdir, tr.meta, ev), given
@@ -555,17 +555,11 @@ class Supervisor:
 
     async def _drive(self, tr: Tracked, gen: Steps, mark: tuple[int, int], slash: bool) -> Event:
         """Run send's steps (csd/sending.py): each one done with asyncio, its answer (or its error) handed back."""
-        answer: object = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = gen.throw(error) if error is not None else gen.send(answer)
-            except StopIteration as done:
-                return done.value
-            answer, error = None, None
+        run = Driven(gen)
+        for step in run:
             try:
                 if isinstance(step, tmux.Call):
-                    answer = await tmux.call(step)
+                    run.answer = await tmux.call(step)
                 elif isinstance(step, Pause):
                     await asyncio.sleep(step.seconds)
                 elif isinstance(step, Died):
@@ -574,10 +568,11 @@ class Supervisor:
                     assert isinstance(step, Submitted), step
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(step.seconds):
-                            answer = await self.wait_events(
+                            run.answer = await self.wait_events(
                                 lambda: confirmation(tr.name, tr.state, tr.removed, tr.events, mark, slash, tr.describe))
             except Exception as exc:  # into the steps, at the step that failed (a cancellation is not handed in)
-                error = exc
+                run.error = exc
+        return run.value
 
     async def _track_and_look(self, handle: str) -> tuple[Tracked, str]:
         """track() and send's first look at the screen (the input line) at once: the two tmux round trips
@@ -609,7 +604,7 @@ class Supervisor:
         returned as it is, with a warning on stderr.
         """
         tr, screen = await self._track_and_look(handle)
-        before = transcript_file(self.wdir, tr.meta, _path_hint(tr))
+        before = transcript_file(self.wdir, tr.meta, path_hint(tr.events, tr.worker))
         offset = file_size(before)
         submitted = await self._send(tr, screen, prompt)
         stop = await self.wait_events(lambda: turn_end(tr.name, tr.worker, tr.removed, submitted, tr.describe))
@@ -617,18 +612,6 @@ class Supervisor:
         if reply.needs_transcript:
             await reply.wait_transcript()
         return checked(reply, str(self.wdir.shim_path(tr.name)))
-
-
-def _path_hint(tr: Tracked) -> Event | None:
-    """The newest event the tracker has seen that names the transcript (it changes with /clear)."""
-    for ev in reversed(tr.events):
-        if isinstance(ev.data.get("transcript_path"), str):
-            return ev
-    w = tr.worker
-    for known in (w.last_event, w.turn_end, w.turn_start):
-        if known is not None and isinstance(known.data.get("transcript_path"), str):
-            return known
-    return None
 
 
 async def until_enter_is_safe(tr: Tracked) -> None:

@@ -144,15 +144,20 @@ def unanswered() -> TmuxNotAnswering | None:
     return TmuxNotAnswering(_unanswered) if _unanswered else None
 
 
+def _bound(within: float | None) -> tuple[float, str]:
+    """How long a tmux client may take: CSD_TMUX_TIMEOUT, or ``within`` seconds when the caller's own time is
+    shorter (a wait's timeout: the line then names tmux all the same); and what the error line says of it."""
+    seconds = config.seconds("CSD_TMUX_TIMEOUT")
+    if within is not None and within < seconds:
+        return max(within, 0.0), ""
+    return seconds, " (CSD_TMUX_TIMEOUT)"
+
+
 def run_sync(args: Sequence[str], socket: str | None = None, input: bytes | None = None,
              within: float | None = None) -> subprocess.CompletedProcess[bytes]:
     """For the commands that should not pay for an event loop. Bounded by CSD_TMUX_TIMEOUT, and by ``within``
-    seconds when the caller's own time is shorter (a wait's timeout: the line then names tmux all the same)."""
-    seconds = config.seconds("CSD_TMUX_TIMEOUT")
-    if within is not None and within < seconds:
-        seconds, bound = max(within, 0.0), ""
-    else:
-        bound = " (CSD_TMUX_TIMEOUT)"
+    seconds when the caller's own time is shorter (_bound)."""
+    seconds, bound = _bound(within)
     try:
         # run() kills the client on timeout and waits only for its exit, not for its pipes (which a
         # stopped server keeps open)
@@ -185,6 +190,16 @@ def _scratch(name: str) -> int:
     return os.dup(tempfile.TemporaryFile().fileno())  # the dup keeps the unlinked file alive
 
 
+def _streams(input: bytes | None) -> list[int]:
+    """A client's stdout and stderr, and its stdin holding ``input`` when there is one (_scratch files)."""
+    fds = [_scratch("tmux-out"), _scratch("tmux-err")]
+    if input is not None:
+        fds.append(_scratch("tmux-in"))
+        os.write(fds[2], input)
+        os.lseek(fds[2], 0, os.SEEK_SET)
+    return fds
+
+
 def _drain(fd: int) -> str:
     chunks = []
     pos = 0
@@ -205,12 +220,8 @@ async def run(
 
     global _unanswered
     seconds = config.seconds("CSD_TMUX_TIMEOUT")
-    fds = [_scratch("tmux-out"), _scratch("tmux-err")]
+    fds = _streams(input)
     try:
-        if input is not None:
-            fds.append(_scratch("tmux-in"))
-            os.write(fds[2], input)
-            os.lseek(fds[2], 0, os.SEEK_SET)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv(args, socket),
@@ -277,18 +288,64 @@ async def call(c: Call) -> Any:
     return c.read(rc, out, err) if c.read is not None else None
 
 
-def call_sync(c: Call) -> Any:
-    try:
-        proc = run_sync(c.args, c.socket, c.input)
-        rc, out, err = proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+class Running:
+    """A tmux Call started with no event loop and not yet waited for (``result``): so that a command's first two
+    round trips overlap (send's look at the screen while it asks about the process). Its streams are anonymous
+    files, as ``run``'s are."""
+
+    def __init__(self, c: Call, within: float | None = None) -> None:
+        self.call = c
+        self.seconds, self.bound = _bound(within)
+        self.fds = _streams(c.input)
+        try:
+            stdin = self.fds[2] if c.input is not None else subprocess.DEVNULL
+            self.proc = subprocess.Popen(argv(c.args, c.socket), stdin=stdin, stdout=self.fds[0], stderr=self.fds[1],
+                                         env=client_env())
+        except BaseException as exc:
+            self._close()
+            if isinstance(exc, FileNotFoundError):
+                raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None
+            raise
+        self.started = time.monotonic()
+
+    def result(self) -> Any:
+        """The call's answer (Call.read), once the client has exited; TmuxNotAnswering past its bound."""
+        c = self.call
+        try:
+            try:
+                rc = self.proc.wait(max(0.0, self.started + self.seconds - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise TmuxNotAnswering(_not_answering(c.args, c.socket, self.seconds, self.bound)) from None
+            finally:
+                if self.proc.returncode is None:
+                    self.proc.kill()
+                    self.proc.wait()  # no pipes: the killed client's exit is all there is to wait for
+            out, err = _drain(self.fds[0]), _drain(self.fds[1])
+        finally:
+            self._close()
         if c.check and rc != 0:
             raise _error(c.args, err)
+        return c.read(rc, out, err) if c.read is not None else None
+
+    def _close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+def start_sync(c: Call, within: float | None = None) -> Running:
+    return Running(c, within)
+
+
+def call_sync(c: Call, within: float | None = None) -> Any:
+    """``c`` run with no event loop, bounded as run_sync is."""
+    try:
+        return Running(c, within).result()
     except BaseException:
         if c.undo is not None:
             with contextlib.suppress(CsdError):
-                run_sync(c.undo, c.socket)
+                run_sync(c.undo, c.socket, within=within)
         raise
-    return c.read(rc, out, err) if c.read is not None else None
 
 
 def pane_call(name: str, socket: str | None = None) -> Call:

@@ -1,19 +1,23 @@
-"""A wait for one local worker's turn with no event loop: what ``wait-for-turn`` runs.
+"""One local worker followed with no event loop: what ``wait-for-turn``, ``send`` and ``converse`` run.
 
-A controller may keep dozens of these waiting at once, so a waiting process stays small (SPEC budget: 15 MB
-of RSS; the event loop alone costs a Python process ~5 MB more than this module's whole import). The same
-facts as csd.supervisor's wait, read the same way: the tail folded by the one table (csd.states.fold), the
-lines appended since read by csd.lines.FileLines on inotify's word (a watch of the workers dir, as
-csd.watch.DirWatcher's), the process's end by its pidfd, the disk checked every SPACE_CHECK_INTERVAL, and
-one rule for what ends the wait (csd.states.turn_over). One epoll over those descriptors is the loop.
+A controller may keep dozens of waits at once, so a waiting process stays small (SPEC budget: 15 MB of RSS;
+the event loop alone costs a Python process ~5 MB more than this module's whole import), and a send or a
+converse starts without importing asyncio (~45 ms of a send's ~100 on the bench's machine). The same facts as
+csd.supervisor's, read the same way: the tail folded by the one table (csd.states.fold), the lines appended
+since read by csd.lines.FileLines on inotify's word (a watch of the workers dir, as csd.watch.DirWatcher's),
+the process's end by its pidfd, the disk checked every SPACE_CHECK_INTERVAL; one rule for what ends a wait
+(csd.states.turn_over) and send's one set of steps (csd/sending.py, driven here step by step). One epoll
+over those descriptors is the loop.
 
-What this does not do, it hands back (``wait_turn`` returns None before it waited at all) and the caller
-runs csd.supervisor's wait instead: a worker whose launch is under way (no tmux session to watch yet), a
-platform without pidfd, inotify unavailable or CSD_WATCH_BACKEND=poll.
+What this does not do, it hands back (``wait_turn``, ``send`` and ``converse`` return None before they
+waited or typed anything) and the caller runs csd.supervisor's instead: a platform without pidfd, inotify
+unavailable or CSD_WATCH_BACKEND=poll; for a wait, a worker whose launch is under way (no tmux session to
+watch yet; a send refuses it either way).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -32,6 +36,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~4 ms an
 if TYPE_CHECKING:
     from typing import TypeVar
 
+    from csd.reply import Reply
+
     T = TypeVar("T")
 
 
@@ -43,23 +49,93 @@ def wait_turn(wdir: WorkersDir, meta: Meta, after_line: int | None, settled: boo
     kernel to retire its watch (an SRCU grace period, up to ~15 ms here), which the answer need not wait for.
 
     Raises NotRunning (gone, stopped while waiting), or CsdError (timed out, the disk is full, tmux)."""
-    if config.get("CSD_WATCH_BACKEND") == "poll" or not hasattr(os, "pidfd_open"):
-        return None
     deadline = time.monotonic() + timeout
-    watch = _watch(wdir)
-    if watch is None:
-        return None
-    try:
-        with _sigterm_raises():  # from here on: the tmux call below may be what SIGTERM interrupts
-            waiter = _Waiter(wdir, meta, after_line, settled, watch)
-            try:
-                if not waiter.watch_liveness(deadline - time.monotonic()):
-                    return None
-                return answer(waiter.run(deadline, timeout))
-            finally:
-                waiter.close()
-    finally:
-        watch.close()
+    with _following(wdir, meta, None if after_line is None else after_line + 1) as follow:
+        if follow is None or not follow.watch_liveness(deadline - time.monotonic()):
+            return None
+        name = meta.tmux_name
+        ev = follow.until(lambda: turn_over(name, follow.worker, follow.removed, after_line, settled), deadline)
+        if ev is None:
+            doing = describe(follow.worker, time.time())
+            raise CsdError(f"timed out after {timeout:g}s waiting for {name!r} to end its turn ({doing})")
+        return answer(ev)
+
+
+def send(wdir: WorkersDir, meta: Meta, prompt: str, shell: bool, answer: Callable[[Event], T]) -> T | None:
+    """Send ``prompt`` as csd.supervisor.Supervisor.send does (the same steps: csd/sending.py) and return
+    ``answer`` of the event that confirms it; None, before anything was typed, when this worker needs the
+    supervisor (the module's docstring)."""
+    with _following(wdir, meta, None) as follow:
+        if follow is None:
+            return None
+        return answer(follow.send(prompt, shell, None))
+
+
+def converse(wdir: WorkersDir, meta: Meta, prompt: str, timeout: float) -> Reply | None:
+    """Send, wait for this turn to end and return its reply, as csd.supervisor.Supervisor.converse does, within
+    ``timeout`` seconds (TimedOut); None, before anything was typed, when this worker needs the supervisor.
+    A reply whose transcript must be waited for (csd.reply.Reply.needs_transcript) runs that wait with asyncio:
+    only then is asyncio imported."""
+    from csd.reply import file_size, transcript_file
+    from csd.sending import checked, path_hint, reply_of, turn_end
+
+    deadline = time.monotonic() + timeout
+    with _following(wdir, meta, None) as follow:
+        if follow is None:
+            return None
+        before = transcript_file(wdir, meta, path_hint((), follow.worker))
+        offset = file_size(before)
+        submitted = follow.send(prompt, False, deadline)
+        name = meta.tmux_name
+        stop = follow.until(lambda: turn_end(name, follow.worker, follow.removed, submitted, follow.doing), deadline)
+        if stop is None:
+            raise TimedOut(follow.doing())
+    reply = reply_of(wdir, meta, submitted, stop, before, offset, None)
+    if reply.needs_transcript:
+        import asyncio
+
+        asyncio.run(reply.wait_transcript())
+    return checked(reply, str(wdir.shim_path(name)))
+
+
+class TimedOut(CsdError):
+    """converse's time ran out; the message says what the worker was doing."""
+
+
+class _following:
+    """The watch of the workers dir and one worker followed from its tail on (the line ``min_line`` on, when
+    given); ``None`` inside when this process cannot follow it without an event loop."""
+
+    def __init__(self, wdir: WorkersDir, meta: Meta, min_line: int | None) -> None:
+        self.wdir, self.meta, self.min_line = wdir, meta, min_line
+        self.watch: inotify.Inotify | None = None
+        self.follow: Follow | None = None
+        self.sigterm: _sigterm_raises | None = None
+
+    def __enter__(self) -> Follow | None:
+        if config.get("CSD_WATCH_BACKEND") == "poll" or not hasattr(os, "pidfd_open"):
+            return None
+        self.watch = _watch(self.wdir)
+        if self.watch is None:
+            return None
+        try:
+            self.sigterm = _sigterm_raises()
+            self.sigterm.__enter__()  # from here on: the tmux call that follows may be what SIGTERM interrupts
+            self.follow = Follow(self.wdir, self.meta, self.min_line, self.watch)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.follow
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.follow is not None:
+                self.follow.close()
+            if self.sigterm is not None:
+                self.sigterm.__exit__()
+        finally:
+            if self.watch is not None:
+                self.watch.close()
 
 
 def _watch(wdir: WorkersDir) -> inotify.Inotify | None:
@@ -76,24 +152,31 @@ def _watch(wdir: WorkersDir) -> inotify.Inotify | None:
     return watch
 
 
-class _Waiter:
+class Follow:
     """One worker followed from its events file's tail on (set up with the watch already on: nothing
-    appended in between is missed), until its turn is over."""
+    appended in between is missed): its folded state, the events since a mark (send's confirmation is among
+    them), its process's end; ``until`` waits for a check to answer."""
 
-    def __init__(self, wdir: WorkersDir, meta: Meta, after_line: int | None, settled: bool, watch: inotify.Inotify) -> None:
-        self.wdir, self.meta, self.after_line, self.settled = wdir, meta, after_line, settled
+    def __init__(self, wdir: WorkersDir, meta: Meta, min_line: int | None, watch: inotify.Inotify) -> None:
+        self.wdir, self.meta = wdir, meta
         self.inotify = watch
         self.path = path = wdir.events_path(meta.session_id)
         self.on_bad = warn_bad_line(path)
-        tail = wdir.read_tail(meta.session_id, self.on_bad, None if after_line is None else after_line + 1)
+        tail = wdir.read_tail(meta.session_id, self.on_bad, min_line)
         self.worker: Worker = fold(tail.events)
         self.line_count = tail.line_count
         self.lines = FileLines(path, tail.line_count, warn_long_line(path), on_reset=lambda why: err(why))
         self.removed = False
         self.pidfd: int | None = None
+        self.since: list[Event] | None = None  # the events read since mark(), while marked
+        self.poller = select.epoll()
+        self.poller.register(watch.fileno(), select.EPOLLIN)
         # read up to the end now: what came after the tail is taken in, and a truncation from here on is
         # seen as one (FileLines knows where it was)
         self.pump(False)
+
+    def doing(self) -> str:
+        return describe(self.worker, time.time())
 
     def watch_liveness(self, within: float) -> bool:
         """Look the worker's process up (one tmux call, inside the wait's time) and hold its pidfd; False when
@@ -110,41 +193,74 @@ class _Waiter:
             self.pidfd = os.pidfd_open(pane.pid)
         except ProcessLookupError:
             w.lose()
+            return True
+        self.poller.register(self.pidfd, select.EPOLLIN)
         return True
 
-    def run(self, deadline: float, timeout: float) -> Event:
-        poller = select.epoll()
-        try:
-            return self._loop(poller, deadline, timeout)
-        finally:
-            poller.close()
-
-    def _loop(self, poller: select.epoll, deadline: float, timeout: float) -> Event:
-        poller.register(self.inotify.fileno(), select.EPOLLIN)
-        if self.pidfd is not None:
-            poller.register(self.pidfd, select.EPOLLIN)
+    def until(self, check: Callable[[], T | None], deadline: float) -> T | None:
+        """``check()`` once it is not None, re-checked after each change; None once ``deadline`` (monotonic) has
+        passed. Raises CsdError when the events file cannot be written (a full disk: the wait would be blind)."""
         space_at = 0.0
-        while (ev := self.check()) is None:
+        while (result := check()) is None:
             now = time.monotonic()
             if now >= deadline:
-                doing = describe(self.worker, time.time())
-                raise CsdError(f"timed out after {timeout:g}s waiting for {self.meta.tmux_name!r} to end its turn ({doing})")
+                return None
             if now >= space_at:
                 # a full disk has no event: the hook's next lines would be lost, and the wait blind
                 if (why := events_unwritable(self.wdir)) is not None:
                     raise CsdError(why)
                 space_at = now + SPACE_CHECK_INTERVAL
-            ready = {fd for fd, _ in poller.poll(max(0.0, min(deadline, space_at) - now))}
+            ready = {fd for fd, _ in self.poller.poll(max(0.0, min(deadline, space_at) - now))}
             pidfd = self.pidfd
             exited = pidfd is not None and pidfd in ready
             self.wake(self.inotify.fileno() in ready, exited)
-            if pidfd is not None and exited:
-                poller.unregister(pidfd)  # the process ended: nothing more to hear from it
-                self._close_pidfd()
+            if exited:
+                self._close_pidfd()  # the process ended: nothing more to hear from it
+        return result
+
+    def send(self, prompt: str, shell: bool, deadline: float | None) -> Event:
+        """csd/sending.py's steps, each done here with no event loop; TimedOut once ``deadline`` has passed."""
+        from csd.sending import WorkerLock, check_arrival, check_sendable, drive, enter_hold, prepare, steps
+
+        name = self.meta.tmux_name
+        p = prepare(prompt, shell)
+        # the first look at the screen runs while tmux is asked about the process (two round trips overlapped)
+        look = tmux.start_sync(tmux.visible_call(name, self.meta.tmux_socket))
+        try:
+            self.watch_liveness(config.seconds("CSD_TMUX_TIMEOUT") if deadline is None else deadline - time.monotonic())
+            check_sendable(self.wdir, name, State(self.worker.state))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                look.result()  # reaped, not read: the refusal is the answer
+            raise
+        screen = look.result()
+        shim = str(self.wdir.shim_path(name))
+        with WorkerLock(self.wdir, self.meta, "csd send"):
+            mark, self.since = (self.lines.resets, self.line_count), []
+            gen = steps(self.meta, shim, p, screen, enter_hold(self.worker, time.time()), self.doing)
+            ev = drive(gen, lambda step: self._step(step, mark, p.slash or p.shell, deadline))
+        self.since = None
+        check_arrival(name, shim, p, ev)
         return ev
 
-    def check(self) -> Event | None:
-        return turn_over(self.meta.tmux_name, self.worker, self.removed, self.after_line, self.settled)
+    def _step(self, step: object, mark: tuple[int, int], slash: bool, deadline: float | None) -> object:
+        from csd.sending import Died, Pause, Submitted, confirmation
+
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            raise TimedOut(self.doing())
+        if isinstance(step, tmux.Call):
+            return tmux.call_sync(step, None if deadline is None else deadline - now)
+        if isinstance(step, Pause):
+            time.sleep(step.seconds if deadline is None else min(step.seconds, deadline - now))
+        elif isinstance(step, Died):
+            self.worker.lose()
+        else:
+            assert isinstance(step, Submitted), step
+            name, until = self.meta.tmux_name, now + step.seconds
+            return self.until(lambda: confirmation(name, State(self.worker.state), self.removed, self.since or (), mark, slash,
+                                                   self.doing), until if deadline is None else min(until, deadline))
+        return None
 
     def wake(self, changed: bool, exited: bool) -> None:
         """Take in what woke the wait: new lines first (what the hook wrote before the process ended
@@ -177,6 +293,7 @@ class _Waiter:
 
     def feed(self, lines: list[tuple[int, str]]) -> None:
         for number, text in lines:
+            self.line_count = number
             if not text.strip():
                 continue
             try:
@@ -185,14 +302,18 @@ class _Waiter:
                 self.on_bad(bad)
                 continue
             self.worker.feed(event)
+            if self.since is not None:
+                self.since.append(event)
 
     def _close_pidfd(self) -> None:
         if self.pidfd is not None:
+            self.poller.unregister(self.pidfd)
             os.close(self.pidfd)
             self.pidfd = None
 
     def close(self) -> None:
         self._close_pidfd()
+        self.poller.close()
         self.lines.end()
 
 

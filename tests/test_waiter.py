@@ -1,20 +1,24 @@
-"""``wait-for-turn`` of one worker waits with no event loop (csd/waiter.py): the process maps no asyncio and no
-OpenSSL, and answers as the supervisor's wait does; the supervisor's wait takes over where the waiter hands a
-worker back (the poll backend here). Gone, stopped, truncated and timed-out waits: tests/test_faults.py and
-tests/test_engine.py, which run through the same command."""
+"""``wait-for-turn``, ``send`` and ``converse`` of one worker run with no event loop (csd/waiter.py): the process
+maps no asyncio and no OpenSSL, and answers as the supervisor does; the supervisor takes over where the waiter
+hands a worker back (the poll backend here). Gone, stopped, truncated and timed-out waits, and every way of
+sending: tests/test_faults.py, tests/test_engine.py and tests/test_send_prompt.py, which run through the same
+commands."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from csd.supervisor import Supervisor
-from support import Env, launch, popen, wait_blocked
+from support import Env, events, launch, popen, wait_blocked
 
 
 def event_loop_mapped(pid: int) -> bool:
@@ -99,3 +103,51 @@ def test_a_worker_that_exits_cleanly_under_the_wait_answers_its_session_end(env:
     out, err = waiter.communicate(timeout=30)
     assert waiter.returncode == 0, err
     assert json.loads(out)["event"] == "session_end"
+
+
+def _says_the_prompt_arrived(shim: Path, prompt: str) -> None:
+    """Until the worker's hook recorded ``prompt`` (synchronised on the events file, not a sleep)."""
+    deadline = time.monotonic() + 15
+    while not any(e.get("prompt") == prompt for e in events(shim, "user_prompt_submit")):
+        assert time.monotonic() < deadline, events(shim)
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("backend", ["inotify", "poll"])
+def test_a_converse_sends_and_waits_with_no_event_loop_and_answers_as_the_supervisor(env: Env, backend: str) -> None:
+    """converse drives send's steps (csd/sending.py) and waits for the turn in csd.waiter: while it waits for the
+    worker's turn it maps no asyncio; with the poll backend it hands the worker to the supervisor, which drives
+    the same steps. Same reply either way."""
+    shim = launch(env, "c")
+    prompt = f"SLEEP:3 REPLY:done by {backend}"
+    conv = popen("--worker", "c", "converse", prompt, "60", env={"CSD_WATCH_BACKEND": backend})
+    _says_the_prompt_arrived(shim, prompt)
+    assert event_loop_mapped(conv.pid) == (backend == "poll")  # the turn takes 3 s: the converse waits in it
+    out, err = conv.communicate(timeout=30)
+    assert (conv.returncode, out) == (0, f"done by {backend}\n".encode()), err
+
+
+def test_a_signal_ends_a_converse_with_its_code_and_one_line_and_frees_the_worker(env: Env) -> None:
+    shim = launch(env, "t")
+    conv = popen("--worker", "t", "converse", "HANG", "60")
+    _says_the_prompt_arrived(shim, "HANG")
+    assert not event_loop_mapped(conv.pid)
+    conv.send_signal(signal.SIGTERM)
+    out, err = conv.communicate(timeout=10)
+    assert conv.returncode == 143 and out == b""
+    assert err.count(b"\n") == 1 and b"terminated (SIGTERM)" in err and b"Traceback" not in err, err
+    # the lock went with the process: the next controller is refused for the turn, not for a held lock
+    again = subprocess.run([str(shim), "send", "REPLY:x"], capture_output=True, text=True)
+    assert again.returncode == 1 and "while it is working" in again.stderr, again.stderr
+
+
+@pytest.mark.parametrize("command", [["send", "REPLY:sent"], ["converse", "REPLY:conversed"]])
+def test_send_and_converse_never_import_asyncio(env: Env, command: list[str]) -> None:
+    """The sync path end to end (the console script's entry, which ends with os._exit: the check runs there)."""
+    launch(env, "n")
+    code = "import sys; from csd.cli import entry; sys.argv[0] = 'csd'; os = __import__('os'); " \
+           "os._exit = lambda c, _exit=os._exit: (print('ASYNCIO', 'asyncio' in sys.modules, flush=True), _exit(c)); entry()"
+    proc = subprocess.run([sys.executable, "-I", "-c", code, "--worker", "n", *command], capture_output=True, text=True,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "ASYNCIO False"

@@ -1,8 +1,9 @@
 """The command layer: one handler per csd command, declared in csd/commands/table.py. Handlers print the
 answer on stdout and lines on stderr (csd.console), and return an exit code (or a coroutine that does).
 
-By theme: ``read`` (status, list, read-events, read-turn, ...: no engine), ``engine`` (send, converse, the
-waits, watch, demo: one Supervisor each), ``manage`` (launch, adopt, stop, prune, grant-consent),
+By theme: ``read`` (status, list, read-events, read-turn, ...: no engine), ``wait`` and ``send`` (one worker's
+wait-for-turn, send and converse, with no event loop: csd.waiter), ``engine`` (fan-out waits, watch, demo, and
+what csd.waiter hands back: one Supervisor each), ``manage`` (launch, adopt, stop, prune, grant-consent),
 ``install`` (plugin-dir, skill, completion, help) and ``remote`` (workers on other hosts, ``csd stream``).
 This module holds what several of them use, and stays light: every read-side command imports it."""
 

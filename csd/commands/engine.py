@@ -1,6 +1,7 @@
-"""The engine's commands: send, converse, wait-for-turn (one worker, or the fan-out over many), read-events
---follow, watch and demo. Each returns a coroutine that runs one Supervisor and prints what the command
-answers; cli runs it (Ctrl-C and SIGTERM cancel it, so its clean-up runs)."""
+"""The engine's commands: the fan-out wait-for-turn over many workers, read-events --follow, watch and demo;
+and send, converse and wait-for-turn of one worker where csd.waiter hands it back (csd.commands.send and
+.wait). Each returns a coroutine that runs one Supervisor and prints what the command answers; cli runs it
+(Ctrl-C and SIGTERM cancel it, so its clean-up runs)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from csd import config
-from csd.commands import out, read_prompt, report_ended, resolve
+from csd.commands import out, report_ended
 from csd.console import err, submitted, warn_long_line
 from csd.errors import OK, CsdError, EmptyReply, UsageError
 from csd.events import Event
@@ -20,21 +21,12 @@ from csd.supervisor import Supervisor
 from csd.workers import Meta, WorkersDir
 
 
-def send(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    wdir, meta = resolve(args.worker, warn=False)
-    return _send(wdir, meta, read_prompt(args.prompt), args.shell)
-
-
-async def _send(wdir: WorkersDir, meta: Meta, prompt: str, shell: bool) -> int:
+async def send_in_supervisor(wdir: WorkersDir, meta: Meta, prompt: str, shell: bool) -> int:
+    """``send`` of one worker that csd.waiter handed back (csd.commands.send)."""
     async with Supervisor(wdir, machine=False) as sup:  # one command: the table's fold (states.py), not the machine
         ev = await sup.send(meta.tmux_name, prompt, shell=shell)
         err(submitted(meta.tmux_name, ev.line_no))
     return OK
-
-
-def converse(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    wdir, meta = resolve(args.worker, warn=False)
-    return _converse(wdir, meta, read_prompt(args.prompt), args)
 
 
 def watch(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
@@ -136,7 +128,8 @@ async def _fan_wait_in(sup: Supervisor, args: argparse.Namespace) -> int:
     return report_ended(ended, sup.turn_failure)
 
 
-async def _converse(wdir: WorkersDir, meta: Meta, prompt: str, args: argparse.Namespace) -> int:
+async def converse_in_supervisor(wdir: WorkersDir, meta: Meta, prompt: str, args: argparse.Namespace) -> int:
+    """``converse`` of one worker that csd.waiter handed back (csd.commands.send)."""
     async with Supervisor(wdir, machine=False) as sup:  # one command: the table's fold (states.py), not the machine
         return await _converse_in(sup, wdir, meta, prompt, args)
 
@@ -148,10 +141,10 @@ async def _converse_in(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: st
     except TimeoutError:
         tr = sup.tracked()[0] if sup.tracked() else None
         msg = f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r}" + (f" ({tr.describe()})" if tr else "")
-        await _diagnose(wdir, meta, msg)
+        await diagnose(wdir, meta, msg)
         raise timed_out(msg) from None
     except EmptyReply as exc:
-        await _diagnose(wdir, meta, f"no reply text: {exc.reason}")
+        await diagnose(wdir, meta, f"no reply text: {exc.reason}")
         raise
     if args.with_turn:
         # Claude Code writes a turn's last transcript lines after its Stop hook: wait for them
@@ -160,7 +153,7 @@ async def _converse_in(sup: Supervisor, wdir: WorkersDir, meta: Meta, prompt: st
     return OK
 
 
-async def _diagnose(wdir: WorkersDir, meta: Meta, reason: str) -> None:
+async def diagnose(wdir: WorkersDir, meta: Meta, reason: str) -> None:
     """Write the diagnostic file when CSD_CONVERSE_DIAG_FILE asks for one, and say where it is."""
     diag = config.get("CSD_CONVERSE_DIAG_FILE")
     if diag:
