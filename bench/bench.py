@@ -866,7 +866,7 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
 
 
 def _input_line_cost(m: Meta, env: dict[str, str], runs: int) -> list[float]:
-    """What send pays to read the input line off the screen before it types (csd.supervisor._empty_input)."""
+    """What send pays to read the input line off the screen before it types (csd.sending._empty_input)."""
     import asyncio
 
     from csd import tmux
