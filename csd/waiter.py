@@ -90,12 +90,12 @@ def converse(wdir: WorkersDir, meta: Meta, prompt: str, timeout: float) -> Reply
         stop = follow.until(lambda: turn_end(name, follow.worker, follow.removed, submitted, follow.doing), deadline)
         if stop is None:
             raise TimedOut(follow.doing())
-    reply = reply_of(wdir, meta, submitted, stop, before, offset, None)
-    if reply.needs_transcript:
-        import asyncio
+        reply = reply_of(wdir, meta, submitted, stop, before, offset, None)
+        if reply.needs_transcript:  # inside: SIGTERM still ends it with its line (_sigterm_raises)
+            import asyncio
 
-        asyncio.run(reply.wait_transcript())
-    return checked(reply, str(wdir.shim_path(name)))
+            asyncio.run(reply.wait_transcript())
+        return checked(reply, str(wdir.shim_path(name)))
 
 
 class TimedOut(CsdError):
@@ -168,7 +168,7 @@ class Follow:
         self.lines = FileLines(path, tail.line_count, warn_long_line(path), on_reset=lambda why: err(why))
         self.removed = False
         self.pidfd: int | None = None
-        self.since: list[Event] | None = None  # the events read since mark(), while marked
+        self.since: list[Event] | None = None  # while send waits for its confirmation: the events read since it typed
         self.poller = select.epoll()
         self.poller.register(watch.fileno(), select.EPOLLIN)
         # read up to the end now: what came after the tail is taken in, and a truncation from here on is
