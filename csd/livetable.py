@@ -8,7 +8,9 @@ no row styles, padding on every edge and uncollapsed (as ``csd.render`` builds i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -58,31 +60,38 @@ class TableLines:
         self._widths: dict[tuple[int, tuple[int, ...]], tuple[int, ...]] = {}
         self._notes: dict[tuple[str, str, int], list[str]] = {}
         self._boxes: dict[tuple[int, ...], tuple[str, list[str], str, Edges, Edges, str]] = {}
+        self._wraps: dict[str, tuple[str, str]] = {}  # a style's codes before and after a text
 
     def lines(self, title: str, caption: str, rows: Sequence[tuple[Cell, ...]], width: int) -> list[str]:
         """The table's lines at most ``width`` columns wide, as rich would print them."""
+        self.trim()
+        measured = [self.measure(row, width) for row in rows]
+        widths = self.widths(rows, measured, width)
+        if widths is None:
+            return self.cropped(title, caption, rows, width)
+        return self.assemble(title, caption, [self.row_lines(row, widths, n == len(rows) - 1) for n, row in enumerate(rows)],
+                             widths, width)
+
+    def trim(self) -> None:
+        """Start the caches over once they hold too much (a long watch sees many texts and rows)."""
         if len(self._measures) > ROW_CACHE_LIMIT:
             self._measures.clear()
             self._rows.clear()
         if len(self._cells) + len(self._cell_measures) > CELL_CACHE_LIMIT:
             for cache in (self._cells, self._cell_measures, self._rows, self._widths, self._notes, self._boxes):
                 cache.clear()
-        widths = self._column_widths(rows, width)
+
+    def assemble(self, title: str, caption: str, body: Sequence[list[str]], widths: tuple[int, ...], width: int) -> list[str]:
+        """The table's lines around ``body``: each row's lines (``row_lines``) at ``widths`` (``widths``)."""
         table_width = sum(widths) + self.template._extra_width
-        if table_width > width:  # wider than the terminal even shrunk (a long unbreakable cell): rich crops it
-            return self._cropped(title, caption, rows, width)
-        top, header, head, mid, foot, bottom = self._chrome(widths, width)
-        body = self._rows.setdefault(widths, {})
+        top, header, head, _, _, bottom = self._chrome(widths)
         out = [*self._note(title, "title", table_width), top, *header, head] if title else [top, *header, head]
-        for n, row in enumerate(rows):
-            lines = body.get(row)
-            if lines is None:
-                lines = body[row] = self._row(row, widths, mid)
-            out += lines if n < len(rows) - 1 or foot == mid else self._row(row, widths, foot)
+        for lines in body:
+            out += lines
         out.append(bottom)
         return out + self._note(caption, "caption", table_width) if caption else out
 
-    def _chrome(self, widths: tuple[int, ...], width: int) -> tuple[str, list[str], str, Edges, Edges, str]:
+    def _chrome(self, widths: tuple[int, ...]) -> tuple[str, list[str], str, Edges, Edges, str]:
         """The lines around the rows and the edges of a row, per set of widths: (top, header lines, the line
         under the header, a row's edges, the last row's edges, bottom)."""
         got = self._boxes.get(widths)
@@ -90,7 +99,7 @@ class TableLines:
             box = self.template.box
             assert box is not None
             safe = self.template.safe_box if self.template.safe_box is not None else self.console.safe_box
-            box = box.substitute(self.console.options.update(width=width), safe=safe)
+            box = box.substitute(self.console.options, safe=safe)  # by its encoding, not its width
             line = self._border_text
             headers = tuple((c.header, "") for c in self.template.columns)
             header = self._row(headers, widths, (line(box.head_left), line(box.head_vertical), line(box.head_right)), True)
@@ -105,12 +114,14 @@ class TableLines:
 
     # -- widths
 
-    def _column_widths(self, rows: Sequence[tuple[Cell, ...]], width: int) -> tuple[int, ...]:
-        """rich's widths for these rows: they depend only on each column's widest cell and widest word, so
-        they are computed (by rich, on a table of those cells) once per such set."""
+    def widths(self, rows: Sequence[tuple[Cell, ...]], measured: Sequence[tuple[int, ...]], width: int) -> tuple[int, ...] | None:
+        """rich's column widths for these rows (``measured``: each one's ``measure``), or None when the table is
+        wider than ``width`` even shrunk (a long unbreakable cell: see ``cropped``). They depend only on each
+        column's widest cell and widest word, so they are computed (by rich, on a table of those cells) once per
+        such set."""
         n = len(self.makers)
-        measured = [self._row_measure(row, width) for row in rows]
-        most = tuple(map(max, zip(*measured))) if measured else (0,) * 2 * n
+        # many rows measure alike: the maxima of the distinct measures are theirs (a tenth of the work at 50 rows)
+        most = tuple(map(max, zip(*set(measured)))) if measured else (0,) * 2 * n
         key = (width, most)
         widths = self._widths.get(key)
         if widths is None:
@@ -120,9 +131,9 @@ class TableLines:
             proxy = self._table(extremes)
             options = self.console.options.update_width(width - proxy._extra_width)
             widths = self._widths[key] = tuple(proxy._calculate_column_widths(self.console, options))
-        return widths
+        return widths if sum(widths) + self.template._extra_width <= width else None
 
-    def _row_measure(self, row: tuple[Cell, ...], width: int) -> tuple[int, ...]:
+    def measure(self, row: tuple[Cell, ...], width: int) -> tuple[int, ...]:
         """(each cell's widest word..., each cell's width...) of a row."""
         key = (row, width)
         m = self._measures.get(key)
@@ -146,7 +157,7 @@ class TableLines:
             table.add_row(*(self.makers[i](*cell) if cell is not None else "" for i, cell in enumerate(row)))
         return table
 
-    def _cropped(self, title: str, caption: str, rows: Sequence[tuple[Cell, ...]], width: int) -> list[str]:
+    def cropped(self, title: str, caption: str, rows: Sequence[tuple[Cell, ...]], width: int) -> list[str]:
         """The table rendered whole by rich, its lines cut at ``width`` (the rare table that does not fit)."""
         table = self._table(rows)
         table.title, table.caption = title or None, caption or None
@@ -155,9 +166,45 @@ class TableLines:
 
     # -- lines
 
+    def row_lines(self, row: tuple[Cell, ...], widths: tuple[int, ...], last: bool = False) -> list[str]:
+        """A body row's lines at ``widths`` (``last``: the table's last row, whose edges are the box's foot)."""
+        mid, foot = self._chrome(widths)[3:5]
+        if last and foot != mid:
+            return self._row(row, widths, foot)
+        body = self._rows.get(widths)
+        if body is None:
+            body = self._rows[widths] = {}
+        lines = body.get(row)
+        if lines is None:
+            lines = body[row] = self._row(row, widths, mid)
+        return lines
+
+    # -- a row redrawn from its last version (csd.render.LiveView): the cells it shares with it are not looked up
+
+    def measure_again(self, row: tuple[Cell, ...], width: int, old: tuple[Cell, ...] | None,
+                      old_each: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int]], tuple[int, ...]]:
+        """(each cell's (widest word, width), the row's ``measure``); a cell equal to ``old``'s (the row as last
+        measured at this width, or None) keeps its measure from ``old_each``."""
+        each = [old_each[i] if old is not None and old[i] == cell else
+                self._cell_measures.get((i, cell, width)) or self._measure(i, cell, width) for i, cell in enumerate(row)]
+        return each, tuple(lo for lo, _ in each) + tuple(hi for _, hi in each)
+
+    def lines_again(self, row: tuple[Cell, ...], widths: tuple[int, ...], old: tuple[Cell, ...] | None,
+                    old_cells: Sequence[list[str]], last: bool = False) -> tuple[list[list[str]], list[str]]:
+        """(each cell's lines, the row's lines: ``row_lines``); a cell equal to ``old``'s (the row as last drawn at
+        these widths, or None) keeps its lines from ``old_cells``."""
+        cells = [old_cells[i] if old is not None and old[i] == cell else self._cell(i, cell, w, False)
+                 for i, (cell, w) in enumerate(zip(row, widths))]
+        mid, foot = self._chrome(widths)[3:5]
+        return cells, self._join(cells, widths, foot if last else mid)
+
     def _row(self, row: Sequence[Cell | tuple[RenderableType, str]], widths: tuple[int, ...], edges: Edges,
              header: bool = False) -> list[str]:
-        cells = [self._cell(i, cell, w, header) for i, (cell, w) in enumerate(zip(row, widths))]
+        return self._join([self._cell(i, cell, w, header) for i, (cell, w) in enumerate(zip(row, widths))], widths,
+                          edges, header)
+
+    def _join(self, cells: list[list[str]], widths: tuple[int, ...], edges: Edges, header: bool = False) -> list[str]:
+        """A row's lines from its cells' lines."""
         left, middle, right = edges
         height = max(len(c) for c in cells)
         if height > 1:  # a cell wrapped (a narrow terminal): rich aligns the cells of the row
@@ -200,11 +247,21 @@ class TableLines:
                 # one line of one style, padded: what rich's wrapping and justifying come to (the caption changes
                 # every frame; that machinery was most of a frame)
                 pad = " " * (table_width - cell_len(plain))
-                return [self._ansi([Segment(plain + pad, self.console.get_style(rendered.style))])]
+                return [self._styled(plain + pad, rendered.style)]
             options = self.console.options.update(width=table_width, highlight=t.highlight, height=None, justify=justify)
             segments = self.console.render(rendered, options)
             lines = self._notes[key] = [self._ansi(line) for line in Segment.split_lines(segments)]
         return lines
+
+    def _styled(self, text: str, style: str | Style) -> str:
+        """``text`` in ``style`` as ``_ansi`` writes it: the style's codes, worked out once, around the text."""
+        key = str(style)
+        got = self._wraps.get(key)
+        if got is None:
+            # rich renders a styled text as its codes, the text, the reset (or the bare text without colours)
+            before, _, after = self._ansi([Segment("\0", self.console.get_style(style))]).partition("\0")
+            got = self._wraps[key] = (before, after)
+        return got[0] + text + got[1] if text else ""
 
     def _ansi(self, segments: Sequence[Segment]) -> str:
         return self.console._render_buffer(segments)
@@ -219,9 +276,8 @@ class Screen(RenderHook):
         self._lines: list[str] = []
         self._width = 0  # the terminal's width when the lines were drawn
 
-    def show(self, lines: list[str]) -> None:
-        """Make the screen show ``lines`` (cropped to the terminal's height)."""
-        width, height = self.console.size
+    def show(self, lines: list[str], width: int, height: int) -> None:
+        """Make the screen show ``lines`` on a terminal of that size (cropped to its height)."""
         if len(lines) >= height:
             lines = lines[: max(height - 2, 0)] + ["..."]
         old, self._lines = self._lines, lines
@@ -241,6 +297,30 @@ class Screen(RenderHook):
         erase = Control(ControlType.CARRIAGE_RETURN, (ControlType.ERASE_IN_LINE, 2),
                         *(((ControlType.CURSOR_UP, 1), (ControlType.ERASE_IN_LINE, 2)) * len(self._lines)))
         return [erase, *renderables, *(Text.from_ansi(line) for line in self._lines)]
+
+
+@contextlib.contextmanager
+def terminal_size(console: Console) -> Iterator[Callable[[], tuple[int, int]]]:
+    """A function giving the terminal's (width, height), asked of the terminal again only after it was resized
+    (SIGWINCH): rich's ``console.size`` makes two system calls a time, and a watch draws many frames a second.
+    Where the loop cannot take signals (not the main thread, no running loop), every call asks."""
+    size: list[tuple[int, int]] = []
+
+    def get() -> tuple[int, int]:
+        if not size:
+            size.append(tuple(console.size))  # type: ignore[arg-type]
+        return size[0]
+
+    try:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGWINCH, size.clear)
+    except (RuntimeError, NotImplementedError, ValueError):
+        yield lambda: tuple(console.size)  # type: ignore[return-value]
+        return
+    try:
+        yield get
+    finally:
+        loop.remove_signal_handler(signal.SIGWINCH)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -25,6 +25,8 @@ from csd.workers import Meta, format_cost, iter_events
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from csd.livetable import TableLines
 
     from csd.attention import Facts
 
@@ -119,11 +121,19 @@ def order(rows: Sequence[WorkerRow]) -> list[WorkerRow]:
 
 def summary(rows: Sequence[WorkerRow]) -> str:
     """The line under the table: workers per state, how many need attention, the total cost."""
-    per_state = Counter(r.state for r in rows)
-    counts = [f"{n} {state}" for state in STATE_STYLES if (n := per_state[state])]
-    need = sum(r.attention is not None for r in rows)
+    return summary_of(Counter(r.state for r in rows), sum(r.attention is not None for r in rows), total_cost(rows))
+
+
+def summary_of(per_state: Mapping[str, int], need: int, cost: float | None) -> str:
+    """``summary`` from its counts: workers per state, how many need attention, the total cost (None: unknown)."""
+    counts = [f"{n} {state}" for state in STATE_STYLES if (n := per_state.get(state, 0))]
+    return f"{', '.join(counts)} · {need} need{'s' if need == 1 else ''} attention · {format_cost(cost)} total"
+
+
+def total_cost(rows: Sequence[WorkerRow]) -> float | None:
+    """The rows' costs summed (None: no row's cost is known)."""
     known = [r.cost_usd for r in rows if r.cost_usd is not None]
-    return f"{', '.join(counts)} · {need} need{'s' if need == 1 else ''} attention · {format_cost(sum(known) if known else None)} total"
+    return sum(known) if known else None
 
 
 def last_turn(r: WorkerRow) -> str:
@@ -135,14 +145,24 @@ def last_turn(r: WorkerRow) -> str:
 def table_parts(rows: Sequence[WorkerRow], as_of: str | None = None, limit: int | None = None) -> tuple[str, str, list[WorkerRow]]:
     """(title, caption, rows shown) of the live table for one snapshot: attention rows first, a summary line
     under it (of all rows); ``limit``: show only that many rows (what fits the terminal)."""
-    caption = "no workers yet; start one with: csd launch NAME DIR" if not rows else summary(rows)
     shown = order(rows)
-    if limit is not None and len(shown) > limit:
-        caption = f"{len(shown) - max(limit, 0)} more not shown · " + caption
+    if limit is not None:
         shown = shown[: max(limit, 0)]
-    if rows and as_of:
-        caption += f" · as of {as_of}"
-    return f"csd workers ({len(rows)})", caption, shown
+    return title_of(rows), caption_of(len(rows), summary(rows) if rows else "", limit, as_of), shown
+
+
+def title_of(rows: Sequence[WorkerRow]) -> str:
+    return f"csd workers ({len(rows)})"
+
+
+def caption_of(count: int, summary_line: str, limit: int | None, as_of: str | None) -> str:
+    """The caption under a table of ``count`` rows: ``summary_line``, what did not fit, the time of the snapshot."""
+    if not count:
+        return "no workers yet; start one with: csd launch NAME DIR"
+    caption = summary_line
+    if limit is not None and count > limit:
+        caption = f"{count - max(limit, 0)} more not shown · " + caption
+    return caption + f" · as of {as_of}" if as_of else caption
 
 
 def table_template(title: str = "", caption: str = "") -> Table:
@@ -620,28 +640,127 @@ class Notifier:
             await asyncio.wait(set(self._tasks))
 
 
+class _Kept:
+    """A shown row as the last frame drew it: its cells, measured at a width (each cell's measure and the row's),
+    and its lines at some widths (each cell's lines and the row's)."""
+
+    __slots__ = ("row", "cells", "width", "each", "measure", "widths", "parts", "lines", "last")
+
+    def __init__(self, row: WorkerRow) -> None:
+        self.row, self.cells = row, row_cells(row)
+        self.width = -1
+        self.each: list[tuple[int, int]] = []
+        self.measure: tuple[int, ...] = ()
+        self.widths: tuple[int, ...] = ()
+        self.parts: list[list[str]] = []
+        self.lines: list[str] = []
+        self.last = False  # drawn as the table's last row
+
+
+class LiveView:
+    """The live table's lines frame after frame (``csd watch`` in a terminal), at the cost of the rows that
+    changed: the lines of ``TableLines.lines(*table_parts(rows, as_of, limit), width)``, with the summary, the
+    order and each shown row's cells, measure and lines carried over from the last frame for the rows a
+    snapshot hands unchanged (LiveRows.snapshot hands the same object while a row did not change). At 200
+    workers a frame changes a handful of rows; passing over every row several times a frame (the summary, the
+    order, each shown row's cells looked up by value) was most of what drawing cost (bench/scale.md)."""
+
+    def __init__(self, lines: TableLines) -> None:
+        self.lines = lines
+        self._rows: list[WorkerRow] = []  # the last frame's rows, as the snapshot handed them
+        self._order: list[int] = []  # their indices in the table's order (attention first, by name)
+        self._per_state: Counter[str] = Counter()
+        self._need = 0
+        self._cost: float | None = None
+        self._summary = ""
+        self._kept: dict[str, _Kept] = {}  # by name
+        # the last widths worked out, and the width and measures of the shown rows they are for
+        self._measured: list[tuple[int, ...]] = []
+        self._width = -1
+        self._widths: tuple[int, ...] | None = None
+
+    def frame(self, rows: list[WorkerRow], as_of: str | None, width: int, limit: int) -> list[str]:
+        """The table's lines for ``rows`` (as ``table_parts`` orders and sums them) at most ``width`` wide."""
+        self._update(rows)
+        self.lines.trim()
+        shown = [rows[i] for i in self._order[: max(limit, 0)]]
+        title, caption = title_of(rows), caption_of(len(rows), self._summary, limit, as_of)
+        kept, lines = self._kept, self.lines
+        got = []
+        for r in shown:
+            k = kept.get(r.name)
+            if k is None:
+                k = kept[r.name] = _Kept(r)
+            if k.row is not r:  # the row changed (the clock: its time in state only): redrawn from its last version
+                k.row, old, k.cells = r, k.cells, row_cells(r)
+                k.each, k.measure = lines.measure_again(k.cells, width, old if k.width == width else None, k.each)
+                k.width = width
+                k.parts, k.lines = lines.lines_again(k.cells, k.widths, old, k.parts, k.last) if k.widths else ([], [])
+            elif k.width != width:
+                k.each, k.measure = lines.measure_again(k.cells, width, None, k.each)
+                k.width = width
+            got.append(k)
+        cells, measured = [k.cells for k in got], [k.measure for k in got]
+        if measured == self._measured and width == self._width:  # no shown row measures otherwise: the same widths
+            widths = self._widths
+        else:
+            widths = lines.widths(cells, measured, width)
+            self._measured, self._width, self._widths = measured, width, widths
+        if widths is None:
+            return lines.cropped(title, caption, cells, width)
+        for n, k in enumerate(got, 1 - len(got)):  # n is 0 for the last row
+            if k.widths != widths or k.last != (n == 0):
+                k.parts, k.lines = lines.lines_again(k.cells, widths, None, k.parts, n == 0)
+                k.widths, k.last = widths, n == 0
+        return lines.assemble(title, caption, [k.lines for k in got], widths, width)
+
+    def _update(self, rows: list[WorkerRow]) -> None:
+        """The summary and the order, from the rows that are not the last frame's (all of them when some came
+        or went)."""
+        old, self._rows = self._rows, rows
+        changed = [i for i, (a, b) in enumerate(zip(old, rows)) if a is not b] if len(old) == len(rows) else None
+        if changed is None or any(old[i].name != rows[i].name for i in changed):
+            self._per_state = Counter(r.state for r in rows)
+            self._need = sum(r.attention is not None for r in rows)
+            self._cost = total_cost(rows)
+            self._order = sorted(range(len(rows)), key=lambda i: (rows[i].attention is None, rows[i].name))
+            names = {r.name for r in rows}
+            self._kept = {name: k for name, k in self._kept.items() if name in names}
+        elif changed:
+            reorder = costs = False
+            for i in changed:
+                a, b = old[i], rows[i]
+                if a.state != b.state:
+                    self._per_state[a.state] -= 1
+                    self._per_state[b.state] += 1
+                if (a.attention is None) != (b.attention is None):
+                    self._need += 1 if b.attention is not None else -1
+                    reorder = True
+                costs = costs or a.cost_usd != b.cost_usd
+            if reorder:
+                self._order = sorted(range(len(rows)), key=lambda i: (rows[i].attention is None, rows[i].name))
+            if costs:
+                self._cost = total_cost(rows)  # summed anew, as summary sums them: the same figure to the last digit
+        else:
+            return
+        self._summary = summary_of(self._per_state, self._need, self._cost)
+
+
 @contextlib.contextmanager
 def live_table(console: Console, rows: Sequence[WorkerRow] = ()) -> Iterator[Callable[[list[WorkerRow]], None]]:
     """The live table on the terminal ``console``, redrawn by each ``draw(rows)``: only the lines that changed
-    are written, each cell rendered once (csd.livetable), what fits the terminal (attention rows first)."""
-    from csd.livetable import TableLines, shown
+    are written, each cell rendered once (csd.livetable), what fits the terminal (attention rows first), each
+    frame at the cost of the rows that changed (LiveView)."""
+    from csd.livetable import TableLines, shown, terminal_size
 
-    lines = TableLines(console, table_template(), CELL_MAKERS)
-    cells: dict[str, tuple[WorkerRow, tuple[tuple[str, str], ...]]] = {}  # by name: the row last seen, its cells
-
-    def cells_of(r: WorkerRow) -> tuple[tuple[str, str], ...]:
-        got = cells.get(r.name)
-        if got is None or got[0] is not r:  # a snapshot hands the same row object while it did not change
-            got = cells[r.name] = (r, row_cells(r))
-        return got[1]
+    view = LiveView(TableLines(console, table_template(), CELL_MAKERS))
 
     # stdout is left alone (it carries answers); stderr writes (warnings) are printed above the table.
-    with shown(console) as screen:
+    with shown(console) as screen, terminal_size(console) as size:
 
         def draw(rows: Sequence[WorkerRow], as_of: str | None = None) -> None:
-            width, height = console.size
-            title, caption, shown_rows = table_parts(rows, as_of, height - TABLE_CHROME_LINES)
-            screen.show(lines.lines(title, caption, [cells_of(r) for r in shown_rows], width))
+            width, height = size()
+            screen.show(view.frame(list(rows), as_of, width, height - TABLE_CHROME_LINES), width, height)
 
         draw(rows)
         yield lambda rows: draw(rows, time.strftime("%H:%M:%S"))

@@ -476,3 +476,45 @@ def test_the_terminal_table_rewrites_only_the_lines_that_changed() -> None:
         written = text_of(console)[mark:]
     assert "prompt: go" in written and " w3 " in written and "9 idle, 1 working" in written
     assert not any(f" w{i} " in written for i in (0, 1, 2, 4, 9)) and "NAME" not in written
+
+
+@pytest.mark.parametrize("width", [200, 90])
+def test_the_live_view_draws_what_the_whole_table_draws_frame_after_frame(width: int) -> None:
+    """csd.render.LiveView carries the summary, the order and each shown row's cells, measure and lines over from
+    one frame to the next for the rows a snapshot hands unchanged; frame after frame (rows changing state, time,
+    cost and attention, coming and going, a terminal resized and shortened), its lines are those of the whole
+    table worked out anew."""
+    import random
+    from dataclasses import replace
+
+    from csd.livetable import TableLines
+    from csd.render import CELL_MAKERS, LiveView, row_cells, table_parts, table_template
+
+    rng = random.Random(15)
+    console = Console(file=StringIO(), width=width, color_system="truecolor", force_terminal=True)
+    view = LiveView(TableLines(console, table_template(), CELL_MAKERS))
+    reference = TableLines(console, table_template(), CELL_MAKERS)
+    rows = [WorkerRow(f"w{i:02d}", "idle", 3, "stop", 1, 0, "/a", cost_usd=None if i % 7 else 0.25) for i in range(40)]
+    for frame in range(200):
+        rows = list(rows)
+        for i in rng.sample(range(len(rows)), rng.choice([0, 1, 3, len(rows)])):
+            r = rows[i]
+            change = rng.choice(["state", "time", "cost", "attention", "long"])
+            if change == "state":
+                rows[i] = replace(r, state="working" if r.state == "idle" else "idle", seconds=0, last_event="prompt: go")
+            elif change == "time":
+                rows[i] = r.at(r.seconds + 1, r.attention)
+            elif change == "cost":
+                rows[i] = replace(r, cost_usd=round((r.cost_usd or 0) + 0.0121, 4), turns=r.turns + 1)
+            elif change == "attention":
+                rows[i] = r.at(r.seconds, None if r.attention else "last turn failed: overloaded")
+            else:
+                rows[i] = replace(r, last_event="notification: " + "waiting for input " * rng.randint(0, 4))
+        if frame % 50 == 25:  # one goes, another comes
+            del rows[rng.randrange(len(rows))]
+            rows.append(WorkerRow(f"n{frame}", "launching", 0, "", 0, 0, "/new/" * rng.randint(1, 30)))
+        w = width if frame % 90 < 80 else width - 17
+        limit = 30 if frame % 60 < 40 else 12
+        as_of = f"12:00:{frame % 60:02d}"
+        title, caption, shown = table_parts(rows, as_of, limit)
+        assert view.frame(rows, as_of, w, limit) == reference.lines(title, caption, [row_cells(r) for r in shown], w), frame
