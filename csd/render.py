@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import operator
 import os
 import signal
@@ -131,9 +132,10 @@ def summary_of(per_state: Mapping[str, int], need: int, cost: float | None) -> s
 
 
 def total_cost(rows: Sequence[WorkerRow]) -> float | None:
-    """The rows' costs summed (None: no row's cost is known)."""
+    """The rows' costs summed (None: no row's cost is known), exactly rounded (math.fsum): the same figure
+    whatever the order of the sum, so LiveView can keep it by worker."""
     known = [r.cost_usd for r in rows if r.cost_usd is not None]
-    return sum(known) if known else None
+    return math.fsum(known) if known else None
 
 
 def last_turn(r: WorkerRow) -> str:
@@ -671,9 +673,11 @@ class LiveView:
         self._order: list[int] = []  # their indices in the table's order (attention first, by name)
         self._per_state: Counter[str] = Counter()
         self._need = 0
-        self._cost: float | None = None
+        self._costs: dict[str, float] = {}  # the known costs by name (summed from one dict: see _update)
         self._summary = ""
         self._kept: dict[str, _Kept] = {}  # by name
+        self._shown: list[WorkerRow] = []  # the last frame's shown rows, and their _Kept
+        self._got: list[_Kept] = []
         # the last widths worked out, and the width and measures of the shown rows they are for
         self._measured: list[tuple[int, ...]] = []
         self._width = -1
@@ -685,34 +689,46 @@ class LiveView:
         self.lines.trim()
         shown = [rows[i] for i in self._order[: max(limit, 0)]]
         title, caption = title_of(rows), caption_of(len(rows), self._summary, limit, as_of)
-        kept, lines = self._kept, self.lines
-        got = []
-        for r in shown:
-            k = kept.get(r.name)
-            if k is None:
-                k = kept[r.name] = _Kept(r)
-            if k.row is not r:  # the row changed (the clock: its time in state only): redrawn from its last version
-                k.row, old, k.cells = r, k.cells, row_cells(r)
-                k.each, k.measure = lines.measure_again(k.cells, width, old if k.width == width else None, k.each)
-                k.width = width
-                k.parts, k.lines = lines.lines_again(k.cells, k.widths, old, k.parts, k.last) if k.widths else ([], [])
-            elif k.width != width:
-                k.each, k.measure = lines.measure_again(k.cells, width, None, k.each)
-                k.width = width
+        lines, last_shown, last_got = self.lines, self._shown, self._got
+        got, measured = [], []
+        # A frame's time goes in touching objects the last frame left cold in the caches: a shown row that is
+        # the last frame's (the same object at the same place) takes its _Kept without being looked at.
+        for j, r in enumerate(shown):
+            if j < len(last_shown) and last_shown[j] is r and last_got[j].width == width:
+                k = last_got[j]
+            else:
+                k = self._kept_of(r, width)
             got.append(k)
-        cells, measured = [k.cells for k in got], [k.measure for k in got]
+            measured.append(k.measure)
+        self._shown, self._got = shown, got
         if measured == self._measured and width == self._width:  # no shown row measures otherwise: the same widths
             widths = self._widths
         else:
-            widths = lines.widths(cells, measured, width)
+            widths = lines.widths([k.cells for k in got], measured, width)
             self._measured, self._width, self._widths = measured, width, widths
         if widths is None:
-            return lines.cropped(title, caption, cells, width)
+            return lines.cropped(title, caption, [k.cells for k in got], width)
         for n, k in enumerate(got, 1 - len(got)):  # n is 0 for the last row
-            if k.widths != widths or k.last != (n == 0):
+            if k.widths is not widths or k.last != (n == 0):
                 k.parts, k.lines = lines.lines_again(k.cells, widths, None, k.parts, n == 0)
                 k.widths, k.last = widths, n == 0
         return lines.assemble(title, caption, [k.lines for k in got], widths, width)
+
+    def _kept_of(self, r: WorkerRow, width: int) -> _Kept:
+        """``r``'s _Kept, measured at ``width``."""
+        lines = self.lines
+        k = self._kept.get(r.name)
+        if k is None:
+            k = self._kept[r.name] = _Kept(r)
+        if k.row is not r:  # the row changed (the clock: its time in state only): redrawn from its last version
+            k.row, old, k.cells = r, k.cells, row_cells(r)
+            k.each, k.measure = lines.measure_again(k.cells, width, old if k.width == width else None, k.each)
+            k.width = width
+            k.parts, k.lines = lines.lines_again(k.cells, k.widths, old, k.parts, k.last) if k.widths else ([], [])
+        elif k.width != width:
+            k.each, k.measure = lines.measure_again(k.cells, width, None, k.each)
+            k.width = width
+        return k
 
     def _update(self, rows: list[WorkerRow]) -> None:
         """The summary and the order, from the rows that are not the last frame's (all of them when some came
@@ -722,12 +738,13 @@ class LiveView:
         if changed is None or any(old[i].name != rows[i].name for i in changed):
             self._per_state = Counter(r.state for r in rows)
             self._need = sum(r.attention is not None for r in rows)
-            self._cost = total_cost(rows)
+            self._costs = {r.name: r.cost_usd for r in rows if r.cost_usd is not None}
             self._order = sorted(range(len(rows)), key=lambda i: (rows[i].attention is None, rows[i].name))
             names = {r.name for r in rows}
             self._kept = {name: k for name, k in self._kept.items() if name in names}
         elif changed:
-            reorder = costs = False
+            reorder = False
+            costs = self._costs
             for i in changed:
                 a, b = old[i], rows[i]
                 if a.state != b.state:
@@ -736,14 +753,17 @@ class LiveView:
                 if (a.attention is None) != (b.attention is None):
                     self._need += 1 if b.attention is not None else -1
                     reorder = True
-                costs = costs or a.cost_usd != b.cost_usd
+                if b.cost_usd is not None:
+                    costs[b.name] = b.cost_usd
+                else:
+                    costs.pop(b.name, None)
             if reorder:
                 self._order = sorted(range(len(rows)), key=lambda i: (rows[i].attention is None, rows[i].name))
-            if costs:
-                self._cost = total_cost(rows)  # summed anew, as summary sums them: the same figure to the last digit
         else:
             return
-        self._summary = summary_of(self._per_state, self._need, self._cost)
+        # the costs summed as total_cost sums them (exactly rounded), from one dict rather than from every row: at
+        # 200 rows, reading each row's cost again per frame was the most of a frame (the rows are cold by then)
+        self._summary = summary_of(self._per_state, self._need, math.fsum(self._costs.values()) if self._costs else None)
 
 
 @contextlib.contextmanager
