@@ -518,3 +518,35 @@ def test_the_live_view_draws_what_the_whole_table_draws_frame_after_frame(width:
         as_of = f"12:00:{frame % 60:02d}"
         title, caption, shown = table_parts(rows, as_of, limit)
         assert view.frame(rows, as_of, w, limit) == reference.lines(title, caption, [row_cells(r) for r in shown], w), frame
+
+
+def test_watch_in_a_real_terminal_follows_a_change_and_a_resize(env: Env) -> None:
+    """``csd watch`` in a tmux pane: the table shows the workers, a turn's start rewrites its row, and a wider
+    pane (SIGWINCH: the size is asked of the terminal again only then) gets the whole table where a narrow one
+    showed it cropped (the cwd is long)."""
+    from support import until
+
+    env.add_worker("alpha", [{"event": "session_start"}, {"event": "stop"}])
+    env.add_worker("beta", [{"event": "session_start"}])
+    # COLUMNS and LINES (a test runner's) would fix rich's idea of the terminal's size
+    env.tmux("new-session", "-d", "-s", "watching", "-x", "100", "-y", "30", "--",
+             "env", "-u", "COLUMNS", "-u", "LINES", sys.executable, "-m", "csd", "watch")
+    env.tmux("resize-window", "-t", "=watching", "-x", "100", "-y", "30")  # the server's other sessions set its size
+
+    def screen() -> list[str]:
+        return env.tmux("capture-pane", "-p", "-t", "=watching:").stdout.splitlines()
+
+    def top() -> str:
+        return next((line for line in screen() if line.startswith("┏")), "")
+
+    until(lambda: "csd workers (2)" in "\n".join(screen()) and len(top()) == 100)
+    assert not top().endswith("┓")  # cropped
+    alpha = next(m for m in env.wdir.metas() if m.tmux_name == "alpha")
+    with open(env.wdir.events_path(alpha.session_id), "a") as f:
+        f.write(json.dumps({"ts": "2026-11-25T00:00:02Z", "event": "user_prompt_submit", "prompt": "go"}) + "\n")
+    until(lambda: any("alpha" in line and "working" in line for line in screen()))
+    env.tmux("resize-window", "-t", "=watching", "-x", "220")
+    until(lambda: top().endswith("┓") and 100 < len(top()) <= 220)
+    assert any("alpha" in line and "working" in line for line in screen())
+    env.tmux("send-keys", "-t", "=watching:", "C-c")  # watch ends, and its pane with it
+    until(lambda: env.tmux("has-session", "-t", "=watching", check=False).returncode != 0)
