@@ -495,7 +495,8 @@ class LiveRows:
         tr = e.tracked
         if tr is None:
             facts = Facts(State.LAUNCHING, seconds, None, None, False, None, 0, True)
-            row = WorkerRow(e.meta.tmux_name, State.LAUNCHING, 0.0, "", 0, 0, e.meta.cwd, cost_usd=e.cost_usd)
+            row = WorkerRow(e.meta.tmux_name, State.LAUNCHING, 0.0, "", 0, 0, e.meta.cwd,
+                            attention=attention(facts, *limits), cost_usd=e.cost_usd)
         else:
             w = tr.worker
             last = w.last_event.summary() if w.last_event is not None else ""
@@ -504,8 +505,8 @@ class LiveRows:
             attempts = tr.api.attempts if tr.api is not None and tr.api.attempts else None
             facts = Facts(str(tr.state), seconds, outcome, error, retrying, attempts, w.bg_running, e.shim_exists)
             row = WorkerRow(tr.name, str(tr.state), 0.0, last, w.turns + e.turns_offset, w.bg_running, e.meta.cwd,
-                            retrying, None, e.cost_usd, outcome, turn_seconds, reply)
-        return row.at(0.0, attention(facts, *limits)), facts, changes_with_time(facts)
+                            retrying, attention(facts, *limits), e.cost_usd, outcome, turn_seconds, reply)
+        return row, facts, changes_with_time(facts)
 
     async def draw_on_change(self, draw: Callable[[list[WorkerRow]], None],
                              tick: Callable[[list[WorkerRow]], None] | None = None, min_interval: float = 0.0) -> None:

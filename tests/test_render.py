@@ -550,3 +550,18 @@ def test_watch_in_a_real_terminal_follows_a_change_and_a_resize(env: Env) -> Non
     assert any("alpha" in line and "working" in line for line in screen())
     env.tmux("send-keys", "-t", "=watching:", "C-c")  # watch ends, and its pane with it
     until(lambda: env.tmux("has-session", "-t", "=watching", check=False).returncode != 0)
+
+
+@pytest.mark.parametrize("caption", ["2 idle · as of 12:30:45", "a :smile: and :100: here", "[bold]marked[/] up",
+                                     "a caption far longer than the table is wide, so that rich wraps it " * 3])
+def test_the_terminal_tables_caption_is_what_rich_prints(caption: str) -> None:
+    """The caption as rich prints it: its short way (one line in one style) only where rich prints just that."""
+    from csd.livetable import TableLines
+    from csd.render import CELL_MAKERS, row_cells, table_template
+
+    console = Console(file=StringIO(), width=200, color_system="truecolor", force_terminal=True)
+    table = table_template("t", caption)
+    table.add_row(*(make(*cell) for make, cell in zip(CELL_MAKERS, row_cells(SNAPSHOT[0]))))
+    console.print(table)
+    lines = TableLines(console, table_template(), CELL_MAKERS).lines("t", caption, [row_cells(SNAPSHOT[0])], 200)
+    assert lines == text_of(console).splitlines() and lines[1].endswith("┓")  # whole, not cropped by rich
