@@ -34,6 +34,18 @@ def until(real, name: str, check, timeout: float = 30) -> dict:  # type: ignore[
         time.sleep(0.05)
 
 
+def cost_states(path: str, timeout: float = 30) -> list[dict]:
+    """The transcript's cost-state lines, once there is one. Claude Code writes the old session's line at /clear with
+    no hook or event marking it: it may land after the new session's SessionStart (it did once in a full run)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [json.loads(t) for t in Path(path).read_text().splitlines() if '"cost-state"' in t]
+        if states:
+            return states
+        assert time.monotonic() < deadline, f"no cost-state line in {path} after {timeout:g}s"
+        time.sleep(0.05)
+
+
 def usage_of(path: str) -> dict[str, int]:
     tokens = {"input": 0, "output": 0, "cache_read": 0, "cache_creation": 0}
     seen = set()
@@ -70,8 +82,8 @@ def test_the_cost_of_a_real_turn_in_list_json_kept_across_clear(real) -> None:  
     assert real.shim("cost", "send", "/clear").returncode == 0
     assert real.shim("cost", "wait-for-turn", "60").returncode == 0
     after = until(real, "cost", lambda r: r["session_id"] != got["session_id"])
-    states = [json.loads(t) for t in Path(transcript).read_text().splitlines() if '"cost-state"' in t]
-    assert states and abs(states[-1]["totalCostUSD"] - got["cost_usd"]) < 1e-6
+    states = cost_states(transcript)
+    assert abs(states[-1]["totalCostUSD"] - got["cost_usd"]) < 1e-6
     assert after["cost_usd"] == got["cost_usd"] and after["tokens"] == tokens
 
     second = real.shim("cost", "converse", "hello again", "60")
