@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 
 from csd import __version__, config
-from csd.commands import table
+from csd.commands import run_async, table
 from csd.console import err
-from csd.errors import FAILURE, INTERRUPTED, OK, USAGE, CsdError, Terminated, UsageError
+from csd.errors import FAILURE, INTERRUPTED, OK, USAGE, CsdError, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a read-side command does not need it)
 if TYPE_CHECKING:
     import argparse
-    from typing import Any
 
 #: every per-worker command of a remote worker goes to its host (csd/commands/remote.py)
 REMOTE_WORKER = "csd.commands.remote:worker_command"
@@ -107,37 +106,6 @@ def run(handler: str, args: argparse.Namespace) -> int:
     module, _, name = handler.partition(":")
     result = getattr(__import__(module, fromlist=[name]), name)(args)
     return result if isinstance(result, int) else run_async(result)
-
-
-def run_async(coro: Coroutine[Any, Any, int]) -> int:
-    """Run one command's coroutine. Ctrl-C and SIGTERM cancel it, so its clean-up (``finally``) runs:
-    locks are released and a half-made worker is removed before csd exits 130 / 143."""
-    import asyncio
-    import signal
-
-    terminated: list[int] = []
-
-    async def guarded() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-
-        def on_sigterm() -> None:
-            terminated.append(signal.SIGTERM)
-            task.cancel()
-
-        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-        try:
-            return await coro
-        finally:
-            loop.remove_signal_handler(signal.SIGTERM)
-
-    try:
-        return asyncio.run(guarded())
-    except asyncio.CancelledError:
-        if terminated:
-            raise Terminated("terminated (SIGTERM); cleaned up") from None
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,13 @@
 """What /proc says of a process: its state, session and start time (Linux; elsewhere: unknown, and callers
-trust tmux). A pid with its start time names one process for good (a pid alone can be reused)."""
+trust tmux). A pid with its start time names one process for good (a pid alone can be reused). And this
+process's own SIGTERM where no event loop handles it (sigterm_raises)."""
 
 from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+from csd.errors import Terminated
 
 
 def proc_stat(pid: int) -> list[bytes] | None:
@@ -36,3 +42,17 @@ def proc_start(pid: int) -> int:
         return int(fields[19])  # field 22
     except (IndexError, ValueError):
         return 0
+
+
+class sigterm_raises:
+    """SIGTERM raises Terminated (exit 143, its one line), as it cancels csd.cli's event loop, where no loop runs:
+    the waits of csd.waiter, and launch's first half (the clean-up of what it made runs, not a silent death)."""
+
+    def __enter__(self) -> None:
+        def terminated(signum: int, frame: object) -> None:
+            raise Terminated("terminated (SIGTERM); cleaned up")
+
+        self.previous: Callable[..., object] | int | None = signal.signal(signal.SIGTERM, terminated)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self.previous)  # type: ignore[arg-type]

@@ -20,15 +20,15 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import time
 from collections.abc import Callable
 
 from csd import config, inotify, tmux
 from csd.console import err, warn_bad_line, warn_long_line
-from csd.errors import CsdError, Terminated
+from csd.errors import CsdError
 from csd.events import BadLine, Event, parse_line
 from csd.lines import READ_BUDGET, FileLines
+from csd.proc import sigterm_raises
 from csd.states import ENDED, State, Worker, describe, fold, turn_over
 from csd.workers import SPACE_CHECK_INTERVAL, Meta, WorkersDir, events_unwritable
 
@@ -91,7 +91,7 @@ def converse(wdir: WorkersDir, meta: Meta, prompt: str, timeout: float) -> Reply
         if stop is None:
             raise TimedOut(follow.doing())
         reply = reply_of(wdir, meta, submitted, stop, before, offset, None)
-        if reply.needs_transcript:  # inside: SIGTERM still ends it with its line (_sigterm_raises)
+        if reply.needs_transcript:  # inside: SIGTERM still ends it with its line (sigterm_raises)
             import asyncio
 
             asyncio.run(reply.wait_transcript())
@@ -110,7 +110,7 @@ class _following:
         self.wdir, self.meta, self.min_line = wdir, meta, min_line
         self.watch: inotify.Inotify | None = None
         self.follow: Follow | None = None
-        self.sigterm: _sigterm_raises | None = None
+        self.sigterm: sigterm_raises | None = None
 
     def __enter__(self) -> Follow | None:
         if config.get("CSD_WATCH_BACKEND") == "poll" or not hasattr(os, "pidfd_open"):
@@ -119,7 +119,7 @@ class _following:
         if self.watch is None:
             return None
         try:
-            self.sigterm = _sigterm_raises()
+            self.sigterm = sigterm_raises()
             self.sigterm.__enter__()  # from here on: the tmux call that follows may be what SIGTERM interrupts
             self.follow = Follow(self.wdir, self.meta, self.min_line, self.watch)
         except BaseException:
@@ -315,16 +315,3 @@ class Follow:
         self._close_pidfd()
         self.poller.close()
         self.lines.end()
-
-
-class _sigterm_raises:
-    """SIGTERM ends the wait as it ends csd.cli's event loop: Terminated (exit 143), not a silent death."""
-
-    def __enter__(self) -> None:
-        def terminated(signum: int, frame: object) -> None:
-            raise Terminated("terminated (SIGTERM); cleaned up")
-
-        self.previous: Callable[..., object] | int | None = signal.signal(signal.SIGTERM, terminated)
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self.previous)  # type: ignore[arg-type]

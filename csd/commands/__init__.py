@@ -12,14 +12,17 @@ from __future__ import annotations
 import sys
 
 from csd.console import err
-from csd.errors import OK, TURN_FAILED, CsdError, UsageError
+from csd.errors import OK, TURN_FAILED, CsdError, Terminated, UsageError
 from csd.workers import Meta, WorkersDir
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a read-side command does not need it)
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
+    from typing import Any, TypeVar
 
     from csd.events import Event
+
+    T = TypeVar("T")
 
 
 def out(text: str) -> None:
@@ -59,3 +62,35 @@ def report_ended(ended: list[tuple[str, Event]], failure: Callable[[str, Event],
     for line in failed:
         err(f"csd: error: {line}")
     return TURN_FAILED if failed else OK
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine (csd.cli runs what an engine handler returns; ``launch`` runs its second half
+    itself). Ctrl-C and SIGTERM cancel it, so its clean-up (``finally``) runs: locks are released and a half-made
+    worker is removed before csd exits 130 / 143."""
+    import asyncio
+    import signal
+
+    terminated: list[int] = []
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm() -> None:
+            terminated.append(signal.SIGTERM)
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            return await coro
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated("terminated (SIGTERM); cleaned up") from None
+        raise

@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from csd import config
+from csd.commands import run_async
 from csd.commands.read import survey
 from csd.console import err
 from csd.errors import OK, CsdError
@@ -20,6 +21,7 @@ from csd.workers import WorkersDir
 
 if TYPE_CHECKING:
     from csd.lifecycle import Launched
+    from csd.startpane import Prepared
 
 
 def launch(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
@@ -59,30 +61,39 @@ class Progress:
             sys.stderr.flush()
 
 
-async def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None) -> int:
+def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None) -> int:
     """``csd launch`` (``resume`` None) and ``csd adopt``: start it (csd.lifecycle), print its shim.
 
-    The first half (csd.startpane: checks, the claim, the files, the pane) runs before the engine is imported, so
-    the worker starts up while csd imports the rest; until start_worker owns it, a failure here undoes it."""
+    The first half (csd.startpane: checks, the claim, the files, the pane) runs before asyncio and the engine are
+    imported, so the worker starts up while csd imports the rest (~40 ms of asyncio alone, bench/); until
+    start_worker owns it, a failure here undoes it. SIGTERM meanwhile raises Terminated (proc.sigterm_raises),
+    so that undoing runs; once the event loop runs, SIGTERM cancels it as it cancels every engine command."""
+    from csd.proc import sigterm_raises
     from csd.startpane import prepare
 
     progress = Progress(name)
     try:
-        prepared = prepare(WorkersDir(), name, cwd, extra, invocation, resume)
-        try:
-            from csd.lifecycle import start_worker
-            from csd.supervisor import Supervisor
-
-            async with Supervisor(prepared.wdir, machine=False) as sup:  # the table's fold (states.py), not the machine
-                launched = await start_worker(sup, name, cwd, extra, invocation, resume, progress, prepared)
-        except BaseException:
-            if not prepared.owned:
-                prepared.undo()
-            raise
+        with sigterm_raises():
+            prepared = prepare(WorkersDir(), name, cwd, extra, invocation, resume)
+            try:
+                launched = run_async(_start(prepared, name, cwd, extra, invocation, resume, progress))
+            except BaseException:
+                if not prepared.owned:
+                    prepared.undo()
+                raise
     finally:
         progress.done()
     _print_launched(launched)
     return OK
+
+
+async def _start(prepared: Prepared, name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None,
+                 progress: Progress) -> Launched:
+    from csd.lifecycle import start_worker
+    from csd.supervisor import Supervisor
+
+    async with Supervisor(prepared.wdir, machine=False) as sup:  # the table's fold (states.py), not the machine
+        return await start_worker(sup, name, cwd, extra, invocation, resume, progress, prepared)
 
 
 def _print_launched(launched: Launched) -> None:
