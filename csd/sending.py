@@ -88,8 +88,8 @@ class Prepared(Value):
 def prepare(prompt: str, shell: bool) -> Prepared:
     """The prompt as the model will get it (``prompt.clean_prompt``: csd/prompt.py has the rules); refuses an
     empty one. ``shell``: run as a command in Claude Code's bash mode (``!``); otherwise a leading ``!`` is text.
-    A prompt over CSD_EXACT_PROMPT_LIMIT goes as one paste (said on stderr); an exact one gets the time the TUI
-    takes to ingest it on top of CSD_SUBMIT_TIMEOUT."""
+    A prompt over CSD_EXACT_PROMPT_LIMIT goes as one paste (``announce`` says so); an exact one gets the time the
+    TUI takes to ingest it on top of CSD_SUBMIT_TIMEOUT."""
     from csd.prompt import clean_prompt
 
     text = clean_prompt(prompt)
@@ -98,14 +98,19 @@ def prepare(prompt: str, shell: bool) -> Prepared:
     if not text.strip():
         raise UsageError("refusing to send an empty prompt" + (" (the prompt was only whitespace and control characters)" if prompt else ""))
     submit_timeout = config.seconds("CSD_SUBMIT_TIMEOUT")
-    limit = config.count("CSD_EXACT_PROMPT_LIMIT")
-    exact = len(text) <= limit
+    exact = len(text) <= config.count("CSD_EXACT_PROMPT_LIMIT")
     if exact:
         submit_timeout += len(text) // INGEST_CHARS_PER_S  # the TUI takes in many pastes at its own pace
-    else:
-        err(f"csd: note: the prompt has {len(text)} characters, over CSD_EXACT_PROMPT_LIMIT={limit}: sent as one "
-            "paste, which Claude Code shows as [Pasted text] and hands to the model wrapped in <pasted_content>")
     return Prepared(text, shell, exact, submit_timeout, not shell and text.lstrip().startswith("/"))
+
+
+def announce(p: Prepared) -> None:
+    """Say on stderr how a prompt too long to type exactly goes (once the worker is known to take it: a refusal
+    stays one line)."""
+    if not p.exact:
+        err(f"csd: note: the prompt has {len(p.text)} characters, over CSD_EXACT_PROMPT_LIMIT="
+            f"{config.count('CSD_EXACT_PROMPT_LIMIT')}: sent as one paste, which Claude Code shows as [Pasted text] "
+            "and hands to the model wrapped in <pasted_content>")
 
 
 def check_sendable(wdir: WorkersDir, name: str, state: State) -> None:

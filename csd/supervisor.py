@@ -32,8 +32,8 @@ from csd.events import BadLine, Event, parse_line
 from csd.states import State, Worker, describe, fold, state_event, turn_over
 from csd.watch import DirWatcher, Follower
 from csd.reply import Reply, file_size, last_turn_markdown, transcript_file, turn_failure
-from csd.sending import (Died, Driven, Pause, Submitted, WorkerLock, check_arrival, check_sendable, checked, confirmation,
-                         enter_hold, path_hint, prepare, reply_of, steps, turn_end)
+from csd.sending import (Died, Driven, Pause, Submitted, WorkerLock, announce, check_arrival, check_sendable, checked,
+                         confirmation, enter_hold, path_hint, prepare, reply_of, steps, turn_end)
 from csd.workers import SPACE_CHECK_INTERVAL, Meta, WorkersDir, events_unwritable
 
 if TYPE_CHECKING:
@@ -545,6 +545,7 @@ class Supervisor:
         steps, driven here with asyncio (csd.waiter drives the same steps for the CLI with no event loop)."""
         p = prepare(prompt, shell)
         check_sendable(self.wdir, tr.name, tr.state)
+        announce(p)
         shim = str(self.wdir.shim_path(tr.name))
         with WorkerLock(self.wdir, tr.meta, "csd send"):
             mark = tr.pos

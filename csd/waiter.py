@@ -220,7 +220,7 @@ class Follow:
 
     def send(self, prompt: str, shell: bool, deadline: float | None) -> Event:
         """csd/sending.py's steps, each done here with no event loop; TimedOut once ``deadline`` has passed."""
-        from csd.sending import WorkerLock, check_arrival, check_sendable, drive, enter_hold, prepare, steps
+        from csd.sending import WorkerLock, announce, check_arrival, check_sendable, drive, enter_hold, prepare, steps
 
         name = self.meta.tmux_name
         p = prepare(prompt, shell)
@@ -234,6 +234,7 @@ class Follow:
                 look.result()  # reaped, not read: the refusal is the answer
             raise
         screen = look.result()
+        announce(p)
         shim = str(self.wdir.shim_path(name))
         with WorkerLock(self.wdir, self.meta, "csd send"):
             mark, self.since = (self.lines.resets, self.line_count), []

@@ -214,3 +214,16 @@ def test_a_cwd_with_a_newline_and_tabs_makes_no_fake_list_row(env: Env) -> None:
 def test_tsv_fields_escape_what_would_split_them() -> None:
     assert tsv_field("a\tb\nc\\d\re\x1bf") == "a\\tb\\nc\\\\d\\re\\x1bf"
     assert tsv_field("plain /path-ü") == "plain /path-ü"
+
+
+@pytest.mark.parametrize("backend", ["inotify", "poll"])
+def test_a_long_prompt_to_a_working_worker_is_refused_in_one_line(env: Env, backend: str) -> None:
+    """The note that a prompt over CSD_EXACT_PROMPT_LIMIT goes as one paste comes only once the worker takes it:
+    a refusal stays one line, whichever driver runs send's steps (inotify: csd.waiter; poll: the supervisor)."""
+    from support import launch
+
+    shim = launch(env, "busy")
+    assert subprocess.run([str(shim), "send", "HANG"], capture_output=True).returncode == 0
+    proc = subprocess.run([str(shim), "send", "x" * 200], capture_output=True,
+                          env={**os.environ, "CSD_EXACT_PROMPT_LIMIT": "100", "CSD_WATCH_BACKEND": backend})
+    one_line(proc, 1, "while it is working")
