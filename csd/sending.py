@@ -152,17 +152,18 @@ def confirmation(name: str, state: State, removed: bool, events: Iterable[Event]
     return None
 
 
-def steps(meta: Meta, shim: str, p: Prepared, screen: str, hold: float, doing: Callable[[], str]) -> Steps:
+def steps(meta: Meta, shim: str, p: Prepared, screen: str, hold: Callable[[], float], doing: Callable[[], str]) -> Steps:
     """Send ``p`` to the worker: empty its input line (``screen``: its pane as send first saw it), type the text
-    and press Enter (after ``hold`` seconds: enter_hold), then wait for the confirmation, pressing Enter again
-    every CSD_SUBMIT_RETRY_INTERVAL (the TUI may have swallowed it). Returns the confirming event."""
+    and press Enter (after ``hold()`` seconds, asked right then: enter_hold), then wait for the confirmation,
+    pressing Enter again every CSD_SUBMIT_RETRY_INTERVAL (the TUI may have swallowed it). Returns the confirming
+    event."""
     name, socket = meta.tmux_name, meta.tmux_socket
     try:
         yield from _empty_input(name, socket, shim, screen)
         before = (yield tmux.capture_call(name, socket, lines=200)) if p.slash else ""
         stream = input_stream(p.text, p.shell, p.exact)
-        if hold:
-            yield Pause(hold)
+        if (seconds := hold()) > 0:
+            yield Pause(seconds)
         # the text and its Enter in one tmux call (checked on the real binary: tests/e2e/test_prompt_delivery.py)
         yield tmux.paste_call(name, stream, f"csd-{meta.session_id}", socket, then=("Enter",))
     except tmux.TmuxError:

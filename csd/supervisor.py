@@ -549,8 +549,8 @@ class Supervisor:
         shim = str(self.wdir.shim_path(tr.name))
         with WorkerLock(self.wdir, tr.meta, "csd send"):
             mark = tr.pos
-            ev = await self._drive(tr, steps(tr.meta, shim, p, screen, enter_hold(tr.worker, time.time()), tr.describe),
-                                   mark, p.slash or p.shell)
+            gen = steps(tr.meta, shim, p, screen, lambda: enter_hold(tr.worker, time.time()), tr.describe)
+            ev = await self._drive(tr, gen, mark, p.slash or p.shell)
         check_arrival(tr.name, shim, p, ev)
         return ev
 

@@ -238,7 +238,7 @@ class Follow:
         shim = str(self.wdir.shim_path(name))
         with WorkerLock(self.wdir, self.meta, "csd send"):
             mark, self.since = (self.lines.resets, self.line_count), []
-            gen = steps(self.meta, shim, p, screen, enter_hold(self.worker, time.time()), self.doing)
+            gen = steps(self.meta, shim, p, screen, lambda: enter_hold(self.worker, time.time()), self.doing)
             ev = drive(gen, lambda step: self._step(step, mark, p.slash or p.shell, deadline))
         self.since = None
         check_arrival(name, shim, p, ev)
