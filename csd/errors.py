@@ -51,6 +51,11 @@ class EmptyReply(CsdError):
         self.reason = reason  # what was looked at and missing, for the diagnostic file
 
 
+class TimedOut(CsdError):
+    """A converse's time ran out (csd.waiter); the message says what the worker was doing, and the command's
+    line says for how long it waited."""
+
+
 class TmuxNotAnswering(CsdError):
     """The tmux server took no notice of a command within ``CSD_TMUX_TIMEOUT`` (stopped, or swamped)."""
 

@@ -31,6 +31,7 @@ from csd.workers import Meta, WorkersDir, events_unwritable, open_regular
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (send starts without it)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
     from csd.prompt import InputLine
@@ -44,6 +45,7 @@ LOCK_HOLDER_WAIT, LOCK_HOLDER_RETRY = 1.0, 0.005
 UNKNOWN_COMMAND_CHECK = 0.1
 #: How long send waits for the screen to show an emptied input line (the TUI redraws within ~50 ms).
 CLEAR_INPUT_TIMEOUT = 2.0
+
 
 class Pause(Value):
     """A step: wait this long (a fixed delay the TUI needs; each says why where it is yielded)."""
@@ -318,7 +320,7 @@ def turn_end(name: str, worker: Worker, removed: bool, submitted: Event, doing: 
     return None
 
 
-def reply_of(wdir: WorkersDir, meta: Meta, submitted: Event, stop: Event, before: Any, offset: int,
+def reply_of(wdir: WorkersDir, meta: Meta, submitted: Event, stop: Event, before: Path | None, offset: int,
              backend: str | None) -> Reply:
     """The conversed turn's Reply (``before``, ``offset``: the transcript and its size before the send). Raises
     TurnFailed when the stop line says the turn failed."""

@@ -154,29 +154,24 @@ def _bound(within: float | None) -> tuple[float, str]:
 
 
 def run_sync(args: Sequence[str], socket: str | None = None, input: bytes | None = None,
-             within: float | None = None) -> subprocess.CompletedProcess[bytes]:
-    """For the commands that should not pay for an event loop. Bounded by CSD_TMUX_TIMEOUT, and by ``within``
-    seconds when the caller's own time is shorter (_bound)."""
-    seconds, bound = _bound(within)
-    try:
-        # run() kills the client on timeout and waits only for its exit, not for its pipes (which a
-        # stopped server keeps open)
-        return subprocess.run(argv(args, socket), input=input, capture_output=True, check=False, timeout=seconds, env=client_env())
-    except FileNotFoundError:
-        raise CsdError("tmux is not installed or not on PATH; install tmux (e.g. apt-get install tmux)") from None
-    except subprocess.TimeoutExpired:
-        raise TmuxNotAnswering(_not_answering(args, socket, seconds, bound)) from None
+             within: float | None = None) -> tuple[int, str, str]:
+    """One tmux command, unchecked, for the commands that should not pay for an event loop: (exit code, stdout,
+    stderr). Bounded by CSD_TMUX_TIMEOUT, and by ``within`` seconds when the caller's own time is shorter (_bound)."""
+    return Running(Call(list(args), socket, input, check=False, read=_answer), within).result()
+
+
+def _answer(rc: int, out: str, err: str) -> tuple[int, str, str]:
+    return rc, out, err
 
 
 def list_panes_sync(socket: str | None = None, within: float | None = None) -> dict[str, Pane]:
     """Every session's pane with one tmux call (no server running: no sessions); ``within``: as run_sync."""
-    proc = run_sync(["list-panes", "-a", "-F", PANE_FORMAT], socket, within=within)
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace")
+    rc, out, err = run_sync(["list-panes", "-a", "-F", PANE_FORMAT], socket, within=within)
+    if rc != 0:
         if _no_server(err):
             return {}
         raise _error(["list-panes"], err)
-    return parse_panes(proc.stdout.decode(errors="replace"))
+    return parse_panes(out)
 
 
 def _scratch(name: str) -> int:
@@ -424,19 +419,20 @@ def new_session_sync(name: str, cwd: str, argv: Sequence[str], width: int, heigh
     it (``-P``: no second call to ask for it). The pane stays when ``argv`` exits (remain-on-exit, set in the same
     tmux call), so that its last lines can be read. Synchronous: launch starts the pane before it imports the
     engine (csd/startpane.py)."""
-    proc = run_sync(["new-session", "-d", "-P", "-F", PANE_FORMAT, "-s", name, "-x", str(width), "-y", str(height),
-                     "-c", cwd, "--", *argv, ";", "set-option", "-p", "-t", pane_target(name), "remain-on-exit", "on"], socket)
-    if proc.returncode != 0:
-        raise _error(["new-session"], proc.stderr.decode(errors="replace"))
-    return parse_panes(proc.stdout.decode(errors="replace")).get(name)
+    rc, out, err = run_sync(["new-session", "-d", "-P", "-F", PANE_FORMAT, "-s", name, "-x", str(width), "-y", str(height),
+                             "-c", cwd, "--", *argv, ";", "set-option", "-p", "-t", pane_target(name), "remain-on-exit", "on"],
+                            socket)
+    if rc != 0:
+        raise _error(["new-session"], err)
+    return parse_panes(out).get(name)
 
 
 def has_session_sync(name: str, socket: str | None = None) -> bool:
-    return run_sync(["has-session", "-t", session_target(name)], socket).returncode == 0
+    return run_sync(["has-session", "-t", session_target(name)], socket)[0] == 0
 
 
 def kill_session_sync(name: str, socket: str | None = None) -> bool:
-    return run_sync(["kill-session", "-t", session_target(name)], socket).returncode == 0
+    return run_sync(["kill-session", "-t", session_target(name)], socket)[0] == 0
 
 
 async def respawn_pane(name: str, cwd: str, argv: Sequence[str], socket: str | None = None) -> None:
@@ -467,10 +463,10 @@ def respawn_line(name: str, socket: str | None = None) -> str:
 def session_names_sync(socket: str | None = None) -> list[str] | None:
     """The server's session names; None when no server answers (none running, or not tmux at all)."""
     try:
-        proc = run_sync(["list-sessions", "-F", "#{session_name}"], socket)
+        rc, out, _ = run_sync(["list-sessions", "-F", "#{session_name}"], socket)
     except CsdError:
         return None
-    return proc.stdout.decode(errors="replace").split("\n")[:-1] if proc.returncode == 0 else None
+    return out.split("\n")[:-1] if rc == 0 else None
 
 
 def kill_server_sync(socket: str) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from csd import config, inotify, tmux
 from csd.console import err, warn_bad_line, warn_long_line
-from csd.errors import CsdError
+from csd.errors import CsdError, TimedOut
 from csd.events import BadLine, Event, parse_line
 from csd.lines import READ_BUDGET, FileLines
 from csd.proc import sigterm_raises
@@ -96,10 +96,6 @@ def converse(wdir: WorkersDir, meta: Meta, prompt: str, timeout: float) -> Reply
 
             asyncio.run(reply.wait_transcript())
         return checked(reply, str(wdir.shim_path(name)))
-
-
-class TimedOut(CsdError):
-    """converse's time ran out; the message says what the worker was doing."""
 
 
 class _following:

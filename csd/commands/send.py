@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from csd.commands import out, read_prompt, resolve
 from csd.console import err, submitted
-from csd.errors import OK, EmptyReply
+from csd.errors import OK, CsdError, EmptyReply, TimedOut
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (send starts without it)
 if TYPE_CHECKING:
@@ -38,14 +38,12 @@ def send(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
 def converse(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     wdir, meta = resolve(args.worker, warn=False)
     prompt = read_prompt(args.prompt)
-    from csd.waiter import TimedOut, converse as converse_here
+    from csd.waiter import converse as converse_here
 
     try:
         reply = converse_here(wdir, meta, prompt, args.timeout)
     except TimedOut as exc:
         _diagnose(wdir, meta, msg := f"timed out after {args.timeout:g}s waiting for {meta.tmux_name!r} ({exc})")
-        from csd.errors import CsdError
-
         raise CsdError(msg) from None
     except EmptyReply as exc:
         _diagnose(wdir, meta, f"no reply text: {exc.reason}")
