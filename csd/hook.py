@@ -429,6 +429,8 @@ def statusline(environ: dict) -> None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return
         fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink == 0:
+            return  # stopped while this run waited for the lock (WorkersDir.remove_files holds it to remove)
         sessions = load_costs(path)
         if update_costs(sessions, payload):
             write_atomic(path, json.dumps({"sessions": sessions}, separators=(",", ":")).encode())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -351,9 +353,18 @@ class WorkersDir:
         return [p for p in self._paths_of(meta) if p.exists() or p.is_symlink()]
 
     def remove_files(self, meta: Meta) -> None:
-        """Remove everything csd made for a worker (idempotent)."""
-        for p in self._paths_of(meta):
-            _unlink(p)
+        """Remove everything csd made for a worker (idempotent). Under the events file's lock: a statusLine run
+        (hook.statusline) holds it while it writes the cost file, and one that takes it later finds the events file
+        gone and writes nothing, so no cost file comes back after a stop; a run killed mid-write (the pane's end
+        hangs it up) leaves its temporary file, removed here too."""
+        with _locked(self.events_path(meta.session_id)):
+            for p in self._paths_of(meta):
+                _unlink(p)
+            prefix = self.cost_path(meta.session_id).name + "."
+            with contextlib.suppress(FileNotFoundError):
+                for name in os.listdir(self.path):
+                    if name.startswith(prefix) and name.endswith(".tmp"):
+                        _unlink(self.path / name)
 
     # -- events
     def read_tail(
@@ -441,6 +452,30 @@ def open_if_there(path: str | os.PathLike[str]) -> int | None:
         return open_regular(path)
     except FileNotFoundError:
         return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path, wait: float = 1.0) -> Iterator[None]:
+    """``path``'s flock held, when it can be had within ``wait`` seconds (its holders keep it for a write: a
+    holder stuck longer does not stop what runs inside); nothing to lock when there is no such file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.005)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _unlink(p: Path) -> None:

@@ -112,3 +112,28 @@ def test_bad_names_are_refused(name: str) -> None:
 @pytest.mark.parametrize("name", ["a", "api-2", "A_b-9", "x" * 64])
 def test_good_names_pass(name: str) -> None:
     assert check_name(name) == name
+
+
+def test_removing_a_worker_waits_for_a_cost_write_and_takes_a_killed_ones_leftover(env) -> None:  # type: ignore[no-untyped-def]
+    """A statusLine run holds the events file's lock while it writes the cost file; a stop removes the files under
+    that lock (so the run's rename cannot bring a cost file back after them), and a run killed between its write
+    and its rename leaves `<cost>.<pid>.tmp`, removed with the rest (seen once on the real Claude Code: stop
+    hangs the pane up while its statusLine command runs)."""
+    import fcntl
+    import threading
+
+    meta = env.add_worker("gone", [{"event": "session_start"}], live=False)
+    cost = env.wdir.cost_path(meta.session_id)
+    leftover = cost.with_name(cost.name + ".4242.tmp")
+    leftover.write_text("{}")
+    fd = os.open(env.wdir.events_path(meta.session_id), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a statusLine run in the middle of its write
+    remover = threading.Thread(target=env.wdir.remove_files, args=(meta,))
+    remover.start()
+    remover.join(0.2)
+    assert remover.is_alive() and env.wdir.events_path(meta.session_id).exists()  # waits for the write
+    cost.write_text('{"sessions": {}}')  # the run's rename lands before it lets go
+    os.close(fd)
+    remover.join(5)
+    assert not remover.is_alive()
+    assert sorted(p.name for p in env.wdir.path.iterdir() if p.is_file()) == []
