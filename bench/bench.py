@@ -843,6 +843,7 @@ def bench_sim(w: World, send_runs: int, converse_runs: int, lifecycle_runs: int,
                 if cp.returncode != 0:
                     raise RuntimeError(f"wait-for-turn: exit {cp.returncode}: {cp.stderr.decode()[-300:]}")
         for i in range(converse_runs):
+            tail.on_ready(now())  # the sized sends above did not read the tail: no earlier turn's lines after mark
             mark = len(tail.events)
             t0 = now()
             p = w.popen([str(shim), "converse", f"REPLY:x{i}"], env)
@@ -1090,7 +1091,7 @@ def main() -> int:
         return 2
     q = args.quick
     hook_runs, status_runs, list_runs, wake_runs, send_runs = (50, 30, 20, 20, 20) if q else (100, 50, 30, 40, 30)
-    converse_runs, lifecycle_runs, idle_s, idle_procs, poll_runs = (5, 3, 10.0, 3, 0) if q else (10, 5, 60.0, 5, 10)
+    converse_runs, lifecycle_runs, idle_s, idle_procs, poll_runs = (15, 3, 10.0, 3, 0) if q else (30, 5, 60.0, 5, 10)
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

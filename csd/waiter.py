@@ -45,8 +45,9 @@ def wait_turn(wdir: WorkersDir, meta: Meta, after_line: int | None, settled: boo
               answer: Callable[[Event], T]) -> T | None:
     """``answer`` of the event that ended ``meta``'s turn, as csd.supervisor.Supervisor.wait_for_turn answers
     it, waiting up to ``timeout`` seconds; None when this worker needs the supervisor's wait (the module's
-    docstring). ``answer`` runs before the watch is taken down: closing an inotify instance waits for the
-    kernel to retire its watch (an SRCU grace period, up to ~15 ms here), which the answer need not wait for.
+    docstring). The watch is removed once the turn is over and the instance closed after ``answer``: closing an
+    instance that still holds its watch waits for the kernel to retire it (an SRCU grace period, up to ~15 ms
+    here), which the answer need not wait for (csd.inotify.Inotify.unwatch).
 
     Raises NotRunning (gone, stopped while waiting), or CsdError (timed out, the disk is full, tmux)."""
     deadline = time.monotonic() + timeout
@@ -58,6 +59,7 @@ def wait_turn(wdir: WorkersDir, meta: Meta, after_line: int | None, settled: boo
         if ev is None:
             doing = describe(follow.worker, time.time())
             raise CsdError(f"timed out after {timeout:g}s waiting for {name!r} to end its turn ({doing})")
+        follow.inotify.unwatch()  # nothing more to hear: retired in the background while the answer is written
         return answer(ev)
 
 
@@ -90,6 +92,7 @@ def converse(wdir: WorkersDir, meta: Meta, prompt: str, timeout: float) -> Reply
         stop = follow.until(lambda: turn_end(name, follow.worker, follow.removed, submitted, follow.doing), deadline)
         if stop is None:
             raise TimedOut(follow.doing())
+        follow.inotify.unwatch()  # as wait_turn: the reply is read while the kernel retires the watch
         reply = reply_of(wdir, meta, submitted, stop, before, offset, None)
         if reply.needs_transcript:  # inside: SIGTERM still ends it with its line (sigterm_raises)
             import asyncio

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -292,7 +291,6 @@ class DirWatcher:
         self._streams: set[ChangeStream] = set()
         self._named: dict[str, set[ChangeStream]] = {}  # the streams of one file's changes, by its name
         self._names: set[str] = set()  # inotify only: what a rescan compares against
-        self._wd: int | None = None
 
     async def __aenter__(self) -> DirWatcher:
         if self._entered:
@@ -420,13 +418,8 @@ class DirWatcher:
             try:
                 assert self._loop is not None
                 self._loop.remove_reader(ino.fileno())
-                # Removing the watch first keeps close() cheap: closing an instance that still holds a
-                # watch can wait milliseconds for the kernel to retire it (measured in bench/).
-                with contextlib.suppress(OSError):
-                    if self._wd is not None:
-                        ino.rm_watch(self._wd)
             finally:
-                ino.close()
+                ino.close()  # its watch removed first (Inotify.unwatch)
         for followers in self._followers.values():
             for follower in followers:
                 follower._poke()
@@ -442,7 +435,7 @@ class DirWatcher:
         try:
             # Watch first, list second: a file created in between is then both listed and reported,
             # never neither.
-            self._wd = ino.add_watch(self.directory, _DIR_MASK if self.writes else _DIR_MASK & ~inotify.MODIFY)
+            ino.add_watch(self.directory, _DIR_MASK if self.writes else _DIR_MASK & ~inotify.MODIFY)
             self._names = set(scan_directory(self.directory, self.dirs))
             assert self._loop is not None
             self._loop.add_reader(ino.fileno(), self._on_readable)

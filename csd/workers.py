@@ -379,7 +379,7 @@ class WorkersDir:
         None: the one in use), or for a worker on another machine the host's name in the hosts file."""
         socket = config.tmux_socket() if socket is None else socket
         where = ["--host", host] if host is not None else ["--tmux-socket", socket]
-        argv = [*entry_point(), "--workers-dir", str(self.path), *where, "--worker", name]
+        argv = [*shim_entry(), "--workers-dir", str(self.path), *where, "--worker", name]
         text = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n'
         return _atomic_write(self.shim_path(name), text, 0o700)
 
@@ -491,6 +491,14 @@ def entry_point() -> list[str]:
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
     return [sys.executable, "-m", "csd"]
+
+
+def shim_entry() -> list[str]:
+    """What a shim runs: this interpreter on csd/run_cli.py without ``site`` (``-S``; ``-P``: the script's dir is
+    not put first on ``sys.path``), which the commands a controller runs in a loop never need; run_cli.py loads
+    ``site`` at the first import that needs it. The environment counts as it does for the console script
+    (no ``-E``: PYTHONPATH still applies)."""
+    return [sys.executable, "-S", "-P", str(Path(__file__).with_name("run_cli.py"))]
 
 
 def read_tail(

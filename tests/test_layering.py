@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import os
+import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +86,35 @@ def test_an_engine_command_does_not_load_openssl(env) -> None:
     assert proc.stdout.splitlines()[-1] == "SSL False"
 
 
+
+def _imported(importtime: str) -> set[str]:
+    """The modules a PYTHONPROFILEIMPORTTIME=1 run imported (its lines on stderr)."""
+    return {ln.rpartition("|")[2].strip() for ln in importtime.splitlines() if ln.startswith("import time:")}
+
+
+def test_a_shim_runs_without_site_and_loads_it_when_an_import_needs_it(env) -> None:
+    """A shim runs csd/run_cli.py under ``python -S -P``: status (and send, converse, wait-for-turn) never load
+    ``site``; a command that imports a package from site-packages (watch: rich) loads it at that import and works."""
+    env.add_worker("api", [{"event": "session_start", "source": "startup"}])
+    shim = env.wdir.write_shim("api", env.socket)
+    assert " -S -P " in shim.read_text() and "run_cli.py" in shim.read_text()
+    timed = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.run([str(shim), "status"], capture_output=True, text=True, env=timed, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "idle\n"), proc.stderr
+    loaded = _imported(proc.stderr)
+    assert "csd.cli" in loaded and "site" not in loaded
+    run_cli = shim.read_text().split()[5]
+    watch = subprocess.Popen([sys.executable, "-S", "-P", run_cli, "--workers-dir", str(env.wdir.path), "watch"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=timed)
+    try:
+        assert select.select([watch.stdout], [], [], 30)[0], "watch printed no row within 30 s"
+        row = watch.stdout.readline()
+    finally:
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=30)
+    assert "\tapi\t" in row, (row, err)
+    assert {"site", "rich"} <= _imported(err), err[-2000:]
+
 # ---------------------------------------------------------------- the house, as the README's Design section draws it
 
 #: Every module's layer. A module imports only from its own layer or the ones below it (lower number),
@@ -100,7 +131,7 @@ for _layer, _names in {
     ADAPTER: ("tmux", "watch", "workers", "transcriptfile", "remote", "bundled"),
     ENGINE: ("supervisor", "waiter", "sending", "reply", "startpane", "lifecycle", "fleet", "remoteworkers"),
     COMMANDS: ("commands", "render", "livetable", "demo", "completion"),
-    ENTRY: ("cli", "__main__"),
+    ENTRY: ("cli", "__main__", "run_cli"),
 }.items():
     LAYERS.update(dict.fromkeys(_names, _layer))
 #: The simulated worker stands in for Claude Code: a separate program that may use the pure core only.
