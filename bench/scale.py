@@ -245,9 +245,10 @@ from csd.render import watched_suffixes
 from csd.supervisor import Supervisor
 # as watch opens it (WATCH_GATHER: from 2026-11-30; a commit before it has none)
 GATHER = {"gather": render.WATCH_GATHER} if hasattr(render, "WATCH_GATHER") else {}
+API_GATHER = (render.WATCH_API_GATHER,) if hasattr(render, "WATCH_API_GATHER") else ()
 async def main():
     async with Supervisor(machine=False, **GATHER) as sup:
-        sup.follow_api()
+        sup.follow_api(*API_GATHER)
         changes = sup.watcher.changes(suffixes=watched_suffixes(costs=True))
         async with sup.one_pane_listing():
             for meta in sup.wdir.metas():

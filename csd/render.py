@@ -62,6 +62,11 @@ MIN_REDRAW_SECONDS = 0.03
 #: an event shows ~30 ms after its append (median), the slowest 65-80 ms (bench/scale.md; budget 100 ms).
 #: Waiters (wait-for-turn) never gather: their wake stays immediate.
 WATCH_GATHER = 0.05
+#: The gather of the transcript dirs' watchers (Supervisor.follow_api): their lines only say whether a turn is
+#: retrying API calls (a retry waits seconds between attempts), while a working worker appends several a second
+#: (a line per message, tool call and result) into a directory it often shares with others; a longer window
+#: reads each transcript once for many lines, and wakes the watch a few times a second instead of twenty.
+WATCH_API_GATHER = 0.25
 #: Lines of the live table that are not worker rows (title, borders, header, caption, a spare).
 TABLE_CHROME_LINES = 7
 
@@ -845,7 +850,9 @@ async def watch(
     stopping = False
     # machine=False: watch only reads states (the table looked up, as waiters do), no transitions machine per worker
     async with Supervisor(machine=False, gather=WATCH_GATHER) as sup:
-        sup.follow_api()  # retrying API calls show in the table, driven by the transcripts' changes
+        sup.follow_api(WATCH_API_GATHER)  # retrying API calls show in the table, driven by the transcripts' changes
+        with contextlib.suppress(OSError, CsdError):  # followed for remote rows (commands.remote.follow_remote)
+            sup.wdir.ensure_remote_dir()
         # plain rows show no cost: unless a caller takes the rows, cost files are not read at all
         costs = console.is_terminal or on_redraw is not None
         # Listen before listing: a meta written in between is both listed and reported (add is idempotent).

@@ -96,6 +96,7 @@ class Supervisor:
         self._backend = backend
         # DirWatcher.gather of the watchers (a watch over many workers; never a waiter, whose wake it would delay)
         self._gather = gather
+        self._api_gather = gather  # the transcript dirs' (follow_api)
         self._watcher: DirWatcher | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._tracked: dict[str, Tracked] = {}
@@ -171,14 +172,17 @@ class Supervisor:
         await self._watch_liveness(tr)
         return tr
 
-    def follow_api(self) -> None:
+    def follow_api(self, gather: float | None = None) -> None:
         """From now on keep ``Tracked.api`` of every tracked worker current: while a worker is working, its
         transcript's changes (inotify on its directory, no polling) read the lines appended since the last
         read (transcriptfile.ApiFollower), so a retrying API call is seen with its attempts; listeners hear of
-        each change (event None)."""
+        each change (event None). ``gather``: the transcript dirs' watchers' DirWatcher.gather (default: the
+        supervisor's)."""
         if self._follow_api:
             return
         self._follow_api = True
+        if gather is not None:
+            self._api_gather = gather
         assert self._tg is not None
         for tr in self._tracked.values():
             tr.tasks.append(self._tg.create_task(self._api_follower(tr)))
@@ -188,7 +192,7 @@ class Supervisor:
         """The shared watcher of a transcript directory, for as long as someone uses it."""
         watcher, users = self._transcript_dirs.get(directory, (None, 0))
         if watcher is None:
-            watcher = DirWatcher(directory, backend=self._backend, gather=self._gather)
+            watcher = DirWatcher(directory, backend=self._backend, gather=self._api_gather)
             await watcher.__aenter__()
         self._transcript_dirs[directory] = (watcher, users + 1)
         try:

@@ -140,6 +140,7 @@ class Follower:
         self._lines: deque[Line] = deque()
         self._ended = False
         self._wake = asyncio.Event()
+        self._wake.set()  # the file may hold lines already: the first next() reads
 
     @property
     def resets(self) -> int:
@@ -154,6 +155,10 @@ class Follower:
             if self._ended:
                 self.close()
                 raise StopAsyncIteration
+            if not self._wake.is_set():
+                # Read to the end and nothing changed since: wait for a change rather than read again (a
+                # watch over many busy workers would otherwise read each file twice per line appended).
+                await self._wake.wait()
             # Cleared before reading, so a change landing while we read sets it again: no lost wakeup.
             self._wake.clear()
             if self._watcher.closed:
@@ -166,9 +171,8 @@ class Follower:
             if self._file.ended:
                 self._end()
             elif more:
-                await asyncio.sleep(0)  # more to read: let the loop run first
-            elif not self._lines:
-                await self._wake.wait()
+                self._wake.set()  # more to read whatever the watcher says
+                await asyncio.sleep(0)  # let the loop run first
         return self._lines.popleft()
 
     def _take(self, lines: list[tuple[int, str]]) -> None:

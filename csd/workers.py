@@ -250,7 +250,8 @@ class WorkersDir:
 
     @property
     def remote_dir(self) -> Path:
-        """Where the records of workers on other hosts live (csd.remote); absent when there are none."""
+        """Where the records of workers on other hosts live (csd.remote); absent until a remote worker is launched
+        or a watch starts (it follows the dir: ensure_remote_dir)."""
         return self.path / "remote"
 
     def remote_path(self, name: str) -> Path:
@@ -260,13 +261,18 @@ class WorkersDir:
     # -- metas
     def write_remote(self, name: str, text: str) -> Path:
         """Write the record of remote worker ``name`` (csd.remoteworkers): atomically, 0600, in a private dir."""
+        self.ensure_remote_dir()
+        return _atomic_write(self.remote_path(name), text, 0o600)
+
+    def ensure_remote_dir(self) -> Path:
+        """The records' dir, made (0700, in the workers dir made if missing) when there is none yet."""
         d = self.ensure().remote_dir
         try:
             os.mkdir(d, 0o700)
         except FileExistsError:
             pass
         _check_private_dir(d)
-        return _atomic_write(self.remote_path(name), text, 0o600)
+        return d
 
     def write_meta(self, meta: Meta) -> Path:
         return _atomic_write(self.meta_path(meta.session_id), json.dumps(meta.to_json(), indent=2) + "\n", 0o600)

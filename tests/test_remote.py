@@ -403,7 +403,7 @@ def test_watch_shows_a_remote_worker_beside_a_local_one(env: Env, far: Remote) -
 
 
 def test_watch_shows_a_remote_worker_launched_after_it_started(env: Env, far: Remote) -> None:
-    """The records' dir is followed (and waited for: this controller had no remote worker when watch began)."""
+    """The records' dir is followed (made by watch: this controller had no remote worker when watch began)."""
     launch(env, "here")
     watcher = popen("watch")
     seen: list[list[str]] = []
@@ -421,7 +421,7 @@ def test_watch_shows_a_remote_worker_launched_after_it_started(env: Env, far: Re
                 seen.append(line.rstrip("\n").split("\t"))
 
         until(lambda r: r[1:3] == ["here", "idle"])
-        assert not env.wdir.remote_dir.exists()
+        assert env.wdir.remote_dir.is_dir() and not any(env.wdir.remote_dir.iterdir())
         late = launch_far("late", env.root)
         until(lambda r: r[1:3] == ["late@box", "idle"])
         other = launch_far("later", env.root)  # a second worker on the same host: its group's stream is replaced
