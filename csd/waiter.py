@@ -70,7 +70,9 @@ def send(wdir: WorkersDir, meta: Meta, prompt: str, shell: bool, answer: Callabl
     with _following(wdir, meta, None) as follow:
         if follow is None:
             return None
-        return answer(follow.send(prompt, shell, None))
+        ev = follow.send(prompt, shell, None)
+        follow.inotify.unwatch()  # as wait_turn: retired while the answer is written
+        return answer(ev)
 
 
 def converse(wdir: WorkersDir, meta: Meta, prompt: str, timeout: float) -> Reply | None:
