@@ -22,7 +22,7 @@ from csd.clock import epoch, now_iso
 from csd.console import err
 from csd.errors import OK, CsdError
 from csd.states import State, fold
-from csd.workers import Meta, format_cost, iter_events
+from csd.workers import Meta, WorkersDir, format_cost, iter_events
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -851,8 +851,7 @@ async def watch(
     # machine=False: watch only reads states (the table looked up, as waiters do), no transitions machine per worker
     async with Supervisor(machine=False, gather=WATCH_GATHER) as sup:
         sup.follow_api(WATCH_API_GATHER)  # retrying API calls show in the table, driven by the transcripts' changes
-        with contextlib.suppress(OSError, CsdError):  # followed for remote rows (commands.remote.follow_remote)
-            sup.wdir.ensure_remote_dir()
+        _make_remote_dir(sup.wdir)
         # plain rows show no cost: unless a caller takes the rows, cost files are not read at all
         costs = console.is_terminal or on_redraw is not None
         # Listen before listing: a meta written in between is both listed and reported (add is idempotent).
@@ -886,6 +885,13 @@ async def watch(
 
 
 Draw = Callable[[list[WorkerRow]], None]
+
+
+def _make_remote_dir(wdir: WorkersDir) -> None:
+    """The remote records' dir, made before the first rows: followed for the remote rows (made rather than waited
+    for: commands.remote.follow_remote); one that cannot be made is waited for there."""
+    with contextlib.suppress(OSError, CsdError):
+        wdir.ensure_remote_dir()
 
 
 def _callbacks(draw: Draw, terminal: bool, notifier: Notifier | None, on_redraw: Draw | None,
