@@ -58,10 +58,12 @@ MIN_REDRAW_SECONDS = 0.03
 #: How long watch's watchers let changes gather after a wake before reading them all in one pass
 #: (DirWatcher.gather): at 200 busy workers a wake then handles a dozen changes instead of one or two,
 #: which cuts the event pipeline's CPU by more than half (bench/scale.md). Latency: a change waits at most
-#: this long to be read, then at most MIN_REDRAW_SECONDS for its redraw (seldom: see above): at 200 workers
-#: an event shows ~30 ms after its append (median), the slowest 65-80 ms (bench/scale.md; budget 100 ms).
+#: this long to be read, then at most MIN_REDRAW_SECONDS for its redraw (seldom: see above). It also sets how
+#: often the table is drawn under a steady stream of changes (once per pass): 50 ms drew ~16 frames a second at
+#: 200 busy workers, 70 ms ~13, which took the live table from 5.6 % to 5.0 % of a core while an event still
+#: shows ~42 ms after its append (median), the slowest ~83 ms (bench/scale.md; budget 100 ms).
 #: Waiters (wait-for-turn) never gather: their wake stays immediate.
-WATCH_GATHER = 0.05
+WATCH_GATHER = 0.07
 #: The gather of the transcript dirs' watchers (Supervisor.follow_api): their lines only say whether a turn is
 #: retrying API calls (a retry waits seconds between attempts), while a working worker appends several a second
 #: (a line per message, tool call and result) into a directory it often shares with others; a longer window

@@ -110,24 +110,29 @@ class ApiFollower:
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the file read
         self._offset = 0  # where the next complete line starts
         self._kept: list[Mapping[str, Any]] = []
+        self._state: ApiState | None = None  # what _kept folded to, until a read takes in more
 
     def read(self) -> ApiState:
         """The file's ApiState now (a missing file: ApiState())."""
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
-            self._file, self._kept = None, []
+            self._file, self._kept, self._state = None, [], None
             return ApiState()
         try:
             st = os.fstat(fd)
             fresh = (st.st_dev, st.st_ino) != self._file or st.st_size < self._offset
             if fresh or st.st_size - self._offset > self.limit:
                 self._from_end(fd, st)
+                self._state = None
             elif st.st_size > self._offset:
                 self._append(fd, st.st_size)
+                self._state = None
         finally:
             os.close(fd)
-        return api_state(reversed(self._kept))
+        if self._state is None:  # nothing appended since the last read (a turn's start reads what the
+            self._state = api_state(reversed(self._kept))  # watcher then reports again): the same state
+        return self._state
 
     def _from_end(self, fd: int, st: os.stat_result) -> None:
         self._file, self._kept = (st.st_dev, st.st_ino), []
