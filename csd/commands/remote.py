@@ -309,9 +309,10 @@ async def remote_wait(rec: Record, args: argparse.Namespace) -> int:
 async def follow_remote(wdir: WorkersDir, pattern: str, changed: Callable[[], None], streams: list[HostStream]) -> None:
     """``csd watch``'s remote workers, as their records come and go (inotify on the records' dir, which watch makes
     when there is none yet: waiting for it means watching the workers dir, whose cost files come and go a hundred
-    times a second at 200 busy workers; it is waited for only when it cannot be made or was removed): ``streams`` holds following streams,
-    one per host (and remote workers dir) for the workers known at the start and one more for each batch launched
-    there while watch runs; a stream whose workers were all stopped ends. Ends when cancelled."""
+    times a second at 200 busy workers; it is waited for only when it cannot be made or was removed): ``streams``
+    holds following streams, one per host (and remote workers dir) for the workers known at the start and one
+    more for each batch launched there while watch runs; a stream whose workers were all stopped ends. Ends when
+    cancelled."""
     import asyncio
 
     from csd.watch import DirWatcher, wait_dir
