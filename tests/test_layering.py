@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -86,7 +87,6 @@ def test_an_engine_command_does_not_load_openssl(env) -> None:
     assert proc.stdout.splitlines()[-1] == "SSL False"
 
 
-
 def _imported(importtime: str) -> set[str]:
     """The modules a PYTHONPROFILEIMPORTTIME=1 run imported (its lines on stderr)."""
     return {ln.rpartition("|")[2].strip() for ln in importtime.splitlines() if ln.startswith("import time:")}
@@ -103,7 +103,7 @@ def test_a_shim_runs_without_site_and_loads_it_when_an_import_needs_it(env) -> N
     assert (proc.returncode, proc.stdout) == (0, "idle\n"), proc.stderr
     loaded = _imported(proc.stderr)
     assert "csd.cli" in loaded and "site" not in loaded
-    run_cli = shim.read_text().split()[5]
+    run_cli = next(word for word in shlex.split(shim.read_text().splitlines()[1]) if word.endswith("/run_cli.py"))
     watch = subprocess.Popen([sys.executable, "-S", "-P", run_cli, "--workers-dir", str(env.wdir.path), "watch"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=timed)
     try:
@@ -114,6 +114,7 @@ def test_a_shim_runs_without_site_and_loads_it_when_an_import_needs_it(env) -> N
         _, err = watch.communicate(timeout=30)
     assert "\tapi\t" in row, (row, err)
     assert {"site", "rich"} <= _imported(err), err[-2000:]
+
 
 # ---------------------------------------------------------------- the house, as the README's Design section draws it
 

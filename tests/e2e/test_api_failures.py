@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -49,10 +53,35 @@ def test_a_400_ends_the_turn_at_once_with_exit_4(real) -> None:  # type: ignore[
     assert status_json(real, "a")["turn_outcome"] == "ok"
 
 
+def watch_until(watch: subprocess.Popen[str], wanted: str, timeout: float = 30) -> list[str]:
+    """The rows ``csd watch`` printed up to the first holding ``wanted`` (bounded: never a hang)."""
+    assert watch.stdout is not None
+    rows: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not rows or wanted not in rows[-1]:
+        assert select.select([watch.stdout], [], [], max(0.0, deadline - time.monotonic()))[0], f"no {wanted!r} in {rows}"
+        line = watch.stdout.readline()
+        assert line, f"watch ended; rows {rows}"
+        rows.append(line.rstrip("\n"))
+    return rows
+
+
 def test_a_retried_500_shows_retrying_then_ends_with_exit_4(real, retrier) -> None:  # type: ignore[no-untyped-def]
-    """While Claude Code retries, status --json says so; the mock holds the third request until the test has
-    looked, so the retrying state is observed without sleeping."""
+    """While Claude Code retries, status --json says so, and so does a running ``csd watch`` (which follows the
+    transcript as it grows); the mock holds the third request until the test has looked, so the retrying state is
+    observed without sleeping."""
     prompt = "ERROR:500 retried"
+    watch = subprocess.Popen([sys.executable, "-m", "csd", "watch", "retrier"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=real.env)
+    try:
+        watch_until(watch, "\tretrier\tidle\t")
+        _retried_500(real, prompt, watch)
+    finally:
+        watch.send_signal(signal.SIGINT)
+        watch.communicate(timeout=30)
+
+
+def _retried_500(real, prompt: str, watch: subprocess.Popen[str]) -> None:  # type: ignore[no-untyped-def]
     seen: list[dict] = []
     release = threading.Event()
 
@@ -79,6 +108,7 @@ def test_a_retried_500_shows_retrying_then_ends_with_exit_4(real, retrier) -> No
         assert (st["state"], st["retrying"], st["turn_outcome"]) == ("working", True, None)  # no turn ended yet
         row = json.loads(real.csd("list", "--json", "retrier").stdout)
         assert (row["retrying"], row["attempts"]) == (True, 3)
+        watch_until(watch, "\tretrier\tworking\tAPI retrying: attempt 3")
         release.set()
         out, err = conv.communicate(timeout=60)
     finally:
