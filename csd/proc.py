@@ -52,7 +52,12 @@ class sigterm_raises:
         def terminated(signum: int, frame: object) -> None:
             raise Terminated("terminated (SIGTERM); cleaned up")
 
-        self.previous: Callable[..., object] | int | None = signal.signal(signal.SIGTERM, terminated)
+        self.previous: Callable[..., object] | int | None = signal.getsignal(signal.SIGTERM)
+        try:
+            signal.signal(signal.SIGTERM, terminated)
+        except BaseException:  # a SIGTERM the moment it was set: __exit__ will not run, so put the old one back here
+            signal.signal(signal.SIGTERM, self.previous)  # type: ignore[arg-type]
+            raise
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGTERM, self.previous)  # type: ignore[arg-type]

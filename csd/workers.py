@@ -419,8 +419,19 @@ def _check_private_dir(d: Path) -> None:
 
 
 def _atomic_write(path: Path, text: str, mode: int) -> Path:
-    import tempfile
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``path`` whole or not at all, through a temporary file beside it. Its name is chosen before it is made,
+    so an exception anywhere (SIGTERM raises one mid-launch: proc.sigterm_raises), even one that lands between the
+    file's creation and its descriptor's return, removes it: nothing half-made is left behind."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        except BaseException:
+            _unlink(tmp)
+            raise
+        break
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -428,7 +439,7 @@ def _atomic_write(path: Path, text: str, mode: int) -> Path:
             os.fchmod(f.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
-        _unlink(Path(tmp))
+        _unlink(tmp)
         raise
     return path
 

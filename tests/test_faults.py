@@ -62,6 +62,47 @@ def test_signal_during_launch_leaves_no_half_made_worker(env: Env, sig: int, cod
     assert leftovers(env) == []
 
 
+TERMINATED_WRITES = """
+import os, random, signal, sys, threading
+from csd.errors import Terminated
+from csd.proc import sigterm_raises
+from csd.workers import WorkersDir
+wdir = WorkersDir(sys.argv[1]).ensure()
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # outside a write, a SIGTERM is nothing
+sys.setswitchinterval(1e-6)  # the threads take turns at every chance
+go, sent = threading.Semaphore(0), threading.Semaphore(0)
+def terminate():
+    while True:  # one SIGTERM per write, at a random point of it
+        go.acquire()
+        for _ in range(random.randrange(6000)):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        sent.release()
+threading.Thread(target=terminate, daemon=True).start()
+cut = 0
+for _ in range(6000):
+    go.release()
+    try:
+        with sigterm_raises():
+            wdir.write_shim("w", socket="")
+    except Terminated:
+        cut += 1
+    sent.acquire()
+print(cut, *sorted(os.listdir(wdir.bin)))
+"""
+
+
+def test_sigterm_at_any_point_of_a_file_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """Launch writes its files while SIGTERM raises (proc.sigterm_raises: the undo runs); wherever in an atomic
+    write one signal lands, its temporary file goes too. A process writes a shim 6000 times, each with one SIGTERM at a
+    random point (nearly all land inside it), so the window between the temporary file's creation and its name's return
+    is hit too."""
+    out = subprocess.run([sys.executable, "-c", TERMINATED_WRITES, str(tmp_path / "w")], capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    cut, *left = out.stdout.split()
+    assert int(cut) > 300 and left in ([], [b"w"]), out.stdout
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_converse_exits_and_the_worker_lives_on(env: Env, sig: int, code: int) -> None:
     shim = launch(env, "c")
