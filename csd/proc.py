@@ -61,3 +61,47 @@ class sigterm_raises:
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGTERM, self.previous)  # type: ignore[arg-type]
+
+
+class signals_held:
+    """SIGINT and SIGTERM held back over a few lines that must not be cut short, then delivered as they would have
+    been: a tmux client that makes a session, which its server makes whether or not the client lives, so that an
+    undo after an interrupt finds what it undoes. A second one of the same signal is delivered at once (the way
+    out of a hang). Only Python handlers are held (KeyboardInterrupt, Terminated, an event loop's): a default or
+    ignored disposition is left as it is, and so is every signal outside the main thread."""
+
+    def __enter__(self) -> signals_held:
+        self.held: list[int] = []
+        self.previous: dict[int, Callable[[int, object], object]] = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handler = signal.getsignal(sig)
+                if callable(handler):
+                    signal.signal(sig, self._hold)
+                    self.previous[sig] = handler
+        except ValueError:  # not the main thread: nothing to hold
+            self._restore()
+        except BaseException:  # a signal as the handlers were being set: __exit__ will not run
+            self._restore()
+            raise
+        return self
+
+    def _hold(self, signum: int, frame: object) -> None:
+        if signum not in self.held:
+            self.held.append(signum)
+            return
+        self.held.clear()  # the second: now, and not again on the way out
+        handler = self.previous[signum]
+        self._restore()
+        handler(signum, frame)
+
+    def _restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def __exit__(self, *exc: object) -> None:
+        handlers = self.previous
+        self._restore()
+        for sig in self.held:
+            handlers[sig](sig, None)

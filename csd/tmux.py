@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from csd import config
 from csd.errors import CsdError, TmuxNotAnswering
-from csd.proc import is_zombie, proc_start, proc_stat
+from csd.proc import is_zombie, proc_start, proc_stat, signals_held
 from csd.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the read path imports this module)
@@ -444,9 +444,10 @@ def new_session_sync(name: str, cwd: str, argv: Sequence[str], width: int, heigh
     it (``-P``: no second call to ask for it). The pane stays when ``argv`` exits (remain-on-exit, set in the same
     tmux call), so that its last lines can be read. Synchronous: launch starts the pane before it imports the
     engine (csd/startpane.py)."""
-    rc, out, err = run_sync(["new-session", "-d", "-P", "-F", PANE_FORMAT, "-s", name, "-x", str(width), "-y", str(height),
-                             "-c", cwd, "--", *argv, ";", "set-option", "-p", "-t", pane_target(name), "remain-on-exit", "on"],
-                            socket)
+    args = ["new-session", "-d", "-P", "-F", PANE_FORMAT, "-s", name, "-x", str(width), "-y", str(height), "-c", cwd,
+            "--", *argv, ";", "set-option", "-p", "-t", pane_target(name), "remain-on-exit", "on"]
+    with signals_held():  # an interrupt comes after it: the session is there or not, for the undo to know
+        rc, out, err = run_sync(args, socket)
     if rc != 0:
         raise _error(["new-session"], err)
     return parse_panes(out).get(name)

@@ -62,6 +62,94 @@ def test_signal_during_launch_leaves_no_half_made_worker(env: Env, sig: int, cod
     assert leftovers(env) == []
 
 
+def signal_when(proc: subprocess.Popen[bytes], path: Path, sig: int) -> tuple[bytes, bytes]:
+    """Send ``sig`` to ``proc`` the moment ``path`` appears (checked without a pause, so the signal lands within
+    microseconds of it), and its output once it has exited."""
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+    proc.send_signal(sig)
+    return proc.communicate(timeout=30)
+
+
+def running_child(pid: int, word: bytes) -> bool:
+    """Whether a child of ``pid`` runs a command line that has ``word`` in it."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = f.read().split()
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as f:
+                if word in f.read().split(b"\0"):
+                    return True
+        except (FileNotFoundError, ProcessLookupError):  # it has exited meanwhile
+            pass
+    return False
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_as_the_pane_is_made_leaves_nothing(env: Env, sig: int, code: int) -> None:
+    """A signal the moment launch's tmux client that makes the worker's session runs. The server makes the session
+    whether or not the client lives, so the signal is held until the client has ended; the undo then finds the
+    session and ends it: none is left behind, five times over."""
+    for i in range(5):
+        proc = popen("launch", f"p{i}", str(env.root), env={"CSD_SIM_STARTUP_DELAY": "30"})
+        deadline = time.monotonic() + 30
+        while not running_child(proc.pid, b"new-session"):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == code, err
+        assert leftovers(env) == [], err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_as_the_worker_is_made_comes_after_the_launch(env: Env, sig: int) -> None:
+    """The shim is the last thing launch makes; a signal as it appears lands in the launch's last steps (the claim
+    released, the supervisor closed, the report). The report is the point of no return: the launch exits 0 with
+    the shim printed and the worker running, never 130 / 143 with a worker nobody was told of."""
+    for i in range(5):
+        proc = popen("launch", f"m{i}", str(env.root))
+        out, err = signal_when(proc, env.wdir.shim_path(f"m{i}"), sig)
+        assert proc.returncode == 0, err
+        shim = Path(out.decode().strip())
+        assert shim == env.wdir.shim_path(f"m{i}") and status(shim) == "idle"
+        assert subprocess.run([str(shim), "stop"], capture_output=True).returncode == 0
+    assert leftovers(env) == []
+
+
+HELD = """
+import os, signal
+from csd.errors import Terminated
+from csd.proc import signals_held, sigterm_raises
+seen = []
+with sigterm_raises():
+    for sig, kind in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)):
+        try:
+            with signals_held():
+                os.kill(os.getpid(), sig)
+                seen.append("went on")
+        except kind:
+            seen.append("then raised")
+        try:
+            with signals_held():
+                os.kill(os.getpid(), sig)
+                os.kill(os.getpid(), sig)
+                seen.append("not reached")
+        except kind:
+            seen.append("a second at once")
+    seen.append(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    seen.append(signal.getsignal(signal.SIGTERM).__qualname__)
+print(*seen, sep=",")
+"""
+
+
+def test_a_held_signal_comes_after_the_lines_it_waited_for_and_a_second_at_once() -> None:
+    out = subprocess.run([sys.executable, "-c", HELD], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split(",") == ["went on", "then raised", "a second at once"] * 2 + [
+        "True", "sigterm_raises.__enter__.<locals>.terminated"]
+
+
 TERMINATED_WRITES = """
 import os, random, signal, sys, threading
 from csd.errors import Terminated

@@ -67,7 +67,8 @@ def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume
     The first half (csd.startpane: checks, the claim, the files, the pane) runs before asyncio and the engine are
     imported, so the worker starts up while csd imports the rest (~40 ms of asyncio alone, bench/); until
     start_worker owns it, a failure here undoes it. SIGTERM meanwhile raises Terminated (proc.sigterm_raises),
-    so that undoing runs; once the event loop runs, SIGTERM cancels it as it cancels every engine command."""
+    so that undoing runs; once the event loop runs, SIGTERM cancels it as it cancels every engine command.
+    An interrupt either undoes the launch (exit 130 / 143, nothing left) or comes after its report (_start)."""
     from csd.proc import sigterm_raises
     from csd.startpane import prepare
 
@@ -76,24 +77,40 @@ def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume
         with sigterm_raises():
             prepared = prepare(WorkersDir(), name, cwd, extra, invocation, resume)
             try:
-                launched = run_async(_start(prepared, name, cwd, extra, invocation, resume, progress))
+                run_async(_start(prepared, name, cwd, extra, invocation, resume, progress))
             except BaseException:
                 if not prepared.owned:
                     prepared.undo()
                 raise
     finally:
         progress.done()
-    _print_launched(launched)
     return OK
 
 
 async def _start(prepared: Prepared, name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None,
-                 progress: Progress) -> Launched:
+                 progress: Progress) -> None:
+    """Start the worker and report it. The report is the launch's point of no return: it is printed as soon as
+    start_worker returns, with no await between (a cancellation lands only at an await), and an interrupt after it
+    (a cancellation in the supervisor's exit, or a signal while the process ends) is held back, so that exit
+    130 / 143 always means that nothing was left, and exit 0 that the worker runs and its shim was printed."""
+    import asyncio
+    import signal
+
     from csd.lifecycle import start_worker
     from csd.supervisor import Supervisor
 
-    async with Supervisor(prepared.wdir, machine=False) as sup:  # the table's fold (states.py), not the machine
-        return await start_worker(sup, name, cwd, extra, invocation, resume, progress, prepared)
+    reported = False
+    try:
+        async with Supervisor(prepared.wdir, machine=False) as sup:  # the table's fold (states.py), not the machine
+            launched = await start_worker(sup, name, cwd, extra, invocation, resume, progress, prepared)
+            progress.done()
+            _print_launched(launched)
+            reported = True
+            # pending until the process exits (os._exit: cli.entry), where they end with it; launch runs no thread
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except asyncio.CancelledError:
+        if not reported:
+            raise
 
 
 def _print_launched(launched: Launched) -> None:
