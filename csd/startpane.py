@@ -24,7 +24,7 @@ from csd import __version__, config, tmux
 from csd.clock import now_iso
 from csd.errors import CsdError, UsageError
 from csd.hook import HOOK_TO_EVENT
-from csd.proc import proc_start
+from csd.proc import proc_start, signals_held
 from csd.workers import LaunchClaim, Meta, WorkersDir, check_name, consent_path, has_consent
 
 #: Environment variables that select a provider or auth path: each is pinned to the controller's own
@@ -226,14 +226,21 @@ def prepare(wdir: WorkersDir, name: str, cwd: str, extra: list[str], invocation:
     check_consent()
     claude_bin = resolve_claude_bin()
     wdir = wdir.ensure()
-    claim = LaunchClaim(wdir, name)
-    prep = Prepared(wdir, claim, new_meta(name, real_cwd, claude_bin, config.tmux_socket() or None, invocation, resume), extra, resume)
+    claim: LaunchClaim | None = None
+    prep: Prepared | None = None
     try:
+        with signals_held():  # an interrupt comes once the claim is made and named here, for the undo to release it
+            claim = LaunchClaim(wdir, name)
+        prep = Prepared(wdir, claim, new_meta(name, real_cwd, claude_bin, config.tmux_socket() or None, invocation, resume),
+                        extra, resume)
         if resume is None and claim.previous is None and all(m.tmux_name != name for m in wdir.metas()):
             if tmux.has_session_sync(name, prep.socket):
                 raise session_taken(name)
             prep.start_pane()
     except BaseException:
-        prep.undo()
+        if prep is not None:
+            prep.undo()
+        elif claim is not None:
+            claim.release()
         raise
     return prep

@@ -87,6 +87,17 @@ def running_child(pid: int, word: bytes) -> bool:
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_as_the_name_is_claimed_leaves_nothing(env: Env, sig: int, code: int) -> None:
+    """The claim on the name (NAME.launching) is the first file a launch makes; a signal the moment it appears comes
+    once the claim is known to the undo, which removes it: nothing is left, ten times over."""
+    for i in range(10):
+        proc = popen("launch", f"c{i}", str(env.root))
+        _, err = signal_when(proc, env.wdir.claim_path(f"c{i}"), sig)
+        assert proc.returncode == code, err
+        assert leftovers(env) == [], err
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_as_the_pane_is_made_leaves_nothing(env: Env, sig: int, code: int) -> None:
     """A signal the moment launch's tmux client that makes the worker's session runs. The server makes the session
     whether or not the client lives, so the signal is held until the client has ended; the undo then finds the
