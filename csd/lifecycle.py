@@ -406,12 +406,14 @@ async def stop_worker(sup: Supervisor, meta: Meta) -> None:
     socket = meta.tmux_socket
     name = meta.tmux_name
     remove = True
+    looked = False  # the pane is the worker's (or gone): from then on an interrupt ends it at once
     try:
         pane = await tmux.pane_of(name, socket)
         if pane is not None and pane.alive and not tmux.worker_alive(pane, meta.pid, meta.proc_start):
             err(f"csd: note: tmux session {name!r} now runs another process (pid {pane.pid}), not worker {name!r} "
                 f"(pid {meta.pid}); left alone")
             return
+        looked = True
         if pane is not None:
             await _exit(sup, meta, config.seconds("CSD_STOP_TIMEOUT"))
         await tmux.kill_session(name, socket)
@@ -419,6 +421,9 @@ async def stop_worker(sup: Supervisor, meta: Meta) -> None:
         # the worker may well be alive: keep its files, so that stop can be run again once tmux answers
         remove = False
         raise TmuxNotAnswering(f"{exc} (worker {name!r} not stopped, its files kept: run stop again once tmux answers)") from None
+    except asyncio.CancelledError:
+        remove = looked and await _kill_at_once(name, socket)  # else the worker is as it was, files and all
+        raise
     finally:
         sup.untrack(name)
         if remove:
@@ -426,6 +431,19 @@ async def stop_worker(sup: Supervisor, meta: Meta) -> None:
             # the claim file a launcher killed mid-launch left (never one a launch under way holds: that fails)
             with contextlib.suppress(CsdError, OSError):
                 LaunchClaim(wdir, name).release()
+
+
+async def _kill_at_once(name: str, socket: str | None) -> bool:
+    """An interrupted stop (Ctrl-C, SIGTERM) that had begun: it was asked to end the worker, so the tmux session is
+    killed now rather than after the worker's own exit; True once it is gone. Without this, the files would go and
+    the session stay, a worker csd no longer knows. A second interrupt, or tmux not answering: False."""
+    try:
+        killed = await tmux.kill_session(name, socket)
+    except (CsdError, asyncio.CancelledError):
+        return False
+    if killed:
+        err(f"csd: stop interrupted: tmux session {name!r} killed without waiting for the worker to exit")
+    return True
 
 
 async def _exit(sup: Supervisor, meta: Meta, timeout: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -215,6 +216,28 @@ def test_signal_during_converse_exits_and_the_worker_lives_on(env: Env, sig: int
     assert conv.wait(10) == code
     assert subprocess.run([str(shim), "wait-for-turn", "30"], capture_output=True).returncode == 0
     assert status(shim) == "idle"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_stop_waits_for_the_worker_ends_it_at_once(env: Env, sig: int, code: int) -> None:
+    """stop types /exit and waits for the worker to go; a worker that cannot answer (stopped with SIGSTOP) keeps it
+    waiting. An interrupt then kills the tmux session at once and removes the files, saying so: never the files
+    gone and the session left running, a worker csd no longer knows."""
+    shim = launch(env, "st")
+    pid = env.wdir.resolve("st").pid
+    assert pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopper = subprocess.Popen([str(shim), "stop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_blocked(stopper)
+        stopper.send_signal(sig)
+        _, err = stopper.communicate(timeout=30)
+        assert stopper.returncode == code, err
+        assert b"stop interrupted: tmux session 'st' killed without waiting for the worker to exit" in err
+        assert leftovers(env) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_tmux_server_killed_under_wait_for_turn(env: Env) -> None:
