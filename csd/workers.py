@@ -428,7 +428,9 @@ def _atomic_write(path: Path, text: str, mode: int) -> Path:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             continue
-        except BaseException:
+        except OSError:  # not made
+            raise
+        except BaseException:  # an interrupt, perhaps once the file was made
             _unlink(tmp)
             raise
         break
