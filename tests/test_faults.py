@@ -107,7 +107,7 @@ def test_a_signal_as_the_pane_is_made_leaves_nothing(env: Env, sig: int, code: i
         proc = popen("launch", f"p{i}", str(env.root), env={"CSD_SIM_STARTUP_DELAY": "30"})
         deadline = time.monotonic() + 30
         while not running_child(proc.pid, b"new-session"):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            assert proc.poll() is None and time.monotonic() < deadline, ("no new-session client seen", proc.communicate())
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == code, err
@@ -133,6 +133,7 @@ HELD = """
 import os, signal
 from csd.errors import Terminated
 from csd.proc import signals_held, sigterm_raises
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as Python sets it, even where SIGINT came in ignored
 seen = []
 with sigterm_raises():
     for sig, kind in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)):
@@ -194,9 +195,9 @@ print(cut, *sorted(os.listdir(wdir.bin)))
 
 def test_sigterm_at_any_point_of_a_file_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     """Launch writes its files while SIGTERM raises (proc.sigterm_raises: the undo runs); wherever in an atomic
-    write one signal lands, its temporary file goes too. A process writes a shim 6000 times, each with one SIGTERM at a
-    random point (nearly all land inside it), so the window between the temporary file's creation and its name's return
-    is hit too."""
+    write one signal lands, its temporary file goes too. A process writes a shim 6000 times, each with one SIGTERM
+    at a random point (nearly all land inside it), so the window between the temporary file's creation and its
+    name's return is hit too."""
     out = subprocess.run([sys.executable, "-c", TERMINATED_WRITES, str(tmp_path / "w")], capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
     cut, *left = out.stdout.split()
