@@ -67,7 +67,15 @@ def report_ended(ended: list[tuple[str, Event]], failure: Callable[[str, Event],
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run one command's coroutine (csd.cli runs what an engine handler returns; ``launch`` runs its second half
     itself). Ctrl-C and SIGTERM cancel it, so its clean-up (``finally``) runs: locks are released and a half-made
-    worker is removed before csd exits 130 / 143."""
+    worker is removed before csd exits 130 / 143. A Ctrl-C before the loop has started it (``import asyncio``
+    takes ~40 ms) leaves it unstarted: it is closed here, so exit 130 says so in one line (no "never awaited")."""
+    try:
+        return _run(coro)
+    finally:
+        coro.close()  # done already, or never started: nothing to run either way
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     import asyncio
     import signal
 
@@ -88,9 +96,12 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
 
+    main = guarded()
     try:
-        return asyncio.run(guarded())
+        return asyncio.run(main)
     except asyncio.CancelledError:
         if terminated:
             raise Terminated("terminated (SIGTERM); cleaned up") from None
         raise
+    finally:
+        main.close()
