@@ -362,15 +362,18 @@ class WorkersDir:
         """Remove everything csd made for a worker (idempotent). Under the events file's lock: a statusLine run
         (hook.statusline) holds it while it writes the cost file, and one that takes it later finds the events file
         gone and writes nothing, so no cost file comes back after a stop; a run killed mid-write (the pane's end
-        hangs it up) leaves its temporary file, removed here too."""
+        hangs it up) leaves its temporary file, removed here too, as is one of an atomic write (_atomic_write) that a
+        process killed outright (SIGKILL, which nothing can catch) left beside the meta or the shim."""
         with _locked(self.events_path(meta.session_id)):
-            for p in self._paths_of(meta):
+            paths = self._paths_of(meta)
+            for p in paths:
                 _unlink(p)
-            prefix = self.cost_path(meta.session_id).name + "."
-            with contextlib.suppress(FileNotFoundError):
-                for name in os.listdir(self.path):
-                    if name.startswith(prefix) and name.endswith(".tmp"):
-                        _unlink(self.path / name)
+            for d in {p.parent for p in paths}:  # the workers dir and bin/
+                prefixes = tuple(pre for p in paths if p.parent == d for pre in (f".{p.name}.", f"{p.name}."))
+                with contextlib.suppress(FileNotFoundError):
+                    for name in os.listdir(d):
+                        if name.endswith(".tmp") and name.startswith(prefixes):
+                            _unlink(d / name)
 
     # -- events
     def read_tail(

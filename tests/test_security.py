@@ -390,6 +390,19 @@ def test_stop_also_clears_what_a_killed_launcher_left(env: Env) -> None:
     assert leftovers(env) == []  # its claim file included
 
 
+def test_stop_clears_the_temporary_files_a_killed_writer_left(env: Env) -> None:
+    """A launcher killed outright (SIGKILL) while it writes the meta or the shim leaves the atomic write's temporary
+    file (the test above hits that window now and then); stop removes those of its worker, and only those."""
+    shim = launch(env, "tw")
+    sid = env.wdir.resolve("tw").session_id
+    left = [env.wdir.path / f".{sid}.meta.0123456789ab.tmp", env.wdir.bin / ".tw.0123456789ab.tmp"]
+    other = [env.wdir.path / ".another-worker.meta.0123456789ab.tmp", env.wdir.bin / ".tw2.0123456789ab.tmp"]
+    for p in left + other:
+        p.write_text("half")
+    assert subprocess.run([str(shim), "stop"], capture_output=True).returncode == 0
+    assert sorted(leftovers(env)) == sorted(p.name for p in other)
+
+
 def test_a_live_launch_is_never_taken_for_a_dead_one(env: Env) -> None:
     """While the first launch runs, list says nothing of interruption and a second launch touches nothing."""
     first = popen("launch", "slow", str(env.root), env={"CSD_SIM_STARTUP_DELAY": "3"})
