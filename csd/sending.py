@@ -217,6 +217,15 @@ def _empty_input(name: str, socket: str | None, shim: str, screen: str) -> Gener
     line: InputLine | None = input_line(screen)
     if line is None or line.clean:
         return  # an empty line, or none on the screen to read (csd cannot check it)
+    # Text the TUI is still taking away by itself is not left over: right after a /clear's SessionStart the real
+    # TUI may show "/clear" a moment more (seen once in ~15 e2e runs), and Esc, Esc then lands on the line it
+    # empties, opening its rewind menu. Look every 20 ms, 0.3 s at most, before clearing anything.
+    for _ in range(15):
+        yield Pause(0.02)
+        now = input_line((yield tmux.visible_call(name, socket)))
+        if now is not None and now.clean:
+            return
+        line = now or line
     left = line
     deadline = time.monotonic() + CLEAR_INPUT_TIMEOUT
     while line is None or not line.clean:

@@ -70,7 +70,8 @@ def test_clear_then_a_lost_server_then_adopt_continues_the_current_conversation(
     assert real.shim("i3", "converse", "said before clear", "60").returncode == 0
     assert real.shim("i3", "send", "/clear").returncode == 0
     assert real.shim("i3", "wait-for-turn", "30").returncode == 0
-    assert real.shim("i3", "converse", "said after clear", "60").stdout == "ECHO: said after clear\n"
+    after = real.shim("i3", "converse", "said after clear", "60")
+    assert (after.returncode, after.stdout) == (0, "ECHO: said after clear\n"), after.stderr
     now = real.shim("i3", "session-id").stdout.strip()
     assert now != first
     js = json.loads(real.shim("i3", "status", "--json").stdout)
