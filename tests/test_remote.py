@@ -20,7 +20,7 @@ from csd import remote
 from csd.prompt import clean_prompt
 from csd.workers import CONSENT_FILE, WorkersDir
 from sshd import SSHD, Sshd, descendants, make_sshd, short_dir
-from support import SIMWORKER, Env, csd, kill_server, launch, popen, wait_blocked
+from support import SIMWORKER, Env, csd, kill_server, launch, popen
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="sshd (Debian's openssh-server) is not installed; .ci/run installs it")
 CSD = str(Path(sys.executable).parent / "csd")

@@ -27,7 +27,7 @@ import pytest
 
 from csd import envfile
 from csd.workers import CONSENT_FILE
-from support import Env, csd, kill_server, launch, leftovers, popen, status
+from support import Env, csd, launch, leftovers, popen, status
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK = [sys.executable, "-I", "-S", str(ROOT / "csd" / "hook.py")]
