@@ -109,18 +109,28 @@ def listed(name: str) -> dict[str, Any]:
 
 def wait_blocked(proc: subprocess.Popen[bytes]) -> None:
     """Until the csd process is tracking its worker: it holds a pidfd on the worker's process, which it
-    opens after its watch is set up (both backends). Read from /proc."""
+    opens after its watch is set up (both backends). Read from /proc. The pidfds csd holds on its own tmux
+    clients while they run (tmux._exit_within) are not that one: their process is csd's child."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        fds = Path(f"/proc/{proc.pid}/fd")
         try:
-            if any("pidfd" in os.readlink(fd) for fd in fds.iterdir()):
+            if any(_pidfd_on_another_process(proc.pid, fd) for fd in Path(f"/proc/{proc.pid}/fd").iterdir()):
                 return
         except (FileNotFoundError, ProcessLookupError):
             pass
         time.sleep(0.01)
     raise AssertionError("the csd process never set up its watch")
+
+
+def _pidfd_on_another_process(pid: int, fd: Path) -> bool:
+    """Whether ``fd`` (of process ``pid``) is a pidfd on a process that is not ``pid``'s child."""
+    if "pidfd" not in os.readlink(fd):
+        return False
+    info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+    target = next(line.split()[1] for line in info.splitlines() if line.startswith("Pid:"))
+    status = Path(f"/proc/{target}/status").read_text()
+    return f"PPid:\t{pid}\n" not in status
 
 
 def leftovers(env: Env) -> list[str]:
