@@ -392,8 +392,19 @@ def visible_call(name: str, socket: str | None = None) -> Call:
     return Call(["capture-pane", "-p", "-t", pane_target(name)], socket, check=False, read=_output)
 
 
+def out_of_mode(target: str) -> list[str]:
+    """tmux commands that take pane ``target`` out of any mode it is in (copy mode, left on by a person who
+    scrolled back in an attached worker and detached; choose-tree...), for the head of a call that sends keys: in a
+    mode, tmux gives send-keys' keys to the mode, not to the program, so a prompt would be typed and its Enter
+    never pressed. Checked in the server (``if-shell -F``), in the same client: no round trip more. ``copy-mode
+    -q`` (tmux >= 3.2) leaves every mode; on an older tmux a pane in a mode makes the call fail, never the keys go
+    astray."""
+    return ["if-shell", "-F", "-t", target, "#{pane_in_mode}", f"copy-mode -q -t {target}", ";"]
+
+
 def keys_call(name: str, *keys: str, literal: bool = False, socket: str | None = None) -> Call:
-    return Call(["send-keys", "-t", pane_target(name), *(["-l"] if literal else []), *keys], socket)
+    target = pane_target(name)
+    return Call([*out_of_mode(target), "send-keys", "-t", target, *(["-l"] if literal else []), *keys], socket)
 
 
 def paste_call(name: str, data: bytes, buffer: str, socket: str | None = None, then: Sequence[str] = ()) -> Call:
@@ -404,8 +415,8 @@ def paste_call(name: str, data: bytes, buffer: str, socket: str | None = None, t
     when the paste failed."""
     target = pane_target(name)
     keys = [";", "send-keys", "-t", target, *then] if then else []
-    return Call(["load-buffer", "-b", buffer, "-", ";", "paste-buffer", "-r", "-d", "-b", buffer, "-t", target, *keys],
-                socket, input=data, undo=["delete-buffer", "-b", buffer])
+    return Call([*out_of_mode(target), "load-buffer", "-b", buffer, "-", ";", "paste-buffer", "-r", "-d", "-b", buffer,
+                 "-t", target, *keys], socket, input=data, undo=["delete-buffer", "-b", buffer])
 
 
 async def pane_of(name: str, socket: str | None = None) -> Pane | None:

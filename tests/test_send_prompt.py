@@ -186,6 +186,23 @@ def test_a_humans_typing_and_bash_mode_are_cleared_and_named(env: Env) -> None:
     assert not (env.root / "half").exists()
 
 
+@pytest.mark.parametrize("mode", [["copy-mode"], ["choose-tree"]], ids=["copy-mode", "choose-tree"])
+def test_a_pane_left_in_a_tmux_mode_still_takes_the_prompt_and_the_exit(env: Env, mode: list[str]) -> None:
+    """A person who attached, scrolled back (copy mode) and detached leaves the pane in a mode, where tmux gives
+    send-keys' keys to the mode: the prompt was typed and its Enter never pressed ("did not confirm the prompt").
+    Every call that sends keys first leaves the mode (tmux.out_of_mode)."""
+    shim = launch(env, "m")
+    in_mode = ["display-message", "-p", "-t", "=m:", "#{pane_in_mode}"]
+    env.tmux(*mode, "-t", "=m:")
+    assert env.tmux(*in_mode).stdout == "1\n"
+    proc = shim_run(shim, "converse", "REPLY:out of the mode", env={"CSD_SUBMIT_TIMEOUT": "3"})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"out of the mode\n", b"")
+    assert env.tmux(*in_mode).stdout == "0\n"
+    env.tmux(*mode, "-t", "=m:")
+    proc = shim_run(shim, "stop", env={"CSD_STOP_TIMEOUT": "3"})
+    assert proc.returncode == 0 and b"did not exit" not in proc.stderr, proc.stderr
+
+
 # ---------------------------------------------------------------- keystrokes through a prompt (issue 14 item 1)
 
 

@@ -99,6 +99,18 @@ def test_leftover_input_is_cleared_not_merged(real, lines: int) -> None:
     assert "cleared what was left in 'pd'" in err and ("alpha leftover 0" in err or "…" in err)
 
 
+def test_a_pane_left_in_copy_mode_takes_the_prompt_and_the_exit(real) -> None:
+    """A person scrolled back in an attached worker and detached: its pane stays in tmux's copy mode, which takes
+    send-keys' keys. send and stop leave the mode first (tests/test_send_prompt.py has the simulated worker's)."""
+    real.worker("cm")
+    real.tmux("copy-mode", "-t", "=cm:")
+    request, err = converse(real, "cm", "out of copy mode")
+    assert user_texts(request)[-1] == "out of copy mode" and err == ""
+    real.tmux("copy-mode", "-t", "=cm:")
+    proc = real.shim("cm", "stop")
+    assert proc.returncode == 0 and "did not exit" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("attack", ["hello\x1b[201\x00~\x15/exit\r", "hello\x1b[20\x1b[201~1~\x15/exit\r"],
                          ids=["nul-rebuilt-marker", "nested-marker"])
 def test_a_rebuilt_paste_marker_types_no_keys(real, attack: str) -> None:
