@@ -31,10 +31,6 @@ class _SiteOnDemand:
 sys.path.append(__file__.rpartition("/")[0].rpartition("/")[0] or "/")
 sys.meta_path.append(_SiteOnDemand)
 sys.argv[0] = "csd"
-try:
-    from csd.cli import entry
-except KeyboardInterrupt:  # Ctrl-C before csd could take it (its imports): its one line, not a traceback
-    sys.stderr.write("csd: interrupted\n")
-    sys.exit(130)  # csd.errors.INTERRUPTED
+from csd.__main__ import entry  # noqa: E402
 
 entry()

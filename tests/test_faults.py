@@ -222,6 +222,31 @@ def test_a_shim_interrupted_while_csd_imports_says_so_in_one_line() -> None:
     assert (out.returncode, out.stdout, out.stderr) == (130, "", "csd: interrupted\n")
 
 
+CONSOLE = """
+import sys
+from importlib.metadata import entry_points
+class Interrupt:  # Ctrl-C while the console script imports csd's command line
+    def find_spec(self, name, path=None, target=None):
+        if name == "csd.cli":
+            raise KeyboardInterrupt
+(script,) = entry_points(group="console_scripts", name="csd")
+run = script.load()
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["csd", "status"]
+run()
+"""
+
+
+@pytest.mark.parametrize("how", ["console-script", "python-m"])
+def test_the_console_script_interrupted_while_csd_imports_says_so_in_one_line(how: str, tmp_path: Path) -> None:
+    """The ``csd`` that pip installs (its entry point as installed: run away from the checkout, whose egg-info
+    a build may leave) and ``python -m csd`` give the one line too."""
+    code = CONSOLE if how == "console-script" else CONSOLE.replace(
+        "run = script.load()", "import runpy; run = lambda: runpy.run_module('csd', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert (out.returncode, out.stdout, out.stderr) == (130, "", "csd: interrupted\n")
+
+
 TERMINATED_WRITES = """
 import os, random, signal, sys, threading
 from csd.errors import Terminated
