@@ -25,9 +25,12 @@ import hashlib
 import json
 import os
 import re
+import selectors
 import shlex
+import signal
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,7 @@ from typing import Any
 
 from csd import __version__, config
 from csd.console import err
-from csd.errors import OK, USAGE, CsdError, HostCsd, HostUnreachable, UsageError
+from csd.errors import OK, USAGE, CsdError, HostCsd, HostUnreachable, Terminated, UsageError
 
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: ssh's own exit status for a fault of its own (connection, authentication, host key, dropped link).
@@ -44,6 +47,8 @@ SSH_FAULT = 255
 SHELL_NOT_FOUND, SHELL_NOT_EXECUTABLE = 127, 126
 #: A re-established stream waits this long before each new attempt (a dropped link, sshd restarting).
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+#: How long an interrupted launch --host waits for the host to undo its half-made worker (csd hosted-launch).
+UNTIE_SECONDS = 15.0
 #: The events that end a turn, for replaying a remote log after a reconnection (states.py has the rules).
 TURN_ENDS = ("stop", "stop_failure", "session_end")
 
@@ -198,6 +203,132 @@ def run(host: Host, argv: list[str], doing: str, stdin: bytes | None = None, cap
     if problem is not None:
         raise problem
     return proc
+
+
+class Tied:
+    """A remote ``csd hosted-launch``, its stdin tied to this process: a pipe kept open while it runs (csd/commands/
+    manage.py, hosted_launch: the host undoes its launch when the pipe closes first, as on a signal of its own).
+
+    Used as ``with Tied(host, argv, doing) as tied: proc = tied.run(); ...``. In the main thread, SIGINT and SIGTERM
+    raise nothing inside the block. The first one cuts the tie, and ``run`` waits up to UNTIE_SECONDS for the host
+    to say how its launch ended (a second signal stops the wait at once). Then the host's answer decides. If the
+    launch failed, or no answer came, ``run`` raises the interrupt (KeyboardInterrupt, Terminated) as it would have
+    been raised. If the launch had reported before it saw the pipe close, the worker exists there. ``run`` returns
+    it as made, the caller records it, and the signals are sent again as the block ends (a launch that blocks them
+    from then on, as the CLI's does, exits 0 with its shim printed: the point of no return of a local launch).
+    ssh runs in a process group of its own, so that a Ctrl-C at a terminal reaches csd only and the channel stays
+    up while the host undoes. Outside the main thread (the Python API's worker threads) no handler is set; the
+    tie still cuts itself if this process dies.
+
+    The answer is read with a selector and a wake-up pipe, not ``communicate``: a multiplexed ssh hands its
+    stdout and stderr to the shared master, so killing the client does not end them; a wait that gives up must
+    stop reading by itself."""
+
+    def __init__(self, host: Host, argv: list[str], doing: str) -> None:
+        self.host, self.argv, self.doing = host, argv, doing
+        self.signals: list[int] = []
+        self.previous: dict[int, Any] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.keep = self.wake = -1  # the tie's write end; the wake-up pipe's write end
+        self.deadline: float | None = None
+
+    def __enter__(self) -> Tied:
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._signalled)
+        except ValueError:  # not the main thread
+            pass
+        except BaseException:  # a signal as the handlers were being set: __exit__ will not run
+            self._restore()
+            raise
+        return self
+
+    def _signalled(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+        if self.wake >= 0:
+            os.write(self.wake, b"!")  # the reading loop decides (run)
+
+    def run(self) -> subprocess.CompletedProcess[bytes]:
+        tie, self.keep = os.pipe()
+        wake, self.wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self.proc = subprocess.Popen([*ssh_argv(self.host), self.host.command(self.argv)], stdin=tie,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
+        finally:
+            os.close(tie)
+        try:
+            out, errs = self._answer(wake)
+        finally:
+            os.close(wake)
+            self._close("wake")
+            self._close("keep")
+        if out is None or (self.signals and self.proc.returncode != OK):
+            if out is None:
+                err(f"csd: host {self.host.name!r} did not say within {UNTIE_SECONDS:g}s whether it undid the launch; "
+                    f"see what it has with: ssh {self.host.ssh} {self.host.csd} list")
+            self._interrupt()
+        problem = fault(self.host, self.proc.returncode, errs.decode("utf-8", "replace"), self.doing)
+        if problem is not None:
+            raise problem
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, errs)
+
+    def _answer(self, wake: int) -> tuple[bytes | None, bytes]:
+        """The remote's stdout and stderr up to their end (None: the wait was given up, ssh killed)."""
+        assert self.proc is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        got: dict[int, list[bytes]] = {self.proc.stdout.fileno(): [], self.proc.stderr.fileno(): []}
+        with selectors.DefaultSelector() as sel:
+            for fd in (*got, wake):
+                sel.register(fd, selectors.EVENT_READ)
+            while len(sel.get_map()) > 1:
+                if self.signals and self.deadline is None:  # the first: cut the tie, give the host its time
+                    self._close("keep")
+                    self.deadline = time.monotonic() + UNTIE_SECONDS
+                left = None if self.deadline is None else self.deadline - time.monotonic()
+                if len(self.signals) > 1 or (left is not None and left <= 0):
+                    self.proc.kill()
+                    self.proc.wait()
+                    return None, b""
+                for key, _ in sel.select(left):
+                    if key.fd == wake:
+                        os.read(wake, 64)
+                    elif data := os.read(key.fd, 65536):
+                        got[key.fd].append(data)
+                    else:
+                        sel.unregister(key.fd)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        self.proc.wait()
+        out, errs = (b"".join(parts) for parts in got.values())
+        return out, errs
+
+    def _close(self, which: str) -> None:
+        fd = getattr(self, which)
+        if fd >= 0:
+            setattr(self, which, -1)
+            os.close(fd)
+
+    def _interrupt(self) -> None:
+        """Raise the first signal's interrupt, as the handlers this replaced would have."""
+        first, self.signals = self.signals[0], []
+        self._restore()
+        if first == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated("terminated (SIGTERM); cleaned up")
+
+    def _restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def __exit__(self, *exc: object) -> None:
+        self._close("wake")
+        self._close("keep")
+        if self.proc is not None and self.proc.returncode is None:  # an error between the start and the answer
+            self.proc.kill()
+            self.proc.wait()
+        self._restore()
+        for sig in self.signals:  # the worker was made: as if they came now
+            os.kill(os.getpid(), sig)
 
 
 def check_version(host: Host) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from csd.console import err, submitted_line
 from csd.errors import NOT_RUNNING, OK, TURN_FAILED, USAGE, CsdError, NotRunning, TurnFailed, UsageError
 from csd.events import Event, failure_line, parse_line
-from csd.remote import Host, HostStream, Record, by_host, check_version, get_host, host_for, remote_state, run, worker_argv
+from csd.remote import (Host, HostStream, Record, Tied, by_host, check_version, get_host, host_for, remote_state, run,
+                        worker_argv)
 from csd.workers import WorkersDir, check_name
 
 TYPE_CHECKING = False  # typing's, without importing typing: a remote worker's read-side command comes through here
@@ -118,29 +119,36 @@ def run_worker_sync(rec: Record, argv: list[str]) -> str:
     return proc.stdout.decode("utf-8", "replace")
 
 
-def launch(wdir: WorkersDir, host_name: str, name: str, cwd: str, claude_args: list[str], resume: str | None = None) -> tuple[Record, bytes]:
+def launch(wdir: WorkersDir, host_name: str, name: str, cwd: str, claude_args: list[str], resume: str | None = None,
+           made: Callable[[], None] = lambda: None) -> tuple[Record, bytes]:
     """``launch --host`` (``resume``: ``adopt --host``): the remote csd's launch, then a local record and shim.
     Returns the record and what the remote launch said on stderr; its failure raises RemoteFailed (its exit
-    code and stderr, for the CLI to pass on as they are)."""
+    code and stderr, for the CLI to pass on as they are). An interrupt while the host launches makes it undo its
+    launch (remote.Tied); one after it has reported is sent again once the record and shim are written, right
+    after ``made()`` (the CLI's blocks it there, so that an interrupted launch that made its worker exits 0)."""
     host = get_host(host_name)
     check_name(name)
     if wdir.check():
         _clear_the_name(wdir, name)
     check_version(host)
-    argv = ["launch", name, cwd] if resume is None else ["adopt", name, cwd, resume]
-    proc = run(host, [*argv, "--", *claude_args], f"{argv[0]}ing {name!r}")
-    if proc.returncode != OK:
-        raise RemoteFailed(f"host {host.name!r}: {argv[0]} of {name!r} failed (exit {proc.returncode})", proc.returncode, proc.stderr)
-    remote_shim = proc.stdout.decode("utf-8", "replace").strip()
-    remote_wdir = str(Path(remote_shim).parent.parent)
-    st = run(host, ["--workers-dir", remote_wdir, "--worker", name, "status", "--json"], f"reading {name!r}'s status")
-    if st.returncode != OK:
-        raise CsdError(f"worker {name!r} launched on host {host.name!r} but its status could not be read "
-                       f"({remote_error(st, host)}); its remote shim: {remote_shim}")
-    info = json.loads(st.stdout)
-    rec = Record(name, host.name, info["first_session_id"], info["cwd"], remote_wdir, remote_shim, info.get("started_at") or "")
-    write_record(wdir, rec)
-    wdir.write_shim(name, host=host.name)
+    doing = "launching" if resume is None else "adopting"
+    argv = ["hosted-launch", *(["--resume", resume] if resume else []), name, cwd, "--", *claude_args]
+    with Tied(host, argv, f"{doing} {name!r}") as tied:  # an interrupt: the host undoes, or it comes after the files
+        proc = tied.run()
+        if proc.returncode != OK:
+            raise RemoteFailed(f"host {host.name!r}: {doing} {name!r} failed (exit {proc.returncode})", proc.returncode,
+                               proc.stderr)
+        try:
+            info = json.loads(proc.stdout)
+            remote_shim = info["shim"]
+            rec = Record(name, host.name, info["session_id"], info["cwd"], str(Path(remote_shim).parent.parent),
+                         remote_shim, info["started_at"])
+        except (ValueError, KeyError, TypeError):
+            raise CsdError(f"worker {name!r} was made on host {host.name!r}, but its report could not be read: "
+                           f"{proc.stdout[:200]!r}") from None
+        write_record(wdir, rec)
+        wdir.write_shim(name, host=host.name)
+        made()
     return rec, proc.stderr
 
 

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from csd import remote
 from csd.prompt import clean_prompt
 from csd.workers import CONSENT_FILE, WorkersDir
 from sshd import SSHD, Sshd, descendants, make_sshd, short_dir
-from support import SIMWORKER, Env, csd, kill_server, launch, popen
+from support import SIMWORKER, Env, csd, kill_server, launch, leftovers, popen
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="sshd (Debian's openssh-server) is not installed; .ci/run installs it")
 CSD = str(Path(sys.executable).parent / "csd")
@@ -464,3 +466,116 @@ def test_a_remote_turn_that_failed_exits_4_through_the_shim_and_the_fan_out(env:
     conv = sh(shim, "converse", "FAIL:server_error")
     assert conv.returncode == 4 and "server_error" in conv.stderr
     assert sh(shim, "stop").returncode == 0
+
+
+def far_leftovers(far: Remote) -> list[str]:
+    """What a launch can leave on the host: tmux sessions and workers-dir files (metas, events, shims, claims)."""
+    d = far.wdir.path
+    files = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()) if d.exists() else []
+    return far.sessions() + files
+
+
+@pytest.mark.parametrize(("sig", "code", "group"),
+                         [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)],
+                         ids=["SIGINT", "SIGTERM", "Ctrl-C-at-a-terminal"])
+def test_an_interrupted_launch_on_a_host_leaves_nothing_there(env: Env, far: Remote, sig: int, code: int, group: bool) -> None:
+    """The remote launch is tied to its SSH channel: a controller interrupted while the host makes the worker
+    closes its stdin, and the host's csd undoes the launch as it would on a signal of its own. The controller
+    waits for that and then exits 130 / 143: nothing is left there, and nothing here. A Ctrl-C at a terminal goes
+    to the whole foreground process group: ssh, in a group of its own, stays up while the host undoes."""
+    far.env["CSD_SIM_STARTUP_DELAY"] = "3"  # it would start then, and a launch that went on would keep it
+    far.write_hosts()
+    proc = subprocess.Popen([sys.executable, "-m", "csd", "launch", "--host", "box", "half", str(env.root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=group)
+    deadline = time.monotonic() + 30
+    while "half" not in far.sessions():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert far_leftovers(far) == [], err
+    assert leftovers(env) == [], err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_launch_on_a_host_interrupted_after_the_host_reported_exits_0_with_its_shim(env: Env, far: Remote, sig: int) -> None:
+    """The host's report is the point of no return: a signal as the controller writes its record (the worker runs
+    there) comes after the launch, which writes its shim, prints it and exits 0, never 130 / 143 with a worker
+    nobody was told of."""
+    signalled = 0
+    for i in range(12):
+        name = f"n{i}"
+        proc = popen("launch", "--host", "box", name, str(env.root))
+        deadline = time.monotonic() + 30
+        while not env.wdir.remote_path(name).exists():
+            if proc.poll() is not None:
+                break  # ended between two looks: no signal could be sent, try again
+            assert time.monotonic() < deadline, proc.communicate()
+        else:
+            proc.send_signal(sig)
+            signalled += 1
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        shim = Path(out.decode().strip())
+        assert shim == env.wdir.shim_path(name)
+        assert sh(shim, "status").stdout == "idle\n"
+        assert sh(shim, "stop").returncode == 0
+        if signalled == 4:
+            break
+    assert signalled == 4
+    assert far_leftovers(far) == [] and leftovers(env) == []
+
+
+def test_a_second_interrupt_stops_waiting_for_a_host_that_does_not_answer(env: Env, far: Remote, tmp_path: Path) -> None:
+    """A host whose csd sees the tie cut (its stdin ends) and then hangs: a second Ctrl-C ends the wait at once
+    (UNTIE_SECONDS is 15 s) and says where to look."""
+    hung, pid, cut = tmp_path / "hung-csd", tmp_path / "hung.pid", tmp_path / "cut"
+    hung.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && exec {CSD} --version\necho $$ > {pid}.new\n"
+                    f"mv {pid}.new {pid}\ncat >/dev/null\ntouch {cut}\nexec sleep 600 </dev/null\n")
+    hung.chmod(0o755)
+    far.write_hosts(hung={"ssh": "root@127.0.0.1", "ssh_args": far.sshd.ssh_args(), "csd": str(hung), "env": far.env})
+    proc = popen("launch", "--host", "hung", "h", str(env.root))
+    deadline = time.monotonic() + 30
+    while not pid.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    try:
+        proc.send_signal(signal.SIGINT)
+        while not cut.exists():  # the host saw its stdin end: the first interrupt cut the tie
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)  # a second one: stop waiting
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 130, err
+        assert b"host 'hung' did not say within 15s whether it undid the launch" in err and b"list" in err
+        assert leftovers(env) == []
+    finally:
+        os.kill(int(pid.read_text()), signal.SIGKILL)
+
+
+def test_a_launch_whose_link_drops_while_the_host_makes_the_worker_leaves_nothing_there(env: Env, far: Remote) -> None:
+    """The link drops (every sshd process of the host goes, the launching csd under them stays): the host's csd
+    sees its stdin end and undoes its launch; the controller says the host is lost (exit 5)."""
+    far.env["CSD_SIM_STARTUP_DELAY"] = "3"  # it would start then, and a launch that went on would keep it
+    far.write_hosts()
+    proc = popen("launch", "--host", "box", "cut", str(env.root))
+    deadline = time.monotonic() + 30
+    while "cut" not in far.sessions():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    assert far.sshd.proc is not None
+    for pid in [far.sshd.proc.pid, *descendants(far.sshd.proc.pid)]:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 5 and b"while launching 'cut'" in err, err
+    deadline = time.monotonic() + 15
+    while far_leftovers(far):  # the host's csd undoes by itself, after the controller has heard the drop
+        assert time.monotonic() < deadline, far_leftovers(far)
+        time.sleep(0.05)
+    assert leftovers(env) == []

@@ -32,6 +32,45 @@ def launch(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     return _launch(args.name, args.cwd, args.claude_args, args.invocation)
 
 
+def hosted_launch(args: argparse.Namespace) -> int:
+    """``csd hosted-launch [--resume SESSION_ID] NAME CWD [-- ARGS]``: what a controller's ``launch --host`` (and
+    ``adopt --host``) runs on the host, over SSH. The launch is tied to the SSH channel: stdin closing before the
+    launch has reported (the controller was interrupted, or the link dropped) is a SIGTERM of its own, so that
+    the half-made worker is undone exactly as a signal would undo it here (exit 143, nothing left); once it has
+    reported, nothing undoes it. The report is one JSON line (shim, session_id, cwd, started_at): all the
+    controller needs for its record, without a second round trip."""
+    from csd.workers import check_session_id
+
+    resume = check_session_id(args.resume) if args.resume is not None else None
+    invocation = ["csd", "launch" if resume is None else "adopt", args.name, args.cwd, *([resume] if resume else []),
+                  *(["--", *args.claude_args] if args.claude_args else [])]
+    _tie_to_stdin()
+    return _launch(args.name, args.cwd, args.claude_args, invocation, resume, hosted=True)
+
+
+def _tie_to_stdin() -> None:
+    """SIGTERM to this process when stdin reaches EOF or fails. The thread that reads it is made with SIGINT and
+    SIGTERM blocked (a thread inherits its maker's mask), so that both stay the main thread's: launch blocks
+    them after its report, and a signal a thread took would still raise in the main thread."""
+    import os
+    import signal
+    import threading
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        threading.Thread(target=watch, name="stdin", daemon=True).start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def adopt(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     if args.host is not None:
         from csd.commands import remote
@@ -61,7 +100,8 @@ class Progress:
             sys.stderr.flush()
 
 
-def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None) -> int:
+def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None = None,
+            hosted: bool = False) -> int:
     """``csd launch`` (``resume`` None) and ``csd adopt``: start it (csd.lifecycle), print its shim.
 
     The first half (csd.startpane: checks, the claim, the files, the pane) runs before asyncio and the engine are
@@ -77,7 +117,7 @@ def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume
         with sigterm_raises():
             prepared = prepare(WorkersDir(), name, cwd, extra, invocation, resume)
             try:
-                run_async(_start(prepared, name, cwd, extra, invocation, resume, progress))
+                run_async(_start(prepared, name, cwd, extra, invocation, resume, progress, hosted))
             except BaseException:
                 if not prepared.owned:
                     prepared.undo()
@@ -88,7 +128,7 @@ def _launch(name: str, cwd: str, extra: list[str], invocation: list[str], resume
 
 
 async def _start(prepared: Prepared, name: str, cwd: str, extra: list[str], invocation: list[str], resume: str | None,
-                 progress: Progress) -> None:
+                 progress: Progress, hosted: bool = False) -> None:
     """Start the worker and report it. The report is the launch's point of no return: it is printed as soon as
     start_worker returns, with no await between (a cancellation lands only at an await), and an interrupt after it
     (a cancellation in the supervisor's exit, or a signal while the process ends) is held back, so that exit
@@ -104,17 +144,19 @@ async def _start(prepared: Prepared, name: str, cwd: str, extra: list[str], invo
         async with Supervisor(prepared.wdir, machine=False) as sup:  # the table's fold (states.py), not the machine
             launched = await start_worker(sup, name, cwd, extra, invocation, resume, progress, prepared)
             progress.done()
-            _print_launched(launched)
+            _print_launched(launched, hosted)
             reported = True
-            # pending until the process exits (os._exit: cli.entry), where they end with it; launch runs no thread
+            # pending until the process exits (os._exit: cli.entry), where they end with it; the one thread a
+            # launch may run (_tie_to_stdin) blocks them too
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     except asyncio.CancelledError:
         if not reported:
             raise
 
 
-def _print_launched(launched: Launched) -> None:
-    """The shim on stdout; what was made on stderr (a panel on a terminal: rich is only loaded for one)."""
+def _print_launched(launched: Launched, hosted: bool = False) -> None:
+    """The shim on stdout (``hosted``: the JSON line of hosted_launch); what was made on stderr (a panel on a
+    terminal: rich is only loaded for one)."""
     m = launched.meta
     body = (
         f"tmux:        {m.tmux_name}" + (f"  (socket {m.tmux_socket})" if m.tmux_socket else "") + "\n"
@@ -132,7 +174,13 @@ def _print_launched(launched: Launched) -> None:
         Console(stderr=True, highlight=False, soft_wrap=True).print(Panel(body, title=f"worker {m.tmux_name} ready", expand=False), markup=False)
     else:
         err(body)
-    print(launched.shim, flush=True)
+    if hosted:
+        import json
+
+        report = {"shim": str(launched.shim), "session_id": m.session_id, "cwd": m.cwd, "started_at": m.started_at}
+        print(json.dumps(report), flush=True)
+    else:
+        print(launched.shim, flush=True)
 
 
 def stop(args: argparse.Namespace) -> Coroutine[Any, Any, int]:

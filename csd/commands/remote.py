@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -36,8 +37,11 @@ if TYPE_CHECKING:
 def launch(host_name: str, name: str, cwd: str, claude_args: list[str], resume: str | None = None) -> int:
     """``csd launch --host H NAME CWD`` (or ``adopt --host H NAME CWD SESSION_ID`` with ``resume``): what the
     remote launch said on stderr, as it is, and the local shim on stdout."""
+    def made() -> None:  # the point of no return: signals wait for the exit (os._exit: cli.entry), where they end
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
     try:
-        _, said = remoteworkers.launch(WorkersDir(), host_name, name, cwd, claude_args, resume)
+        _, said = remoteworkers.launch(WorkersDir(), host_name, name, cwd, claude_args, resume, made)
     except RemoteFailed as exc:  # the remote csd's own words and exit code, as they are
         sys.stderr.buffer.write(exc.stderr)
         sys.stderr.flush()

@@ -7,7 +7,8 @@ and imported only when its command runs, so a read-side command loads nothing of
 ``invocation`` added by cli) and returns an exit code, or a coroutine that cli runs to its exit code.
 
 Scopes: ``top`` (``csd CMD``), ``per`` (``csd --worker NAME CMD``, or ``SHIM CMD``), and ``hidden``
-(``csd stream``: what a controller runs on a remote host over SSH; in no help and no completion).
+(``csd stream``, ``csd hosted-launch``: what a controller runs on a remote host over SSH; in no help and no
+completion).
 """
 
 from __future__ import annotations
@@ -259,6 +260,11 @@ TABLE = (
     Command("stop", PER, "end the worker: /exit, wait, kill if needed, remove meta, events and shim. Destructive and "
             "final: relaunch to continue.",
             "csd.commands.manage:stop"),
+    Command("hosted-launch", HIDDEN, "launch, or adopt with --resume, for a controller's launch --host: undone if stdin "
+            "closes before it reports; prints one JSON line",
+            "csd.commands.manage:hosted_launch",
+            Arg("--resume", default=None, metavar="SESSION_ID"), Arg("name"), Arg("cwd"),
+            Arg("claude_args", nargs="*", word="[-- claude-args...]"), passthrough=True),
     Command("stream", HIDDEN, "one JSON line per state change of the named workers until stdin closes",
             "csd.commands.remote:stream",
             Arg("--settled", action="store_true"), Arg("--replay", action="append", default=[], metavar="NAME=LINE"),
