@@ -579,3 +579,35 @@ def test_a_launch_whose_link_drops_while_the_host_makes_the_worker_leaves_nothin
         assert time.monotonic() < deadline, far_leftovers(far)
         time.sleep(0.05)
     assert leftovers(env) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_launch_on_a_host_interrupted_as_the_host_reports_is_whole_or_gone(env: Env, far: Remote, sig: int) -> None:
+    """A signal the moment the host has written its shim, a few lines before its report: the host sees the tie cut
+    just before or just after its point of no return. Either way the two sides agree: exit 0 with the shim printed,
+    the record written and the worker idle there; or exit 130 / 143 with nothing left on either side. (On this
+    machine the host has always reported first, the cut taking an SSH hop: the path where the controller cut the
+    tie and the host's answer says the worker was made.)"""
+    code = 130 if sig == signal.SIGINT else 143
+    outcomes = set()
+    for i in range(6):
+        name = f"r{i}"
+        proc = popen("launch", "--host", "box", name, str(env.root))
+        deadline = time.monotonic() + 30
+        while not far.wdir.shim_path(name).exists():
+            if proc.poll() is not None:
+                break  # it ended between two looks: no signal could be sent (exit 0 below, or a failure shown)
+            assert time.monotonic() < deadline, proc.communicate()
+        else:
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        outcomes.add(proc.returncode)
+        if proc.returncode == 0:
+            shim = Path(out.decode().strip())
+            assert shim == env.wdir.shim_path(name) and env.wdir.remote_path(name).exists()
+            assert sh(shim, "status").stdout == "idle\n"
+            assert sh(shim, "stop").returncode == 0
+        else:
+            assert proc.returncode == code, err
+        assert far_leftovers(far) == [] and leftovers(env) == [], (proc.returncode, err)
+    assert outcomes <= {0, code}
