@@ -407,6 +407,7 @@ class HostStream:
         self.host, self.rwd, self.recs, self.settled, self.changed = host, rwd, recs, settled, changed
         self.follow = follow  # csd watch: never ends, never gives up (its rows say unreachable meanwhile)
         self.done: dict[str, str] = {}  # name -> the raw line that ended its turn
+        self.failures: dict[str, str] = {}  # name -> that turn's one-line failure, as the host read it
         self.busy_line: dict[str, int] = {}  # name -> the log's line count when it was last seen working
         self.latest: dict[str, dict[str, Any]] = {}  # name -> its latest message
         self.error: CsdError | None = None
@@ -462,6 +463,8 @@ class HostStream:
                 name = msg["name"]
                 self.latest[name] = msg
                 if msg["done"] is not None:
+                    if name not in self.done and msg.get("failure"):
+                        self.failures[name] = msg["failure"]
                     self.done.setdefault(name, msg["done"])
                 else:
                     self.busy_line[name] = msg["line"]

@@ -236,8 +236,9 @@ class TurnWait:
         return [n for n in self.names if self.result(n) is None]
 
     def failure(self, name: str, ev: Event) -> str | None:
-        """The one-line failure of the turn ``ev`` ended, or None: a remote turn by its stop_failure line only
-        (the transcript check for releases without StopFailure runs on the worker's own host)."""
+        """The one-line failure of the turn ``ev`` ended, or None: a remote one as its host's stream said (the
+        host reads the transcript of a release without StopFailure), else by its stop_failure line."""
         if name not in self.remote:
             return self.sup.turn_failure(name, ev)
-        return failure_line(name, ev) if ev.error is not None else None
+        said = next((s.failures[name] for s in self.streams if name in s.failures), None)
+        return said or (failure_line(name, ev) if ev.error is not None else None)

@@ -468,6 +468,23 @@ def test_a_remote_turn_that_failed_exits_4_through_the_shim_and_the_fan_out(env:
     assert sh(shim, "stop").returncode == 0
 
 
+def test_a_failed_turn_of_an_older_release_on_a_host_exits_4_through_the_shim_and_the_fan_out(env: Env, far: Remote) -> None:
+    """Before StopFailure (2.1.78) a failed turn fires Stop, and only the transcript says it failed. The host's
+    csd reads it there and its stream says so: the waits that go through the stream exit 4 as a local one does."""
+    far.env["CSD_SIM_RELEASE"] = "2.1.60"
+    far.write_hosts()
+    shim = launch_far("o", env.root)
+    assert sh(shim, "send", "FAIL:rate_limit").returncode == 0
+    one = sh(shim, "wait-for-turn", "30")
+    assert one.returncode == 4, one.stderr
+    assert json.loads(one.stdout)["event"] == "stop" and "the turn ended in an API error (rate_limit: " in one.stderr
+    fan = csd("wait-for-turn", "--any", "o", "30")
+    assert fan.returncode == 4 and "the turn ended in an API error (rate_limit: " in fan.stderr.decode()
+    assert sh(shim, "converse", "REPLY:fine again").stdout == "fine again\n"
+    assert sh(shim, "wait-for-turn", "30").returncode == 0  # the next turn went well: no stale failure
+    assert sh(shim, "stop").returncode == 0
+
+
 def far_leftovers(far: Remote) -> list[str]:
     """What a launch can leave on the host: tmux sessions and workers-dir files (metas, events, shims, claims)."""
     d = far.wdir.path

@@ -191,10 +191,11 @@ def stream(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
 async def serve_stream(names: list[str], settled: bool, replay: dict[str, int]) -> int:
     """``csd stream`` (run by a controller over SSH): one JSON line per worker now, then one per event or
-    liveness change of any of them: ``{"name", "state", "line", "done"}``, ``done`` being the line that
-    ended its turn (or a ``gone`` stand-in) or null while it works. ``replay`` (NAME -> line) first looks
-    in the log past that line for a turn end the controller missed while its connection was down. Ends
-    when the controller closes the channel (stdin reaches EOF)."""
+    liveness change of any of them: ``{"name", "state", "line", "done", "failure", ...}``, ``done`` being the
+    line that ended its turn (or a ``gone`` stand-in) or null while it works, ``failure`` that turn's one-line
+    failure or null (read here, where the transcript is: a release without StopFailure says it there only).
+    ``replay`` (NAME -> line) first looks in the log past that line for a turn end the controller missed while
+    its connection was down. Ends when the controller closes the channel (stdin reaches EOF)."""
     from csd.supervisor import Supervisor
 
     async with Supervisor(machine=False) as sup:  # it only reads states
@@ -203,6 +204,12 @@ async def serve_stream(names: list[str], settled: bool, replay: dict[str, int]) 
             tr = await sup.track(n)
             trs[tr.name] = tr
         replayed = _replayed(sup, trs, replay)
+        failures: dict[tuple[str, str], str | None] = {}  # (name, the line that ended its turn): read once
+
+        def failure(name: str, done: Event) -> str | None:
+            if (name, done.raw) not in failures:
+                failures[name, done.raw] = None if done.name == "gone" else sup.turn_failure(name, done)
+            return failures[name, done.raw]
 
         def emit(tr: Tracked, _ev: object = None) -> None:
             if tr.name not in trs:
@@ -211,6 +218,7 @@ async def serve_stream(names: list[str], settled: bool, replay: dict[str, int]) 
             w = tr.worker
             since = w.state_event.ts if w.state_event is not None else None
             msg = {"name": tr.name, "state": str(tr.state), "line": tr.line_count, "done": done.raw if done else None,
+                   "failure": failure(tr.name, done) if done else None,
                    # what the live table shows (csd watch on the controller)
                    "last": w.last_event.summary() if w.last_event else "", "turns": w.turns, "bg": w.bg_running,
                    "since": since, "cwd": tr.meta.cwd}
