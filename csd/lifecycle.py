@@ -246,7 +246,7 @@ async def _record_process(wdir: WorkersDir, meta: Meta) -> Meta:
     pane = await tmux.pane_of(meta.tmux_name, meta.tmux_socket)
     if pane is None or not pane.alive:
         return meta  # exited already: start-up reports it
-    meta = meta.replace(pid=pane.pid, proc_start=proc_start(pane.pid))
+    meta = meta.replace(pid=pane.pid, proc_start=proc_start(pane.pid), pane=pane.pane_id)
     wdir.write_meta(meta)
     return meta
 
@@ -357,7 +357,7 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
                 break
             return
         # the visible screen only: a dialog redrawn by clearing leaves stale copies of itself in the history
-        screen = await tmux.visible(name, socket)
+        screen = await tmux.visible(tr.meta.where, socket)
         if not await _runs(tr.meta):
             break
         dialog = detect_dialog(screen)
@@ -366,7 +366,7 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
             # dialogs are drawn before they take keys: a key sent in the first ~0.25 s is lost
             if time.monotonic() - seen_at[dialog.key] >= DIALOG_SETTLE:
                 progress(f"answering the {dialog.key} dialog")
-                await _answer(dialog, name, socket)
+                await _answer(dialog, tr.meta.where, socket)
                 answered.add(dialog.key)
                 seen_at.pop(dialog.key, None)
         try:
@@ -381,7 +381,8 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
 
 
 async def _answer(dialog: Dialog, name: str, socket: str | None) -> None:
-    """Move the marker onto the accepting option, check it moved, then press Enter (never a bare Enter)."""
+    """Move the marker onto the accepting option, check it moved, then press Enter (never a bare Enter).
+    ``name``: the worker's pane (Meta.where)."""
     if dialog.keys:
         for _ in range(5):
             screen = await tmux.visible(name, socket)
@@ -452,12 +453,13 @@ async def _exit(sup: Supervisor, meta: Meta, timeout: float) -> None:
     tr = await sup.track(meta)
     if tr.state == State.GONE:
         return
+    where = meta.where
     if tr.state == State.WORKING:
-        await tmux.send_keys(name, "Escape", socket=socket)
-    await tmux.send_keys(name, "C-u", socket=socket)
-    await tmux.send_keys(name, "/exit", literal=True, socket=socket)
+        await tmux.send_keys(where, "Escape", socket=socket)
+    await tmux.send_keys(where, "C-u", socket=socket)
+    await tmux.send_keys(where, "/exit", literal=True, socket=socket)
     await until_enter_is_safe(tr)  # a stop right after launch: the TUI would swallow the Enter
-    await tmux.send_keys(name, "Enter", socket=socket)
+    await tmux.send_keys(where, "Enter", socket=socket)
     try:
         async with asyncio.timeout(timeout):
             await sup.wait_until(lambda: True if tr.state == State.GONE or tr.removed else None)

@@ -159,25 +159,26 @@ def steps(meta: Meta, shim: str, p: Prepared, screen: str, hold: Callable[[], fl
     and press Enter (after ``hold()`` seconds, asked right then: enter_hold), then wait for the confirmation,
     pressing Enter again every CSD_SUBMIT_RETRY_INTERVAL (the TUI may have swallowed it). Returns the confirming
     event."""
-    name, socket = meta.tmux_name, meta.tmux_socket
+    name, where, socket = meta.tmux_name, meta.where, meta.tmux_socket
     try:
-        yield from _empty_input(name, socket, shim, screen)
-        before = (yield tmux.capture_call(name, socket, lines=200)) if p.slash else ""
+        yield from _empty_input(name, where, socket, shim, screen)
+        before = (yield tmux.capture_call(where, socket, lines=200)) if p.slash else ""
         stream = input_stream(p.text, p.shell, p.exact)
         if (seconds := hold()) > 0:
             yield Pause(seconds)
         # the text and its Enter in one tmux call (checked on the real binary: tests/e2e/test_prompt_delivery.py)
-        yield tmux.paste_call(name, stream, f"csd-{meta.session_id}", socket, then=("Enter",))
+        yield tmux.paste_call(where, stream, f"csd-{meta.session_id}", socket, then=("Enter",))
     except tmux.TmuxError:
         if (yield tmux.pane_call(name, socket)) is None:
             raise NotRunning(f"worker {name!r} is gone: its tmux session ended while the prompt was being sent") from None
         raise
-    return (yield from _until_submitted(name, socket, shim, p, before, doing))
+    return (yield from _until_submitted(name, where, socket, shim, p, before, doing))
 
 
-def _until_submitted(name: str, socket: str | None, shim: str, p: Prepared, before: str, doing: Callable[[], str]) -> Steps:
+def _until_submitted(name: str, where: str, socket: str | None, shim: str, p: Prepared, before: str,
+                     doing: Callable[[], str]) -> Steps:
     """The confirming event, pressing Enter again every CSD_SUBMIT_RETRY_INTERVAL and, for a slash command,
-    reading the screen for "Unknown command"."""
+    reading the screen for "Unknown command". ``where``: the worker's pane (Meta.where)."""
     retry = config.seconds("CSD_SUBMIT_RETRY_INTERVAL")
     command = p.text.split(None, 1)[0] if p.slash else ""
     now = time.monotonic()
@@ -188,12 +189,12 @@ def _until_submitted(name: str, socket: str | None, shim: str, p: Prepared, befo
         if ev is not None:
             return ev
         if p.slash:
-            words = unknown_command(before, (yield tmux.capture_call(name, socket, lines=200)), command)
+            words = unknown_command(before, (yield tmux.capture_call(where, socket, lines=200)), command)
             if words is not None:
                 raise UsageError(f"{name!r} does not know the command {command!r}; its screen says: {words}")
         if next_press <= time.monotonic() < deadline:
             try:
-                yield tmux.keys_call(name, "Enter", socket=socket)
+                yield tmux.keys_call(where, "Enter", socket=socket)
             except tmux.TmuxError:
                 if (yield tmux.pane_call(name, socket)) is not None:
                     raise
@@ -207,9 +208,10 @@ def _until_submitted(name: str, socket: str | None, shim: str, p: Prepared, befo
     )
 
 
-def _empty_input(name: str, socket: str | None, shim: str, screen: str) -> Generator[object, Any, None]:
+def _empty_input(name: str, where: str, socket: str | None, shim: str, screen: str) -> Generator[object, Any, None]:
     """Start from an empty prompt-mode input line: Esc, Esc clears it wherever the cursor is, Backspace leaves an
     empty bash-mode line. What was cleared is named on stderr (it may be a human's typing after a handoff).
+    ``where``: the worker's pane (Meta.where), ``name`` for the messages.
 
     Text that Esc, Esc leaves exactly as it was is not input but a hint the TUI draws in an empty line
     ("Press up to edit queued messages"): send goes on.
@@ -222,7 +224,7 @@ def _empty_input(name: str, socket: str | None, shim: str, screen: str) -> Gener
     # empties, opening its rewind menu. Look every 20 ms, 0.3 s at most, before clearing anything.
     for _ in range(15):
         yield Pause(0.02)
-        now = input_line((yield tmux.visible_call(name, socket)))
+        now = input_line((yield tmux.visible_call(where, socket)))
         if now is not None and now.clean:
             return
         line = now or line
@@ -237,20 +239,20 @@ def _empty_input(name: str, socket: str | None, shim: str, screen: str) -> Gener
         if line is None:
             # Esc, Esc on an input line that was empty already opens Claude Code's rewind menu: close it. The
             # line was empty, so what it showed was a hint.
-            yield tmux.keys_call(name, "Escape", socket=socket)
+            yield tmux.keys_call(where, "Escape", socket=socket)
             if left.mode == "prompt":
                 return
         elif line.text:
-            yield tmux.keys_call(name, "Escape", socket=socket)
+            yield tmux.keys_call(where, "Escape", socket=socket)
             yield Pause(0.1)  # two Escapes in one read would be one Meta-Escape
-            yield tmux.keys_call(name, "Escape", socket=socket)
+            yield tmux.keys_call(where, "Escape", socket=socket)
         else:
-            yield tmux.keys_call(name, "BSpace", socket=socket)
+            yield tmux.keys_call(where, "BSpace", socket=socket)
         before = line
         # the TUI redraws; no event says when (~50 ms, more on a busy machine): look every 20 ms, 0.5 s at most
         for _ in range(25):
             yield Pause(0.02)
-            line = input_line((yield tmux.visible_call(name, socket)))
+            line = input_line((yield tmux.visible_call(where, socket)))
             if line != before:
                 break
     what = f"{left.text[:80]!r}" if left.text else "nothing"

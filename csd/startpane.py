@@ -200,7 +200,7 @@ class Prepared:
         self.created_session = True  # set first: an interrupt may land after tmux made the session but before it returned
         pane = tmux.new_session_sync(self.meta.tmux_name, self.meta.cwd, argv, PANE_WIDTH, PANE_HEIGHT, self.socket)
         if pane is not None and pane.alive:  # else it exited already: start-up reports it
-            self.meta = self.meta.replace(pid=pane.pid, proc_start=proc_start(pane.pid))
+            self.meta = self.meta.replace(pid=pane.pid, proc_start=proc_start(pane.pid), pane=pane.pane_id)
             self.wdir.write_meta(self.meta)
         return self.meta
 

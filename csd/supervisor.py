@@ -584,7 +584,7 @@ class Supervisor:
         (liveness, capture-pane) overlap. The look needs no state; send reads it only once it knows the worker is
         idle and holds its lock, and the paste that follows could always meet a key typed after any look."""
         meta = self.resolve(handle) if handle not in self._tracked else self._tracked[handle].meta
-        look = asyncio.ensure_future(tmux.visible(meta.tmux_name, meta.tmux_socket))
+        look = asyncio.ensure_future(tmux.visible(meta.where, meta.tmux_socket))
         try:
             tr = await self.track(meta)
         except BaseException:

@@ -75,8 +75,8 @@ def session_target(name: str) -> str:
 
 
 def pane_target(name: str) -> str:
-    """The active pane of exactly session ``name``."""
-    return f"={name}:"
+    """The active pane of exactly session ``name``; a pane id (``%N``: Meta.where) is that very pane."""
+    return name if name.startswith("%") else f"={name}:"
 
 
 def parse_panes(output: str) -> dict[str, Pane]:

@@ -226,7 +226,7 @@ class Follow:
         name = self.meta.tmux_name
         p = prepare(prompt, shell)
         # the first look at the screen runs while tmux is asked about the process (two round trips overlapped)
-        look = tmux.start_sync(tmux.visible_call(name, self.meta.tmux_socket))
+        look = tmux.start_sync(tmux.visible_call(self.meta.where, self.meta.tmux_socket))
         try:
             self.watch_liveness(config.seconds("CSD_TMUX_TIMEOUT") if deadline is None else deadline - time.monotonic())
             check_sendable(self.wdir, name, State(self.worker.state))

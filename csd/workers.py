@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+#: tmux's pane ids: a meta's ``pane`` is used only if it is one.
+PANE_ID_RE = re.compile(r"%[0-9]{1,9}")
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CONSENT_FILE = ".claude/.claude-session-driver-consent"
 
@@ -59,11 +61,14 @@ class Meta(Value):
     events (``Tail.session_id``). ``tmux_socket`` is None when the meta does not record one (bash v3): the
     caller's ``CSD_TMUX_SOCKET`` applies; ``""`` means tmux's default server. ``pid`` and ``proc_start``
     (the process's start time in clock ticks since boot, from /proc) identify the worker process, so a pane
-    that now runs something else is not the worker; 0 when unknown.
+    that now runs something else is not the worker; 0 when unknown. ``pane`` is tmux's id of the worker's pane
+    (``%N``, fixed for the pane's life): every key csd types and every screen it reads go to exactly that pane,
+    never to whichever pane of the session is active (a person who split the worker's window would otherwise
+    get the prompt typed into their shell, and run). "" in metas of older releases: the session's active pane.
     """
 
     _fields = ("tmux_name", "session_id", "cwd", "started_at", "invocation", "tmux_socket", "claude_bin", "csd_version",
-               "extra", "pid", "proc_start")
+               "extra", "pid", "proc_start", "pane")
     _hidden = _uncompared = frozenset({"extra"})
     tmux_name: str
     session_id: str
@@ -76,13 +81,19 @@ class Meta(Value):
     extra: dict[str, Any]
     pid: int
     proc_start: int
+    pane: str
 
     def __init__(self, tmux_name: str, session_id: str, cwd: str, started_at: str = "", invocation: tuple[str, ...] = (),
                  tmux_socket: str | None = None, claude_bin: str = "", csd_version: str = "",
-                 extra: dict[str, Any] | None = None, pid: int = 0, proc_start: int = 0) -> None:
+                 extra: dict[str, Any] | None = None, pid: int = 0, proc_start: int = 0, pane: str = "") -> None:
         self._set(tmux_name=tmux_name, session_id=session_id, cwd=cwd, started_at=started_at, invocation=invocation,
                   tmux_socket=tmux_socket, claude_bin=claude_bin, csd_version=csd_version,
-                  extra={} if extra is None else extra, pid=pid, proc_start=proc_start)
+                  extra={} if extra is None else extra, pid=pid, proc_start=proc_start, pane=pane)
+
+    @property
+    def where(self) -> str:
+        """What csd's tmux calls that type or read a screen target (csd.tmux.pane_target): the worker's pane."""
+        return self.pane or self.tmux_name
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Meta:
@@ -99,6 +110,7 @@ class Meta(Value):
             csd_version=str(obj.get("csd_version") or ""),
             pid=_int(obj.get("pid")),
             proc_start=_int(obj.get("proc_start")),
+            pane=pane if isinstance(pane := obj.get("pane"), str) and PANE_ID_RE.fullmatch(pane) else "",
             extra={k: v for k, v in obj.items() if k not in known},
         )
 
@@ -117,6 +129,8 @@ class Meta(Value):
             d["tmux_socket"] = self.tmux_socket
         if self.pid:
             d.update(pid=self.pid, proc_start=self.proc_start)
+        if self.pane:
+            d["pane"] = self.pane
         return d
 
 

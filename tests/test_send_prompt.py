@@ -203,6 +203,23 @@ def test_a_pane_left_in_a_tmux_mode_still_takes_the_prompt_and_the_exit(env: Env
     assert proc.returncode == 0 and b"did not exit" not in proc.stderr, proc.stderr
 
 
+def test_a_person_s_pane_beside_the_worker_gets_no_keys(env: Env) -> None:
+    """A person split the worker's window (or opened a window in its session): their pane is the active one. The
+    prompt, its Enter, the input-line checks and stop's /exit all go to the worker's own pane (Meta.pane), never to
+    theirs, where a shell would run the prompt as a command."""
+    shim = launch(env, "sp")
+    mark = env.root / "ran"
+    env.tmux("split-window", "-t", "=sp:", "bash --norc")
+    env.tmux("new-window", "-t", "=sp:", "bash --norc")
+    proc = shim_run(shim, "converse", f"REPLY:only for the worker; touch {mark}", env={"CSD_SUBMIT_TIMEOUT": "3"})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"only for the worker; touch " + str(mark).encode() + b"\n", b"")
+    assert shim_run(shim, "send", "/clear").returncode == 0 and shim_run(shim, "wait-for-turn", "10").returncode == 0
+    assert not mark.exists()
+    proc = shim_run(shim, "stop", env={"CSD_STOP_TIMEOUT": "3"})
+    assert proc.returncode == 0 and b"did not exit" not in proc.stderr, proc.stderr
+    assert not mark.exists()
+
+
 # ---------------------------------------------------------------- keystrokes through a prompt (issue 14 item 1)
 
 

@@ -111,6 +111,19 @@ def test_a_pane_left_in_copy_mode_takes_the_prompt_and_the_exit(real) -> None:
     assert proc.returncode == 0 and "did not exit" not in proc.stderr, proc.stderr
 
 
+def test_a_person_s_pane_beside_the_worker_gets_no_keys(real) -> None:
+    """A person split the worker's window: their shell is the active pane. The prompt goes to the worker's own pane
+    (Meta.pane), never to the shell, where it would run (tests/test_send_prompt.py has the simulated worker's)."""
+    real.worker("sp")
+    mark = real.proj / "ran-in-the-shell"
+    real.tmux("split-window", "-t", "=sp:", "bash --norc")
+    request, err = converse(real, "sp", f"only for the worker; touch {mark}")
+    assert user_texts(request)[-1] == f"only for the worker; touch {mark}" and err == ""
+    proc = real.shim("sp", "stop")
+    assert proc.returncode == 0 and "did not exit" not in proc.stderr, proc.stderr
+    assert not mark.exists()
+
+
 @pytest.mark.parametrize("attack", ["hello\x1b[201\x00~\x15/exit\r", "hello\x1b[20\x1b[201~1~\x15/exit\r"],
                          ids=["nul-rebuilt-marker", "nested-marker"])
 def test_a_rebuilt_paste_marker_types_no_keys(real, attack: str) -> None:
