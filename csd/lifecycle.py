@@ -104,7 +104,7 @@ async def _check_free(wdir: WorkersDir, name: str, socket: str | None, resume: s
         same_sid = resume is not None and resume in (m.session_id, wdir.current_session_id(m))
         if not (same_name or same_sid):
             continue
-        pane = await tmux.pane_of(m.tmux_name, m.tmux_socket)
+        pane = await tmux.pane_of(m.tmux_name, m.tmux_socket, m.pane)
         if tmux.worker_alive(pane, m.pid, m.proc_start):
             shim = wdir.shim_path(m.tmux_name)
             if same_name:
@@ -219,7 +219,8 @@ class _Start:
         elif self.respawn:
             # The session was there before adopt: it stays (with the dead pane showing why), and so does
             # the tmux server with every other session on it.
-            if meta.pid and tmux.worker_alive(await tmux.pane_of(self.name, self.socket), meta.pid, meta.proc_start):
+            pane = await tmux.pane_of(self.name, self.socket, meta.pane) if meta.pid else None
+            if tmux.worker_alive(pane, meta.pid, meta.proc_start):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(meta.pid, signal.SIGHUP)
             err(f"csd: note: tmux session {self.name!r} existed before adopt and is left in place, its pane dead; "
@@ -326,7 +327,7 @@ async def _runs(meta: Meta) -> bool:
     tmux call), else asked of tmux (no /proc, or the pane's process had exited before launch could record it)."""
     if meta.pid and meta.proc_start:
         return not is_zombie(meta.pid) and proc_start(meta.pid) == meta.proc_start
-    return tmux.worker_alive(await tmux.pane_of(meta.tmux_name, meta.tmux_socket), meta.pid, meta.proc_start)
+    return tmux.worker_alive(await tmux.pane_of(meta.tmux_name, meta.tmux_socket, meta.pane), meta.pid, meta.proc_start)
 
 
 async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None, running: bool) -> None:
@@ -340,8 +341,8 @@ async def _check_still_running(sup: Supervisor, tr: Tracked, socket: str | None,
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(EXIT_STATUS_WAIT):
             await sup.wait_until(lambda: True if tr.state == State.GONE or tr.removed else None)
-    pane = await tmux.pane_of(tr.name, socket)
-    screen = await tmux.capture(tr.name, socket, lines=None)
+    pane = await tmux.pane_of(tr.name, socket, tr.meta.pane)
+    screen = await tmux.capture(tr.meta.where, socket, lines=None)
     status = exit_words(tmux.exit_status(pane) if pane is not None else "")
     raise CsdError(f"worker {tr.name!r} exited right after starting{status}, before its first prompt.{startup_hint(screen)}{last_lines(screen)}")
 
@@ -374,8 +375,8 @@ async def _pass_startup(sup: Supervisor, tr: Tracked, socket: str | None, progre
                 await sup.wait_until(lambda: True if tr.state != State.LAUNCHING else None)
         except TimeoutError:
             pass
-    screen = await tmux.capture(name, socket, lines=None)
-    pane = await tmux.pane_of(name, socket)
+    screen = await tmux.capture(tr.meta.where, socket, lines=None)
+    pane = await tmux.pane_of(name, socket, tr.meta.pane)
     status = exit_words(tmux.exit_status(pane) if pane is not None else "")
     raise CsdError(f"worker {name!r} exited during start-up{status}.{startup_hint(screen)}{last_lines(screen)}")
 
@@ -409,7 +410,7 @@ async def stop_worker(sup: Supervisor, meta: Meta) -> None:
     remove = True
     looked = False  # the pane is the worker's (or gone): from then on an interrupt ends it at once
     try:
-        pane = await tmux.pane_of(name, socket)
+        pane = await tmux.pane_of(name, socket, meta.pane)
         if pane is not None and pane.alive and not tmux.worker_alive(pane, meta.pid, meta.proc_start):
             err(f"csd: note: tmux session {name!r} now runs another process (pid {pane.pid}), not worker {name!r} "
                 f"(pid {meta.pid}); left alone")
@@ -476,7 +477,7 @@ async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str, reason: str 
     parts = [f"# csd diagnostic for {meta.tmux_name} ({meta.session_id}) at {now_iso()}"]
     if reason:
         parts += ["## reason", reason]
-    pane = await tmux.pane_of(meta.tmux_name, socket)
+    pane = await tmux.pane_of(meta.tmux_name, socket, meta.pane)
     if pane is not None:
         proc = await asyncio.create_subprocess_exec(
             # tmux starts each pane's process as a session leader: its session is the worker's process tree
@@ -485,7 +486,7 @@ async def write_diagnostic(wdir: WorkersDir, meta: Meta, path: str, reason: str 
         )
         out, _ = await proc.communicate()
         parts += ["## process tree", out.decode(errors="replace")]
-    parts += ["## pane", await tmux.capture(meta.tmux_name, socket, lines=200)]
+    parts += ["## pane", await tmux.capture(meta.where, socket, lines=200)]
     tpath = transcript_file(wdir, meta)
     if tpath is not None and tpath.is_file():
         parts += [f"## transcript tail ({tpath})", "\n".join(tpath.read_text(errors="replace").splitlines()[-20:])]

@@ -368,15 +368,15 @@ class Supervisor:
     async def _pane(self, tr: Tracked) -> tmux.Pane | None:
         socket = tr.meta.tmux_socket
         if self._panes is None:
-            return await tmux.pane_of(tr.name, socket)
+            return await tmux.pane_of(tr.name, socket, tr.meta.pane)
         panes = self._panes.get(socket)
         if panes is None:
             try:
                 panes = await asyncio.to_thread(tmux.list_panes_sync, socket)
             except CsdError:
-                return await tmux.pane_of(tr.name, socket)  # as without the listing
+                return await tmux.pane_of(tr.name, socket, tr.meta.pane)  # as without the listing
             self._panes[socket] = panes
-        return panes.get(tr.name)
+        return tmux.worker_pane(panes, tr.name, tr.meta.pane)
 
     async def _watch_liveness(self, tr: Tracked) -> None:
         pane = await self._pane(tr)
@@ -431,14 +431,14 @@ class Supervisor:
         """
         while self._starting(tr):
             await asyncio.sleep(STARTING_CHECK_INTERVAL)
-            if await tmux.pane_of(tr.name, tr.meta.tmux_socket) is not None:
+            if await tmux.pane_of(tr.name, tr.meta.tmux_socket, tr.meta.pane) is not None:
                 break
         await self._watch_liveness(tr)
 
     async def _poll_liveness(self, tr: Tracked) -> None:
         while tr.state != State.GONE:
             await asyncio.sleep(LIVENESS_FALLBACK_INTERVAL)
-            pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket)
+            pane = await tmux.pane_of(tr.name, tr.meta.tmux_socket, tr.meta.pane)
             if not tmux.worker_alive(pane, tr.meta.pid, tr.meta.proc_start):
                 self._died(tr)
 

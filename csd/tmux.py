@@ -80,7 +80,8 @@ def pane_target(name: str) -> str:
 
 
 def parse_panes(output: str) -> dict[str, Pane]:
-    """Pure: ``list-panes -a -F PANE_FORMAT`` output -> {session name: its first pane}."""
+    """Pure: ``list-panes -a -F PANE_FORMAT`` output -> {session name: its first pane, pane id: that pane}
+    (session names never begin with ``%``, pane ids always do). Read a worker's with worker_pane."""
     panes: dict[str, Pane] = {}
     for line in output.splitlines():
         parts = line.split("\t")
@@ -90,8 +91,17 @@ def parse_panes(output: str) -> dict[str, Pane]:
             pid = int(parts[2])
         except ValueError:
             pid = 0
-        panes.setdefault(parts[0], Pane(parts[0], parts[1], pid, parts[3] == "1", parts[4] if len(parts) > 4 else ""))
+        pane = Pane(parts[0], parts[1], pid, parts[3] == "1", parts[4] if len(parts) > 4 else "")
+        panes.setdefault(parts[0], pane)
+        if parts[1].startswith("%"):
+            panes[parts[1]] = pane
     return panes
+
+
+def worker_pane(panes: dict[str, Pane], name: str, pane_id: str = "") -> Pane | None:
+    """The worker's pane among ``panes`` (parse_panes): its own (``pane_id``, Meta.pane), gone with it, when the
+    meta names one; else session ``name``'s first. A pane a person opened beside it is never the worker's."""
+    return panes.get(pane_id) if pane_id else panes.get(name)
 
 
 def worker_alive(pane: Pane | None, pid: int = 0, start: int = 0) -> bool:
@@ -368,12 +378,13 @@ def call_sync(c: Call, within: float | None = None) -> Any:
         raise
 
 
-def pane_call(name: str, socket: str | None = None) -> Call:
-    """The pane of exactly session ``name``, or None when there is no such session."""
+def pane_call(name: str, socket: str | None = None, pane_id: str = "") -> Call:
+    """The worker's pane in exactly session ``name`` (worker_pane: ``pane_id`` if given, among the panes of every
+    window of the session), or None when there is no such session or pane."""
     def read(rc: int, out: str, err: str) -> Pane | None:
-        return parse_panes(out).get(name) if rc == 0 else None
+        return worker_pane(parse_panes(out), name, pane_id) if rc == 0 else None
 
-    return Call(["list-panes", "-t", session_target(name), "-F", PANE_FORMAT], socket, check=False, read=read)
+    return Call(["list-panes", "-s", "-t", session_target(name), "-F", PANE_FORMAT], socket, check=False, read=read)
 
 
 def _output(rc: int, out: str, err: str) -> str:
@@ -419,9 +430,9 @@ def paste_call(name: str, data: bytes, buffer: str, socket: str | None = None, t
                  "-t", target, *keys], socket, input=data, undo=["delete-buffer", "-b", buffer])
 
 
-async def pane_of(name: str, socket: str | None = None) -> Pane | None:
-    """The pane of exactly session ``name``, or None when there is no such session."""
-    return await call(pane_call(name, socket))
+async def pane_of(name: str, socket: str | None = None, pane_id: str = "") -> Pane | None:
+    """The worker's pane in exactly session ``name`` (pane_call), or None."""
+    return await call(pane_call(name, socket, pane_id))
 
 
 async def has_session(name: str, socket: str | None = None) -> bool:

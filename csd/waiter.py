@@ -185,7 +185,7 @@ class Follow:
         w, meta = self.worker, self.meta
         if self.line_count == 0 and w.state == State.LAUNCHING and self.wdir.launch_under_way(meta):
             return False
-        pane = tmux.list_panes_sync(meta.tmux_socket, within=within).get(meta.tmux_name)
+        pane = tmux.worker_pane(tmux.list_panes_sync(meta.tmux_socket, within=within), meta.tmux_name, meta.pane)
         if not tmux.worker_alive(pane, meta.pid, meta.proc_start):
             w.lose()  # no pane, a dead one, or one that runs another process now
             return True

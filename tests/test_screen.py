@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from csd.screen import DIALOGS, ONBOARDING, detect_dialog, exit_words, last_lines, marker_on, startup_hint
-from csd.tmux import PANE_FORMAT, Pane, parse_panes
+from csd.tmux import PANE_FORMAT, Pane, parse_panes, worker_pane
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "claude-code" / "samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="../shared samples not present")
@@ -82,16 +82,20 @@ def test_exit_words() -> None:
     assert exit_words("1") == " (exit status 1)" and exit_words("") == ""
 
 
-def test_parse_panes_takes_each_session_s_first_pane() -> None:
+def test_parse_panes_takes_each_session_s_first_pane_and_each_pane_by_its_id() -> None:
     assert PANE_FORMAT.count("\t") == 4  # the fields parse_panes reads, in this order
     out = "api\t%1\t4242\t0\t\napi\t%2\t4343\t0\t\nweb\t%3\t77\t1\t137\n"
     panes = parse_panes(out)
-    assert panes == {"api": Pane("api", "%1", 4242, False, ""), "web": Pane("web", "%3", 77, True, "137")}
+    a1, a2, w = Pane("api", "%1", 4242, False, ""), Pane("api", "%2", 4343, False, ""), Pane("web", "%3", 77, True, "137")
+    assert panes == {"api": a1, "%1": a1, "%2": a2, "web": w, "%3": w}
+    # a worker whose meta names its pane is that pane, or gone with it; an older meta's is the session's first
+    assert (worker_pane(panes, "api", "%2"), worker_pane(panes, "api", "%7"), worker_pane(panes, "api")) == (a2, None, a1)
 
 
 def test_parse_panes_tolerates_what_is_not_a_pane_line() -> None:
     out = "garbage\nx\t%9\tnot-a-pid\t0\nold\t%4\t12\t0\n\n"  # an unparsable pid is 0; a 4-field line (no status) ok
-    assert parse_panes(out) == {"x": Pane("x", "%9", 0, False, ""), "old": Pane("old", "%4", 12, False, "")}
+    x, old = Pane("x", "%9", 0, False, ""), Pane("old", "%4", 12, False, "")
+    assert parse_panes(out) == {"x": x, "%9": x, "old": old, "%4": old}
     assert parse_panes("") == {}
 
 

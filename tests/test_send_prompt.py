@@ -215,9 +215,11 @@ def test_a_person_s_pane_beside_the_worker_gets_no_keys(env: Env) -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"only for the worker; touch " + str(mark).encode() + b"\n", b"")
     assert shim_run(shim, "send", "/clear").returncode == 0 and shim_run(shim, "wait-for-turn", "10").returncode == 0
     assert not mark.exists()
+    assert shim_run(shim, "status").stdout == b"idle\n"  # the new window is the session's current one
     proc = shim_run(shim, "stop", env={"CSD_STOP_TIMEOUT": "3"})
-    assert proc.returncode == 0 and b"did not exit" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and b"did not exit" not in proc.stderr and b"left alone" not in proc.stderr, proc.stderr
     assert not mark.exists()
+    assert env.tmux("has-session", "-t", "=sp", check=False).returncode != 0  # the worker went, its session with it
 
 
 # ---------------------------------------------------------------- keystrokes through a prompt (issue 14 item 1)

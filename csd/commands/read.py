@@ -32,7 +32,8 @@ def fold_worker(wdir: WorkersDir, m: Meta, panes: dict[str, tmux.Pane], count_li
     from csd.states import fold
 
     tail = wdir.read_tail(m.session_id, warn_bad_line(wdir.events_path(m.session_id)), count_lines=count_lines)
-    worker = fold(tail.events, alive=tmux.worker_alive(panes.get(m.tmux_name), m.pid, m.proc_start))
+    pane = tmux.worker_pane(panes, m.tmux_name, m.pane)
+    worker = fold(tail.events, alive=tmux.worker_alive(pane, m.pid, m.proc_start))
     return worker, tail.session_id or m.session_id
 
 
