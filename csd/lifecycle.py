@@ -244,7 +244,7 @@ def _check_conversation(cwd: str, sid: str, name: str) -> None:
 async def _record_process(wdir: WorkersDir, meta: Meta) -> Meta:
     """Write the worker's process (pid and start time) into its meta: from now on the worker is that
     process, and a pane that runs anything else is not the worker (status says gone, send refuses)."""
-    pane = await tmux.pane_of(meta.tmux_name, meta.tmux_socket)
+    pane = await tmux.active_pane(meta.tmux_name, meta.tmux_socket)  # the one adopt respawned
     if pane is None or not pane.alive:
         return meta  # exited already: start-up reports it
     meta = meta.replace(pid=pane.pid, proc_start=proc_start(pane.pid), pane=pane.pane_id)
@@ -261,7 +261,7 @@ async def end_pane_process(name: str, socket: str | None) -> None:
     """End the process in session ``name``'s pane and wait (pidfds, no polling) until it and the hooks it
     started have exited. SIGHUP is what closing the pane sends: Claude Code records its SessionEnd and exits.
     """
-    pane = await tmux.pane_of(name, socket)
+    pane = await tmux.active_pane(name, socket)  # the one adopt respawns
     if pane is None or not pane.alive:
         return
     if not await _signal_and_wait([pane.pid], signal.SIGHUP, END_PROCESS_TIMEOUT):

@@ -430,6 +430,13 @@ def paste_call(name: str, data: bytes, buffer: str, socket: str | None = None, t
                  "-t", target, *keys], socket, input=data, undo=["delete-buffer", "-b", buffer])
 
 
+async def active_pane(name: str, socket: str | None = None) -> Pane | None:
+    """The pane ``pane_target(name)`` means (the active pane of the session's current window): the one adopt
+    respawns, or None when there is no such session."""
+    rc, out, _ = await run(["display-message", "-p", "-t", pane_target(name), PANE_FORMAT], socket, check=False)
+    return worker_pane(parse_panes(out), name) if rc == 0 else None
+
+
 async def pane_of(name: str, socket: str | None = None, pane_id: str = "") -> Pane | None:
     """The worker's pane in exactly session ``name`` (pane_call), or None."""
     return await call(pane_call(name, socket, pane_id))

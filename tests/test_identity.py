@@ -228,6 +228,27 @@ def test_adopt_onto_a_surviving_pane_after_the_workers_dir_was_wiped(env: Env) -
     assert env.tmux("has-session", "-t", "=keep", check=False).returncode == 0
 
 
+def test_adopt_onto_a_session_with_a_person_s_window_takes_the_pane_it_respawns(env: Env) -> None:
+    """A restored session with two windows, the second current: adopt respawns the active pane there, and that pane
+    (not the first window's) is the worker from then on: it converses, and stop ends it and leaves no process."""
+    shim = launch(env, "aw")
+    assert run(str(shim), "converse", "REPLY:before").returncode == 0
+    sid = env.wdir.resolve("aw").session_id
+    assert run(str(shim), "stop").returncode == 0
+    env.session("aw")  # restored: a first window with a long sleep...
+    env.tmux("new-window", "-t", "=aw:", "--", "sleep", "100001")  # ...and a second, current one
+    first = int(env.tmux("list-panes", "-t", "=aw:0", "-F", "#{pane_pid}").stdout)
+    proc = run("adopt", "aw", str(env.root), sid)
+    assert proc.returncode == 0, proc.stderr
+    shim = Path(proc.stdout.strip())
+    assert run(str(shim), "status").stdout == "idle\n"
+    assert run(str(shim), "converse", "REPLY:after").stdout == "after\n"
+    worker = env.wdir.resolve("aw").pid
+    assert worker != first and running(first)
+    assert run(str(shim), "stop").returncode == 0
+    assert not running(worker)
+
+
 def test_a_failed_adopt_onto_a_pane_leaves_its_session_and_the_server(env: Env) -> None:
     env.session("keep")
     shim = launch(env, "gone")
