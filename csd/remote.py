@@ -21,6 +21,7 @@ ssh_config says (csd never turns that off).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -246,17 +247,18 @@ class Tied:
     def _signalled(self, signum: int, frame: object) -> None:
         self.signals.append(signum)
         if self.wake >= 0:
-            os.write(self.wake, b"!")  # the reading loop decides (run)
+            with contextlib.suppress(BlockingIOError):  # full: it has a wake-up to read already
+                os.write(self.wake, b"!")  # the reading loop decides (run)
 
     def run(self) -> subprocess.CompletedProcess[bytes]:
-        tie, self.keep = os.pipe()
+        tie, self.keep = os.pipe()  # the write end is not inherited: ssh sees EOF when this process closes it
         wake, self.wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            self.proc = subprocess.Popen([*ssh_argv(self.host), self.host.command(self.argv)], stdin=tie,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
-        finally:
-            os.close(tie)
-        try:
+            try:
+                self.proc = subprocess.Popen([*ssh_argv(self.host), self.host.command(self.argv)], stdin=tie,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
+            finally:
+                os.close(tie)
             out, errs = self._answer(wake)
         finally:
             os.close(wake)
