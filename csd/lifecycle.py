@@ -418,7 +418,7 @@ async def stop_worker(sup: Supervisor, meta: Meta) -> None:
         looked = True
         if pane is not None:
             await _exit(sup, meta, config.seconds("CSD_STOP_TIMEOUT"))
-        await tmux.kill_session(name, socket)
+        await _end_session(meta)
     except TmuxNotAnswering as exc:
         # the worker may well be alive: keep its files, so that stop can be run again once tmux answers
         remove = False
@@ -433,6 +433,19 @@ async def stop_worker(sup: Supervisor, meta: Meta) -> None:
             # the claim file a launcher killed mid-launch left (never one a launch under way holds: that fails)
             with contextlib.suppress(CsdError, OSError):
                 LaunchClaim(wdir, name).release()
+
+
+async def _end_session(meta: Meta) -> None:
+    """Kill the worker's tmux session; one in which a person opened panes of their own (a split, a window) keeps
+    them: only the worker's pane goes, said on stderr."""
+    name, socket = meta.tmux_name, meta.tmux_socket
+    others = await tmux.others_in_session(name, meta.pane, socket) if meta.pane else []
+    if not others:
+        await tmux.kill_session(name, socket)
+        return
+    await tmux.kill_pane(meta.pane, socket)
+    err(f"csd: note: tmux session {name!r} has other panes ({' '.join(others)}), not the worker's: only the "
+        f"worker's pane was closed, the session stays")
 
 
 async def _kill_at_once(name: str, socket: str | None) -> bool:

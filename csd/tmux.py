@@ -452,6 +452,18 @@ async def kill_session(name: str, socket: str | None = None) -> bool:
     return rc == 0
 
 
+async def others_in_session(name: str, pane_id: str, socket: str | None = None) -> list[str]:
+    """The ids of session ``name``'s panes that are not ``pane_id`` (in any window): a person's, opened beside
+    the worker's."""
+    rc, out, _ = await run(["list-panes", "-s", "-t", session_target(name), "-F", "#{pane_id}"], socket, check=False)
+    return [p for p in out.split() if p != pane_id] if rc == 0 else []
+
+
+async def kill_pane(pane_id: str, socket: str | None = None) -> bool:
+    rc, _, _ = await run(["kill-pane", "-t", pane_id], socket, check=False)
+    return rc == 0
+
+
 async def capture(name: str, socket: str | None = None, lines: int | None = 50) -> str:
     return await call(capture_call(name, socket, lines))
 

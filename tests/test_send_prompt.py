@@ -48,6 +48,14 @@ def raw_paste_and_enter(env: Env, name: str, text: str) -> None:
     env.tmux("send-keys", "-t", f"={name}:", "Enter")
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie its parent has yet to reap does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_ups(shim: Path, count: int) -> list[str]:
     out = subprocess.run([str(shim), "wait-for-turn", "20"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -216,10 +224,16 @@ def test_a_person_s_pane_beside_the_worker_gets_no_keys(env: Env) -> None:
     assert shim_run(shim, "send", "/clear").returncode == 0 and shim_run(shim, "wait-for-turn", "10").returncode == 0
     assert not mark.exists()
     assert shim_run(shim, "status").stdout == b"idle\n"  # the new window is the session's current one
+    worker, pane = env.wdir.resolve("sp").pid, env.wdir.resolve("sp").pane
+    theirs = env.tmux("list-panes", "-s", "-t", "=sp", "-F", "#{pane_id}").stdout.split()
+    theirs.remove(pane)
     proc = shim_run(shim, "stop", env={"CSD_STOP_TIMEOUT": "3"})
     assert proc.returncode == 0 and b"did not exit" not in proc.stderr and b"left alone" not in proc.stderr, proc.stderr
+    assert b"has other panes" in proc.stderr and b"only the worker's pane was closed" in proc.stderr
     assert not mark.exists()
-    assert env.tmux("has-session", "-t", "=sp", check=False).returncode != 0  # the worker went, its session with it
+    assert not running(worker)
+    # the person's two panes stay, theirs to close
+    assert env.tmux("list-panes", "-s", "-t", "=sp", "-F", "#{pane_id}").stdout.split() == theirs
 
 
 # ---------------------------------------------------------------- keystrokes through a prompt (issue 14 item 1)
