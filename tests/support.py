@@ -133,6 +133,21 @@ def _pidfd_on_another_process(pid: int, fd: Path) -> bool:
     return f"PPid:\t{pid}\n" not in status
 
 
+def signal_when(proc: subprocess.Popen[bytes], path: Path, sig: int) -> tuple[bool, bytes, bytes]:
+    """Send ``sig`` to ``proc`` the moment ``path`` appears (checked without a pause, so the signal lands within
+    microseconds of it); whether it was sent, and ``proc``'s output once it has exited. Not sent: ``proc`` ended
+    between two looks, before ``path`` was seen (the caller tries again, or fails)."""
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            return False, out, err
+        assert time.monotonic() < deadline, proc.communicate()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    return True, out, err
+
+
 def leftovers(env: Env) -> list[str]:
     """Everything a failed launch could leave: tmux sessions, metas, events files, shims, locks."""
     sessions = env.tmux("list-sessions", "-F", "#{session_name}", check=False).stdout.split()

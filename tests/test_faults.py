@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Env, csd, events, launch, leftovers, popen, status, wait_blocked
+from support import Env, csd, events, launch, leftovers, popen, signal_when, status, wait_blocked
 
 
 def lock_is_free(path: Path) -> bool:
@@ -62,20 +62,6 @@ def test_signal_during_launch_leaves_no_half_made_worker(env: Env, sig: int, cod
     assert leftovers(env) == []
 
 
-def signal_when(proc: subprocess.Popen[bytes], path: Path, sig: int) -> tuple[bytes, bytes] | None:
-    """Send ``sig`` to ``proc`` the moment ``path`` appears (checked without a pause, so the signal lands within
-    microseconds of it), and its output once it has exited; None if ``path`` appeared and ``proc`` ended between
-    two looks, so that no signal could be sent (the caller tries again)."""
-    deadline = time.monotonic() + 30
-    while not path.exists():
-        if proc.poll() is not None and path.exists():
-            proc.communicate()
-            return None
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-    proc.send_signal(sig)
-    return proc.communicate(timeout=30)
-
-
 def running_child(pid: int, word: bytes) -> bool:
     """Whether a child of ``pid`` runs a command line that has ``word`` in it."""
     with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -96,9 +82,8 @@ def test_a_signal_as_the_name_is_claimed_leaves_nothing(env: Env, sig: int, code
     once the claim is known to the undo, which removes it: nothing is left, ten times over."""
     for i in range(10):
         proc = popen("launch", f"c{i}", str(env.root))
-        got = signal_when(proc, env.wdir.claim_path(f"c{i}"), sig)
-        assert got is not None, "the launch ended while its claim was there"
-        _, err = got
+        sent, _, err = signal_when(proc, env.wdir.claim_path(f"c{i}"), sig)
+        assert sent, "the launch ended while its claim was there"
         assert proc.returncode == code, err
         assert leftovers(env) == [], err
 
@@ -127,14 +112,11 @@ def test_a_signal_as_the_worker_is_made_comes_after_the_launch(env: Env, sig: in
     signalled = 0
     for i in range(15):
         proc = popen("launch", f"m{i}", str(env.root))
-        got = signal_when(proc, env.wdir.shim_path(f"m{i}"), sig)
-        if got is not None:  # else the launch had ended before the signal could be sent: another one
-            signalled += 1
-            out, err = got
-            assert proc.returncode == 0, err
-            shim = Path(out.decode().strip())
-            assert shim == env.wdir.shim_path(f"m{i}") and status(shim) == "idle"
-        shim = env.wdir.shim_path(f"m{i}")
+        sent, out, err = signal_when(proc, env.wdir.shim_path(f"m{i}"), sig)
+        signalled += sent  # else the launch had ended before the signal could be sent: another one
+        assert proc.returncode == 0, err
+        shim = Path(out.decode().strip())
+        assert shim == env.wdir.shim_path(f"m{i}") and status(shim) == "idle"
         assert subprocess.run([str(shim), "stop"], capture_output=True).returncode == 0
         if signalled == 5:
             break

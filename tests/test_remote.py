@@ -22,7 +22,7 @@ from csd import remote
 from csd.prompt import clean_prompt
 from csd.workers import CONSENT_FILE, WorkersDir
 from sshd import SSHD, Sshd, descendants, make_sshd, short_dir
-from support import SIMWORKER, Env, csd, kill_server, launch, leftovers, popen
+from support import SIMWORKER, Env, csd, kill_server, launch, leftovers, popen, signal_when
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="sshd (Debian's openssh-server) is not installed; .ci/run installs it")
 CSD = str(Path(sys.executable).parent / "csd")
@@ -527,15 +527,8 @@ def test_a_launch_on_a_host_interrupted_after_the_host_reported_exits_0_with_its
     for i in range(12):
         name = f"n{i}"
         proc = popen("launch", "--host", "box", name, str(env.root))
-        deadline = time.monotonic() + 30
-        while not env.wdir.remote_path(name).exists():
-            if proc.poll() is not None:
-                break  # ended between two looks: no signal could be sent, try again
-            assert time.monotonic() < deadline, proc.communicate()
-        else:
-            proc.send_signal(sig)
-            signalled += 1
-        out, err = proc.communicate(timeout=30)
+        sent, out, err = signal_when(proc, env.wdir.remote_path(name), sig)
+        signalled += sent  # else it ended between two looks: no signal could be sent, try again
         assert proc.returncode == 0, err
         shim = Path(out.decode().strip())
         assert shim == env.wdir.shim_path(name)
@@ -610,14 +603,7 @@ def test_a_launch_on_a_host_interrupted_as_the_host_reports_is_whole_or_gone(env
     for i in range(6):
         name = f"r{i}"
         proc = popen("launch", "--host", "box", name, str(env.root))
-        deadline = time.monotonic() + 30
-        while not far.wdir.shim_path(name).exists():
-            if proc.poll() is not None:
-                break  # it ended between two looks: no signal could be sent (exit 0 below, or a failure shown)
-            assert time.monotonic() < deadline, proc.communicate()
-        else:
-            proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        _, out, err = signal_when(proc, far.wdir.shim_path(name), sig)  # not sent: it ended first (exit 0 below)
         outcomes.add(proc.returncode)
         if proc.returncode == 0:
             shim = Path(out.decode().strip())
